@@ -1,0 +1,672 @@
+//! Fused whole-trajectory kernel for exact Gaussian mixtures: each SIMD lane carries one
+//! trajectory through every step with exact scores, Philox noise, the sampler update
+//! x' = a x + c s(x) + √var z, the online classifier
+//! ln π_y += (c/√var) z·Δ_y − c²‖Δ_y‖²/(2 var) (then log-sum-exp), the exact posterior, and the
+//! per-point sums of [`InfoSums`] — no intermediate arrays beyond a chunk of 128 trajectories.
+//!
+//! Its slow twin is [`crate::cpu::reference::mixture_trajectory`] (f64, one trajectory at a time);
+//! every ISA instantiation is tested against it and against each other (bit-identical).
+
+use rayon::prelude::*;
+
+use super::isa::{Isa, IsaKind};
+use super::math::{box_muller, exp, ln, philox};
+use crate::error::{Error, Result};
+use crate::info::{InfoSpec, InfoSums, Layout};
+use crate::rng::{INIT_STEP, Noise};
+
+use crate::score::{GaussianMixture, ScoreModel};
+use crate::score::mixture::INIT_PICK_BLOCK;
+use crate::sde::{Grid, Sampler};
+
+/// Trajectories per chunk (the unit of work of one task).
+pub const CHUNK: usize = 128;
+
+/// Everything the kernel needs, precomputed in f64 and stored in f32.
+#[derive(Clone, Debug)]
+pub struct MixturePlan {
+    pub dim: usize,
+    pub comps: usize,
+    pub classes: usize,
+    pub steps: usize,
+    class_of: Vec<usize>,
+    one_per_class: bool,
+    parts: Vec<(Vec<usize>, Vec<usize>, f32)>,
+    prior: Vec<f32>,
+    log_prior: Vec<f32>,
+    /// s_t m_k per point. (S+1, Kc, D)
+    sm: Vec<f32>,
+    /// 1/Σ_k per point. (S+1, Kc, D)
+    inv: Vec<f32>,
+    /// ln π_k − ½ Σ_d ln(2π Σ_kd). (S+1, Kc)
+    lognorm: Vec<f32>,
+    /// tr Σ_k⁻¹. (S+1, Kc)
+    trace: Vec<f32>,
+    /// Per step: a, c, √var, c/√var, c²/(2 var). (S, 5)
+    coef: Vec<[f32; 5]>,
+    /// Initial state: s_T m_k and √(s_T² C_k + σ_T²). (Kc, D)
+    init_mean: Vec<f32>,
+    init_sd: Vec<f32>,
+    cum: Vec<f32>,
+    key: [u32; 2],
+    layout: Layout,
+}
+
+impl MixturePlan {
+    /// Prepares the kernel for `mixture` sampled by `sampler` (ancestral, DDIM with η > 0 or
+    /// Euler–Maruyama) on `grid`.
+    pub fn new(mixture: &GaussianMixture, spec: &InfoSpec, grid: &Grid, sampler: &Sampler, noise: Noise) -> Result<Self> {
+        if !sampler.is_stochastic() {
+            return Err(Error::Unsupported {
+                op: "MixturePlan",
+                reason: format!("the fused kernel runs stochastic samplers; {} is deterministic", sampler.name()),
+            });
+        }
+        let (d, kc, k) = (mixture.dim(), mixture.components().len(), spec.classes());
+        let pts = &grid.points;
+        let steps = pts.len() - 1;
+        let weights = mixture.weights();
+        let mut sm = Vec::with_capacity((steps + 1) * kc * d);
+        let mut inv = Vec::with_capacity((steps + 1) * kc * d);
+        let mut lognorm = Vec::with_capacity((steps + 1) * kc);
+        let mut trace = Vec::with_capacity((steps + 1) * kc);
+        for p in pts {
+            for (i, c) in mixture.components().iter().enumerate() {
+                let mut ln_det = 0.0;
+                let mut tr = 0.0;
+                for j in 0..d {
+                    let v = mixture.component_var(i, j, p.s, p.sigma);
+                    sm.push((p.s * c.mean[j]) as f32);
+                    inv.push((1.0 / v) as f32);
+                    ln_det += (2.0 * std::f64::consts::PI * v).ln();
+                    tr += 1.0 / v;
+                }
+                lognorm.push((weights[i].ln() - 0.5 * ln_det) as f32);
+                trace.push(tr as f32);
+            }
+        }
+        let coef = (0..steps)
+            .map(|j| {
+                let tr = sampler.transition(&pts[j], &pts[j + 1], j + 1 == steps).expect("stochastic sampler");
+                let sd = tr.var.sqrt();
+                let (cs, kl) = if sd > 0.0 { (tr.c / sd, tr.kl_coef()) } else { (0.0, 0.0) };
+                [tr.a as f32, tr.c as f32, sd as f32, cs as f32, kl as f32]
+            })
+            .collect();
+        let p0 = &pts[0];
+        let mut init_mean = Vec::with_capacity(kc * d);
+        let mut init_sd = Vec::with_capacity(kc * d);
+        for c in mixture.components() {
+            for j in 0..d {
+                init_mean.push((p0.s * c.mean[j]) as f32);
+                init_sd.push((p0.s * p0.s * c.var[j] + p0.sigma * p0.sigma).sqrt() as f32);
+            }
+        }
+        let parts = spec
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.a.clone(), p.b.clone(), (1.0 / spec.partition_mass(i)) as f32))
+            .collect();
+        Ok(MixturePlan {
+            dim: d,
+            comps: kc,
+            classes: k,
+            steps,
+            class_of: mixture.components().iter().map(|c| c.class).collect(),
+            one_per_class: mixture.one_component_per_class(),
+            parts,
+            prior: spec.prior.iter().map(|&p| p as f32).collect(),
+            log_prior: spec.prior.iter().map(|&p| p.ln() as f32).collect(),
+            sm,
+            inv,
+            lognorm,
+            trace,
+            coef,
+            init_mean,
+            init_sd,
+            cum: mixture.cumulative_weights_f32(),
+            key: noise.key(),
+            layout: Layout::new(spec),
+        })
+    }
+}
+
+/// Runs trajectories `first..first + n` and returns their information sums; with `final_x`
+/// (n·D) also the final states. Chunks run in parallel on rayon's pool; sums are reduced in a
+/// fixed order, so the result does not depend on the number of threads.
+pub fn run(plan: &MixturePlan, kind: IsaKind, first: u64, n: usize, final_x: Option<&mut [f32]>) -> Result<InfoSums> {
+    let d = plan.dim;
+    if first + n as u64 > (u32::MAX - 16) as u64 {
+        return Err(Error::config("trajectories", "first + count < 2^32 − 16 for the fused kernel", first + n as u64));
+    }
+    let chunks = n.div_ceil(CHUNK);
+    const GROUP: usize = 16; // chunks summed sequentially per task
+    let mut xs: Vec<&mut [f32]> = match final_x {
+        Some(buf) => {
+            if buf.len() != n * d {
+                return Err(Error::shape("mixture_trajectory::run", n * d, buf.len()));
+            }
+            buf.chunks_mut(CHUNK * d).collect()
+        }
+        None => Vec::new(),
+    };
+    let mut xs_groups: Vec<Vec<&mut [f32]>> = Vec::new();
+    if !xs.is_empty() {
+        let mut it = xs.drain(..);
+        for _ in 0..chunks.div_ceil(GROUP) {
+            xs_groups.push(it.by_ref().take(GROUP).collect());
+        }
+    }
+    let groups: Vec<usize> = (0..chunks.div_ceil(GROUP)).collect();
+    let results: Vec<Result<InfoSums>> = if xs_groups.is_empty() {
+        groups
+            .par_iter()
+            .map_init(
+                || Scratch::new(plan, kind),
+                |scr, &g| run_group(plan, kind, scr, first, n, g * GROUP, ((g + 1) * GROUP).min(chunks), &mut []),
+            )
+            .collect()
+    } else {
+        groups
+            .par_iter()
+            .zip(xs_groups.par_iter_mut())
+            .map_init(
+                || Scratch::new(plan, kind),
+                |scr, (&g, xg)| run_group(plan, kind, scr, first, n, g * GROUP, ((g + 1) * GROUP).min(chunks), xg),
+            )
+            .collect()
+    };
+    let mut total = InfoSums::new(plan.layout, plan.steps + 1);
+    for r in results {
+        total.merge(&r?);
+    }
+    Ok(total)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_group(
+    plan: &MixturePlan,
+    kind: IsaKind,
+    scr: &mut Scratch,
+    first: u64,
+    n: usize,
+    c0: usize,
+    c1: usize,
+    xs: &mut [&mut [f32]],
+) -> Result<InfoSums> {
+    let mut sums = InfoSums::new(plan.layout, plan.steps + 1);
+    for (i, c) in (c0..c1).enumerate() {
+        let start = c * CHUNK;
+        let count = CHUNK.min(n - start);
+        let out = xs.get_mut(i).map(|s| &mut **s);
+        chunk(kind, plan, scr, first + start as u64, count, &mut sums, out)?;
+    }
+    Ok(sums)
+}
+
+/// Per-task scratch memory, reused across chunks.
+pub struct Scratch {
+    /// x (G, D, L), ln π (G, K, L), π (G, K, L)
+    state: Vec<f32>,
+    /// (S+1, G, 1+K, L): h and ‖Δ_y‖² per point, for the final-posterior weighting.
+    trail: Vec<f32>,
+    /// Lane accumulators. (width, L)
+    acc: Vec<f32>,
+    /// Per-lane temporaries (see `Tmp`).
+    tmp: Vec<f32>,
+    lanes: usize,
+}
+
+impl Scratch {
+    pub fn new(plan: &MixturePlan, kind: IsaKind) -> Self {
+        let l = match kind {
+            IsaKind::Avx512 => 16,
+            IsaKind::Avx2Fma => 8,
+            IsaKind::Scalar => 1,
+        };
+        let g = CHUNK / l;
+        let (d, k, kc) = (plan.dim, plan.classes, plan.comps);
+        Scratch {
+            state: vec![0.0; g * (d + 2 * k) * l],
+            trail: vec![0.0; (plan.steps + 1) * g * (1 + k) * l],
+            acc: vec![0.0; plan.layout.width() * l],
+            tmp: vec![0.0; (kc * (2 + d) + d + k * d + 3 * k + d.div_ceil(4) * 4) * l],
+            lanes: l,
+        }
+    }
+}
+
+crate::isa_dispatch! {
+    /// One chunk of up to [`CHUNK`] trajectories starting at `first`.
+    fn chunk(plan: &MixturePlan, scr: &mut Scratch, first: u64, count: usize, sums: &mut InfoSums, out: Option<&mut [f32]>) -> Result<()> => chunk_kernel
+}
+
+/// Sums the lanes of `acc` (width, L) into `row` in f64, lane by lane in order.
+fn reduce_lanes(acc: &[f32], l: usize, row: &mut [f64]) {
+    for (q, r) in row.iter_mut().enumerate() {
+        let mut s = 0.0f64;
+        for v in &acc[q * l..(q + 1) * l] {
+            s += *v as f64;
+        }
+        *r += s;
+    }
+}
+
+/// Pointers and offsets of one chunk's scratch; methods are the pieces of the kernel body.
+struct Ctx<'a, I: Isa> {
+    plan: &'a MixturePlan,
+    st: *mut f32,
+    tmp: *mut f32,
+    acc: *mut f32,
+    trail: *mut f32,
+    first: u64,
+    count: usize,
+    g_n: usize,
+    _isa: std::marker::PhantomData<I>,
+}
+
+// Offsets into `tmp`, in units of L lanes.
+struct Tmp {
+    logp: usize, // (Kc) component log densities
+    e: usize,    // (Kc) e_k = exp(l_k − max)
+    su: usize,   // (D) s(x)
+    sy: usize,   // (K, D) Σ_{k∈y} e_k s_k, then Δ_y
+    d2: usize,   // (K) ‖Δ_y‖²
+    py: usize,   // (K) exact p(y | x)
+    z: usize,    // (4·⌈D/4⌉) noise
+}
+
+impl Tmp {
+    fn new(p: &MixturePlan) -> Tmp {
+        let (kc, d, k) = (p.comps, p.dim, p.classes);
+        let su = kc * (2 + d);
+        let sy = su + d;
+        let d2 = sy + k * d;
+        let py = d2 + k;
+        Tmp { logp: 0, e: kc, su, sy, d2, py, z: py + 2 * k }
+    }
+}
+
+impl<I: Isa> Ctx<'_, I> {
+    // SAFETY (all methods): offsets are within the scratch sized by `Scratch::new` for this plan
+    // and lane count, and each access covers I::LANES consecutive f32.
+    #[inline(always)]
+    unsafe fn ld(&self, p: *mut f32, o: usize) -> I::F {
+        unsafe { I::load(p.add(o * I::LANES)) }
+    }
+    #[inline(always)]
+    unsafe fn sto(&self, p: *mut f32, o: usize, v: I::F) {
+        unsafe { I::store(p.add(o * I::LANES), v) }
+    }
+    #[inline(always)]
+    fn x_at(&self, g: usize, j: usize) -> usize {
+        g * (self.plan.dim + 2 * self.plan.classes) + j
+    }
+    #[inline(always)]
+    fn lp_at(&self, g: usize, y: usize) -> usize {
+        g * (self.plan.dim + 2 * self.plan.classes) + self.plan.dim + y
+    }
+    #[inline(always)]
+    fn pi_at(&self, g: usize, y: usize) -> usize {
+        g * (self.plan.dim + 2 * self.plan.classes) + self.plan.dim + self.plan.classes + y
+    }
+    #[inline(always)]
+    fn trail_at(&self, p: usize, g: usize, q: usize) -> usize {
+        (p * self.g_n + g) * (1 + self.plan.classes) + q
+    }
+    /// 1 for lanes holding a real trajectory, 0 for padding.
+    #[inline(always)]
+    unsafe fn valid(&self, g: usize) -> I::F {
+        let mut m = [0.0f32; 16];
+        for (i, v) in m.iter_mut().enumerate().take(I::LANES) {
+            *v = if g * I::LANES + i < self.count { 1.0 } else { 0.0 };
+        }
+        unsafe { I::load(m.as_ptr()) }
+    }
+    /// Adds vmask·v to accumulator q.
+    #[inline(always)]
+    unsafe fn acc_add(&self, q: usize, vmask: I::F, v: I::F) {
+        unsafe { self.sto(self.acc, q, I::fma(vmask, v, self.ld(self.acc, q))) }
+    }
+    /// Philox words of (trajectory lanes of group g, step, block).
+    #[inline(always)]
+    unsafe fn words(&self, g: usize, step: u32, block: u32) -> [I::U; 4] {
+        let t = self.first + (g * I::LANES) as u64; // < 2^32 − L (checked in `run`)
+        unsafe {
+            let lo = I::u_add(I::splat_u(t as u32), I::iota_u());
+            philox::<I>([I::splat_u(block), I::splat_u(step), lo, I::splat_u(0)], self.plan.key)
+        }
+    }
+    /// Standard normals of (group g, step) into tmp.z.
+    #[inline(always)]
+    unsafe fn draw(&self, tm: &Tmp, g: usize, step: u32) {
+        unsafe {
+            for b in 0..self.plan.dim.div_ceil(4) {
+                let w = self.words(g, step, b as u32);
+                let (z0, z1) = box_muller::<I>(w[0], w[1]);
+                let (z2, z3) = box_muller::<I>(w[2], w[3]);
+                for (i, z) in [z0, z1, z2, z3].into_iter().enumerate() {
+                    self.sto(self.tmp, tm.z + 4 * b + i, z);
+                }
+            }
+        }
+    }
+    /// Exact mixture at point p: fills tmp.logp, tmp.e, tmp.py; returns (1/Σe, exact entropy).
+    #[inline(always)]
+    unsafe fn exact_at(&self, tm: &Tmp, g: usize, p: usize) -> (I::F, I::F) {
+        let plan = self.plan;
+        let (d, kc, k) = (plan.dim, plan.comps, plan.classes);
+        unsafe {
+            let zero = I::splat(0.0);
+            let mut m = I::splat(f32::NEG_INFINITY);
+            for c in 0..kc {
+                let mut q = zero;
+                for j in 0..d {
+                    let o = (p * kc + c) * d + j;
+                    let diff = I::sub(self.ld(self.st, self.x_at(g, j)), I::splat(plan.sm[o]));
+                    q = I::fma(I::mul(diff, diff), I::splat(plan.inv[o]), q);
+                }
+                let lc = I::fma(I::splat(-0.5), q, I::splat(plan.lognorm[p * kc + c]));
+                self.sto(self.tmp, tm.logp + c, lc);
+                m = I::max(m, lc);
+            }
+            let mut s = zero;
+            for c in 0..kc {
+                let e = exp::<I>(I::sub(self.ld(self.tmp, tm.logp + c), m));
+                self.sto(self.tmp, tm.e + c, e);
+                s = I::add(s, e);
+            }
+            let inv_s = I::div(I::splat(1.0), s);
+            let ln_s = ln::<I>(s);
+            let mut hx = zero;
+            if plan.one_per_class {
+                for c in 0..kc {
+                    let py = I::mul(self.ld(self.tmp, tm.e + c), inv_s);
+                    let lpy = I::sub(I::sub(self.ld(self.tmp, tm.logp + c), m), ln_s);
+                    self.sto(self.tmp, tm.py + plan.class_of[c], py);
+                    hx = I::fma(py, lpy, hx);
+                }
+            } else {
+                for y in 0..k {
+                    let mut ey = zero;
+                    for c in 0..kc {
+                        if plan.class_of[c] == y {
+                            ey = I::add(ey, self.ld(self.tmp, tm.e + c));
+                        }
+                    }
+                    let py = I::mul(ey, inv_s);
+                    self.sto(self.tmp, tm.py + y, py);
+                    hx = I::fma(py, I::sub(ln::<I>(ey), ln_s), hx);
+                }
+            }
+            (inv_s, I::sub(zero, hx))
+        }
+    }
+    /// Records the tracked posterior of group g (entropy, partitions) and the exact entropy `hx`
+    /// into the accumulators; returns the tracked entropy h.
+    #[inline(always)]
+    unsafe fn record(&self, g: usize, vmask: I::F, hx: I::F) -> I::F {
+        let plan = self.plan;
+        let lay = plan.layout;
+        unsafe {
+            let zero = I::splat(0.0);
+            let one = I::splat(1.0);
+            let mut h = zero;
+            for y in 0..plan.classes {
+                h = I::fma(self.ld(self.st, self.pi_at(g, y)), self.ld(self.st, self.lp_at(g, y)), h);
+            }
+            let h = I::sub(zero, h);
+            self.acc_add(Layout::N, vmask, one);
+            self.acc_add(Layout::H, vmask, h);
+            self.acc_add(Layout::H2, vmask, I::mul(h, h));
+            self.acc_add(Layout::HX, vmask, hx);
+            self.acc_add(Layout::HX2, vmask, I::mul(hx, hx));
+            self.acc_add(Layout::HXN, vmask, one);
+            for (i, (a, b, inv_mass)) in plan.parts.iter().enumerate() {
+                let mut pa = zero;
+                let mut pb = zero;
+                for &c in a {
+                    pa = I::add(pa, self.ld(self.st, self.pi_at(g, c)));
+                }
+                for &c in b {
+                    pb = I::add(pb, self.ld(self.st, self.pi_at(g, c)));
+                }
+                let pab = I::add(pa, pb);
+                // H(Z) = ln P_ab − (P_a ln P_a + P_b ln P_b)/P_ab
+                let num = I::fma(pa, ln::<I>(pa), I::mul(pb, ln::<I>(pb)));
+                let hz = I::sub(ln::<I>(pab), I::div(num, pab));
+                let wgt = I::mul(pab, I::splat(*inv_mass));
+                self.acc_add(lay.part_w(i), vmask, wgt);
+                self.acc_add(lay.part_wh(i), vmask, I::mul(wgt, hz));
+            }
+            h
+        }
+    }
+    #[inline(always)]
+    unsafe fn zero_acc(&self) {
+        unsafe {
+            for q in 0..self.plan.layout.width() {
+                self.sto(self.acc, q, I::splat(0.0));
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn chunk_kernel<I: Isa>(
+    plan: &MixturePlan,
+    scr: &mut Scratch,
+    first: u64,
+    count: usize,
+    sums: &mut InfoSums,
+    out: Option<&mut [f32]>,
+) -> Result<()> {
+    let l = I::LANES;
+    debug_assert_eq!(l, scr.lanes);
+    let g_n = CHUNK / l;
+    let (d, k, kc, steps) = (plan.dim, plan.classes, plan.comps, plan.steps);
+    let lay = plan.layout;
+    let w = lay.width();
+    let tm = Tmp::new(plan);
+    let cx = Ctx::<I> {
+        plan,
+        st: scr.state.as_mut_ptr(),
+        tmp: scr.tmp.as_mut_ptr(),
+        acc: scr.acc.as_mut_ptr(),
+        trail: scr.trail.as_mut_ptr(),
+        first,
+        count,
+        g_n,
+        _isa: std::marker::PhantomData,
+    };
+    let mut part = vec![0.0f64; w];
+    // SAFETY: see `Ctx`: every offset is inside the scratch sized for this plan and lane count.
+    unsafe {
+        let zero = I::splat(0.0);
+        let one = I::splat(1.0);
+        let (st, tmp, trail) = (cx.st, cx.tmp, cx.trail);
+
+        // Initial state x_T: component k by uniform, then s_T m_k + sd_k z.
+        for g in 0..g_n {
+            let wpick = cx.words(g, INIT_STEP, INIT_PICK_BLOCK);
+            let u = I::mul(I::i_to_f(I::u_shr8(wpick[0])), I::splat(1.0 / 16_777_216.0));
+            cx.draw(&tm, g, INIT_STEP);
+            for j in 0..d {
+                let mut mean = I::splat(plan.init_mean[j]);
+                let mut sd = I::splat(plan.init_sd[j]);
+                for c in 1..kc {
+                    let keep = I::lt(u, I::splat(plan.cum[c - 1]));
+                    mean = I::select(keep, mean, I::splat(plan.init_mean[c * d + j]));
+                    sd = I::select(keep, sd, I::splat(plan.init_sd[c * d + j]));
+                }
+                cx.sto(st, cx.x_at(g, j), I::fma(sd, cx.ld(tmp, tm.z + j), mean));
+            }
+            for y in 0..k {
+                cx.sto(st, cx.lp_at(g, y), I::splat(plan.log_prior[y]));
+                cx.sto(st, cx.pi_at(g, y), I::splat(plan.prior[y]));
+            }
+        }
+
+        for step in 0..steps {
+            cx.zero_acc();
+            let [a, c, sd, cs, kl] = plan.coef[step];
+            let update = sd > 0.0;
+            let (a, c, sdv, cs, nkl) = (I::splat(a), I::splat(c), I::splat(sd), I::splat(cs), I::splat(-kl));
+            for g in 0..g_n {
+                let vmask = cx.valid(g);
+                let (inv_s, hx) = cx.exact_at(&tm, g, step);
+                let h = cx.record(g, vmask, hx);
+                // s_k = −(x − s m_k)/Σ_k; s = Σ w_k s_k; Σ_{k∈y} e_k s_k; ∇·s.
+                for j in 0..d {
+                    cx.sto(tmp, tm.su + j, zero);
+                }
+                for q in 0..k * d {
+                    cx.sto(tmp, tm.sy + q, zero);
+                }
+                let mut div = zero;
+                for cc in 0..kc {
+                    let e = cx.ld(tmp, tm.e + cc);
+                    let wk = I::mul(e, inv_s);
+                    let y = plan.class_of[cc];
+                    let mut n2 = zero;
+                    for j in 0..d {
+                        let o = (step * kc + cc) * d + j;
+                        let diff = I::sub(cx.ld(st, cx.x_at(g, j)), I::splat(plan.sm[o]));
+                        let sk = I::mul(I::sub(zero, diff), I::splat(plan.inv[o]));
+                        n2 = I::fma(sk, sk, n2);
+                        cx.sto(tmp, tm.su + j, I::fma(wk, sk, cx.ld(tmp, tm.su + j)));
+                        let oy = tm.sy + y * d + j;
+                        cx.sto(tmp, oy, I::fma(e, sk, cx.ld(tmp, oy)));
+                    }
+                    div = I::fma(wk, I::sub(n2, I::splat(plan.trace[step * kc + cc])), div);
+                }
+                for j in 0..d {
+                    let su = cx.ld(tmp, tm.su + j);
+                    div = I::sub(div, I::mul(su, su));
+                }
+                // Δ_y = (Σ_{k∈y} e_k s_k)·(1/Σe)/p_y − s and ‖Δ_y‖².
+                let mut rb = zero;
+                for y in 0..k {
+                    let norm = I::div(inv_s, cx.ld(tmp, tm.py + y));
+                    let mut d2 = zero;
+                    for j in 0..d {
+                        let oy = tm.sy + y * d + j;
+                        let dy = I::sub(I::mul(cx.ld(tmp, oy), norm), cx.ld(tmp, tm.su + j));
+                        cx.sto(tmp, oy, dy);
+                        d2 = I::fma(dy, dy, d2);
+                    }
+                    cx.sto(tmp, tm.d2 + y, d2);
+                    rb = I::fma(cx.ld(st, cx.pi_at(g, y)), d2, rb);
+                    cx.sto(trail, cx.trail_at(step, g, 1 + y), d2);
+                }
+                cx.sto(trail, cx.trail_at(step, g, 0), h);
+                cx.acc_add(Layout::RB, vmask, rb);
+                cx.acc_add(Layout::RBN, vmask, one);
+                cx.acc_add(Layout::DIV, vmask, div);
+                cx.acc_add(Layout::DIVN, vmask, one);
+
+                // x' = a x + c s + √var z
+                if update {
+                    cx.draw(&tm, g, step as u32);
+                }
+                let mut finite = true;
+                for j in 0..d {
+                    let x = cx.ld(st, cx.x_at(g, j));
+                    let su = cx.ld(tmp, tm.su + j);
+                    let z = if update { cx.ld(tmp, tm.z + j) } else { zero };
+                    let xn = I::fma(a, x, I::fma(c, su, I::mul(sdv, z)));
+                    finite &= I::all_finite(xn);
+                    cx.sto(st, cx.x_at(g, j), xn);
+                }
+                if !finite {
+                    return Err(Error::NonFinite {
+                        op: "mixture_trajectory",
+                        step,
+                        t: f64::NAN,
+                        what: format!("state in trajectories {}..{}", first + (g * l) as u64, first + ((g + 1) * l) as u64),
+                    });
+                }
+                // Online classifier: ln π_y += (c/√var) z·Δ_y − c²‖Δ_y‖²/(2 var), then log-sum-exp.
+                if update {
+                    let mut m = I::splat(f32::NEG_INFINITY);
+                    for y in 0..k {
+                        let mut dot = zero;
+                        for j in 0..d {
+                            dot = I::fma(cx.ld(tmp, tm.z + j), cx.ld(tmp, tm.sy + y * d + j), dot);
+                        }
+                        let inc = I::fma(cs, dot, I::mul(nkl, cx.ld(tmp, tm.d2 + y)));
+                        let lp = I::add(cx.ld(st, cx.lp_at(g, y)), inc);
+                        cx.sto(st, cx.lp_at(g, y), lp);
+                        m = I::max(m, lp);
+                    }
+                    let mut s = zero;
+                    for y in 0..k {
+                        let e = exp::<I>(I::sub(cx.ld(st, cx.lp_at(g, y)), m));
+                        cx.sto(st, cx.pi_at(g, y), e);
+                        s = I::add(s, e);
+                    }
+                    let shift = I::add(m, ln::<I>(s));
+                    let inv = I::div(one, s);
+                    for y in 0..k {
+                        cx.sto(st, cx.lp_at(g, y), I::sub(cx.ld(st, cx.lp_at(g, y)), shift));
+                        cx.sto(st, cx.pi_at(g, y), I::mul(cx.ld(st, cx.pi_at(g, y)), inv));
+                    }
+                }
+            }
+            reduce_lanes(&scr.acc, l, sums.row_mut(step));
+        }
+
+        // The data end: exact posterior (variance floored) and tracked posterior.
+        cx.zero_acc();
+        for g in 0..g_n {
+            let vmask = cx.valid(g);
+            let (_, hx) = cx.exact_at(&tm, g, steps);
+            let h = cx.record(g, vmask, hx);
+            cx.sto(trail, cx.trail_at(steps, g, 0), h);
+            for y in 0..k {
+                cx.sto(trail, cx.trail_at(steps, g, 1 + y), zero);
+            }
+        }
+        reduce_lanes(&scr.acc, l, sums.row_mut(steps));
+        // Every point weighted by the final posterior: Σ_y π_y^final ‖Δ_y‖², π_k^final, π_k^final·h.
+        for p in 0..=steps {
+            cx.zero_acc();
+            for g in 0..g_n {
+                let vmask = cx.valid(g);
+                let h = cx.ld(trail, cx.trail_at(p, g, 0));
+                let mut gir = zero;
+                for y in 0..k {
+                    let pif = I::mul(vmask, cx.ld(st, cx.pi_at(g, y)));
+                    gir = I::fma(pif, cx.ld(trail, cx.trail_at(p, g, 1 + y)), gir);
+                    cx.sto(cx.acc, lay.class_w(y), I::add(cx.ld(cx.acc, lay.class_w(y)), pif));
+                    cx.sto(cx.acc, lay.class_wh(y), I::fma(pif, h, cx.ld(cx.acc, lay.class_wh(y))));
+                }
+                cx.sto(cx.acc, Layout::GIR, I::add(cx.ld(cx.acc, Layout::GIR), gir));
+            }
+            part.fill(0.0);
+            reduce_lanes(&scr.acc, l, &mut part);
+            let row = sums.row_mut(p);
+            row[Layout::GIR] += part[Layout::GIR];
+            for y in 0..k {
+                row[lay.class_w(y)] += part[lay.class_w(y)];
+                row[lay.class_wh(y)] += part[lay.class_wh(y)];
+            }
+        }
+
+        if let Some(out) = out {
+            let mut lanes = [0.0f32; 16];
+            for g in 0..g_n {
+                for j in 0..d {
+                    I::store(lanes.as_mut_ptr(), cx.ld(st, cx.x_at(g, j)));
+                    for (i, v) in lanes.iter().enumerate().take(l) {
+                        if g * l + i < count {
+                            out[(g * l + i) * d + j] = *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! Per-grid-point sums over trajectories, in f64: the one interface between the samplers' fast
+//! paths (the fused SIMD kernel, the generic observer) and the estimators in [`super::curves`].
+
+use super::InfoSpec;
+
+/// Column layout of [`InfoSums`]: fixed quantities, then two per partition, then two per class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub partitions: usize,
+    pub classes: usize,
+}
+
+impl Layout {
+    /// Trajectories observed.
+    pub const N: usize = 0;
+    /// Σ h and Σ h² of the tracked posterior entropy.
+    pub const H: usize = 1;
+    pub const H2: usize = 2;
+    /// Σ h, Σ h², count, of the exact posterior entropy.
+    pub const HX: usize = 3;
+    pub const HX2: usize = 4;
+    pub const HXN: usize = 5;
+    /// Σ Σ_y π_y ‖Δ_y‖² (tracked π) and its count.
+    pub const RB: usize = 6;
+    pub const RBN: usize = 7;
+    /// Σ Σ_y π_y^final ‖Δ_y‖².
+    pub const GIR: usize = 8;
+    /// Σ ∇·s and its count.
+    pub const DIV: usize = 9;
+    pub const DIVN: usize = 10;
+    const FIXED: usize = 11;
+
+    pub fn new(spec: &InfoSpec) -> Self {
+        Layout { partitions: spec.partitions.len(), classes: spec.classes() }
+    }
+    /// Σ w and Σ w·h_Z of partition `i` (w = P(a∪b | x)/P(a∪b)).
+    pub fn part_w(&self, i: usize) -> usize {
+        Self::FIXED + 2 * i
+    }
+    pub fn part_wh(&self, i: usize) -> usize {
+        Self::FIXED + 2 * i + 1
+    }
+    /// Σ π_k^final and Σ π_k^final·h of class `k`.
+    pub fn class_w(&self, k: usize) -> usize {
+        Self::FIXED + 2 * self.partitions + 2 * k
+    }
+    pub fn class_wh(&self, k: usize) -> usize {
+        Self::FIXED + 2 * self.partitions + 2 * k + 1
+    }
+    pub fn width(&self) -> usize {
+        Self::FIXED + 2 * self.partitions + 2 * self.classes
+    }
+}
+
+/// Sums over trajectories at each grid point. (S+1, width)
+#[derive(Clone, Debug, PartialEq)]
+pub struct InfoSums {
+    pub layout: Layout,
+    pub points: usize,
+    pub data: Vec<f64>,
+}
+
+impl InfoSums {
+    pub fn new(layout: Layout, points: usize) -> Self {
+        InfoSums { layout, points, data: vec![0.0; points * layout.width()] }
+    }
+    /// The sums of grid point j. (width)
+    pub fn row(&self, j: usize) -> &[f64] {
+        let w = self.layout.width();
+        &self.data[j * w..(j + 1) * w]
+    }
+    pub fn row_mut(&mut self, j: usize) -> &mut [f64] {
+        let w = self.layout.width();
+        &mut self.data[j * w..(j + 1) * w]
+    }
+    /// Adds `other` (same layout and grid).
+    pub fn merge(&mut self, other: &InfoSums) {
+        debug_assert_eq!(self.data.len(), other.data.len());
+        for (a, b) in self.data.iter_mut().zip(&other.data) {
+            *a += b;
+        }
+    }
+}

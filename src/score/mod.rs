@@ -1,0 +1,88 @@
+//! Score models: s(x, t) = ∇ₓ log p_t(x) and the K class-conditional scores s(x | y) of a batch,
+//! evaluated in one call.
+//!
+//! [`GaussianMixture`] is exact (score, class posterior, divergence in closed form) and is the
+//! ground truth of every estimator; neural models implement the same trait.
+
+pub mod mixture;
+
+pub use mixture::{Component, GaussianMixture};
+
+use crate::error::{Error, Result};
+use crate::rng::Noise;
+use crate::sde::GridPoint;
+
+/// Output of one [`ScoreModel::scores`] call for a batch of B states of dimension D with K classes.
+#[derive(Clone, Debug, Default)]
+pub struct Scores {
+    pub batch: usize,
+    pub dim: usize,
+    pub classes: usize,
+    /// Unconditional score s(x). (B, D)
+    pub uncond: Vec<f32>,
+    /// Class-conditional scores s(x | y). (B, K, D)
+    pub cond: Vec<f32>,
+    /// Exact class posterior p(y | x_t), where the model has one. (B, K)
+    pub posterior: Option<Vec<f64>>,
+    /// Exact divergence ∇·s(x), where the model has one. (B)
+    pub divergence: Option<Vec<f64>>,
+}
+
+impl Scores {
+    /// Buffers for `batch` states.
+    pub fn new(batch: usize, dim: usize, classes: usize) -> Self {
+        Scores {
+            batch,
+            dim,
+            classes,
+            uncond: vec![0.0; batch * dim],
+            cond: vec![0.0; batch * classes * dim],
+            posterior: None,
+            divergence: None,
+        }
+    }
+    /// s(x_b | y). (D)
+    pub fn cond_of(&self, b: usize, y: usize) -> &[f32] {
+        let o = (b * self.classes + y) * self.dim;
+        &self.cond[o..o + self.dim]
+    }
+    /// s(x_b). (D)
+    pub fn uncond_of(&self, b: usize) -> &[f32] {
+        &self.uncond[b * self.dim..(b + 1) * self.dim]
+    }
+}
+
+/// A score model over D dimensions with K classes.
+pub trait ScoreModel: Sync {
+    fn dim(&self) -> usize;
+    fn num_classes(&self) -> usize;
+    /// Class prior p(y). (K)
+    fn class_prior(&self) -> Vec<f64>;
+    /// Unconditional and class-conditional scores at the states `x` (B, D) on grid point `point`;
+    /// fills `out.posterior`/`out.divergence` where the model has them exactly.
+    fn scores(&self, x: &[f32], point: &GridPoint, out: &mut Scores) -> Result<()>;
+    /// Exact class posterior p(y | x) at `x` (B, D), if the model has one. (B, K)
+    fn exact_posterior(&self, _x: &[f32], _point: &GridPoint) -> Option<Vec<f64>> {
+        None
+    }
+    /// Draws the initial state x_T of `trajectory` into `out` (D). The default is N(0, (s_T² + σ_T²) I),
+    /// the marginal of unit-variance data; exact models draw from their exact marginal.
+    fn initial_state(&self, point: &GridPoint, noise: &Noise, trajectory: u64, out: &mut [f32]) {
+        noise.fill_normals(trajectory, crate::rng::INIT_STEP, out);
+        let scale = (point.s * point.s + point.sigma * point.sigma).sqrt() as f32;
+        out.iter_mut().for_each(|v| *v *= scale);
+    }
+    /// Short description for reports.
+    fn describe(&self) -> String;
+}
+
+pub(crate) fn check_batch(op: &'static str, x: &[f32], dim: usize, out: &Scores) -> Result<usize> {
+    if dim == 0 || x.len() % dim != 0 {
+        return Err(Error::shape(op, format!("(B, {dim})"), x.len()));
+    }
+    let b = x.len() / dim;
+    if out.batch != b || out.dim != dim {
+        return Err(Error::shape(op, (b, dim), (out.batch, out.dim)));
+    }
+    Ok(b)
+}
