@@ -136,6 +136,18 @@ impl MixturePlan {
 /// (n·D) also the final states. Chunks run in parallel on rayon's pool; sums are reduced in a
 /// fixed order, so the result does not depend on the number of threads.
 pub fn run(plan: &MixturePlan, kind: IsaKind, first: u64, n: usize, final_x: Option<&mut [f32]>) -> Result<InfoSums> {
+    run_with_progress(plan, kind, first, n, final_x, None)
+}
+
+/// [`run`], calling `progress` with the number of trajectories of each finished chunk.
+pub fn run_with_progress(
+    plan: &MixturePlan,
+    kind: IsaKind,
+    first: u64,
+    n: usize,
+    final_x: Option<&mut [f32]>,
+    progress: Option<&(dyn Fn(usize) + Sync)>,
+) -> Result<InfoSums> {
     let d = plan.dim;
     if first + n as u64 > (u32::MAX - 16) as u64 {
         return Err(Error::config("trajectories", "first + count < 2^32 − 16 for the fused kernel", first + n as u64));
@@ -164,7 +176,7 @@ pub fn run(plan: &MixturePlan, kind: IsaKind, first: u64, n: usize, final_x: Opt
             .par_iter()
             .map_init(
                 || Scratch::new(plan, kind),
-                |scr, &g| run_group(plan, kind, scr, first, n, g * GROUP, ((g + 1) * GROUP).min(chunks), &mut []),
+                |scr, &g| run_group(plan, kind, scr, first, n, g * GROUP, ((g + 1) * GROUP).min(chunks), &mut [], progress),
             )
             .collect()
     } else {
@@ -173,7 +185,7 @@ pub fn run(plan: &MixturePlan, kind: IsaKind, first: u64, n: usize, final_x: Opt
             .zip(xs_groups.par_iter_mut())
             .map_init(
                 || Scratch::new(plan, kind),
-                |scr, (&g, xg)| run_group(plan, kind, scr, first, n, g * GROUP, ((g + 1) * GROUP).min(chunks), xg),
+                |scr, (&g, xg)| run_group(plan, kind, scr, first, n, g * GROUP, ((g + 1) * GROUP).min(chunks), xg, progress),
             )
             .collect()
     };
@@ -194,6 +206,7 @@ fn run_group(
     c0: usize,
     c1: usize,
     xs: &mut [&mut [f32]],
+    progress: Option<&(dyn Fn(usize) + Sync)>,
 ) -> Result<InfoSums> {
     let mut sums = InfoSums::new(plan.layout, plan.steps + 1);
     for (i, c) in (c0..c1).enumerate() {
@@ -201,6 +214,9 @@ fn run_group(
         let count = CHUNK.min(n - start);
         let out = xs.get_mut(i).map(|s| &mut **s);
         chunk(kind, plan, scr, first + start as u64, count, &mut sums, out)?;
+        if let Some(p) = progress {
+            p(count);
+        }
     }
     Ok(sums)
 }

@@ -5,7 +5,7 @@
 use super::observer::Tracking;
 use super::sums::{InfoSums, Layout};
 use super::{InfoSpec, bits};
-use crate::sde::{Grid, Sampler};
+use crate::sde::Grid;
 
 /// A decision problem's curves.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,12 +62,11 @@ pub fn finite_difference(t: &[f64], y: &[f64]) -> Vec<f64> {
 }
 
 impl Curves {
-    /// Computes the curves from sums over `trajectories` trajectories of `sampler` on `grid`.
+    /// Computes the curves from the sums of trajectories on `grid` (D = `dim`).
     pub fn from_sums(
         sums: &InfoSums,
         spec: &InfoSpec,
         grid: &Grid,
-        sampler: &Sampler,
         dim: usize,
         tracking: Tracking,
     ) -> Curves {
@@ -117,14 +116,19 @@ impl Curves {
                 let w = r[lay.class_w(k)];
                 ch[j] = if w > 0.0 { r[lay.class_wh(k)] / w } else { f64::NAN };
             }
-            if j + 1 < n {
-                let q = &pts[j + 1];
-                let kappa = match sampler.transition(p, q, j + 2 == n) {
-                    Some(tr) if tr.var > 0.0 => tr.kl_coef(),
-                    _ => 0.5 * p.g2 * (p.t - q.t),
-                };
-                c.mi_girsanov[j + 1] = c.mi_girsanov[j] + kappa * r[Layout::GIR] / nn;
-            }
+        }
+        // ∫_t^T (g²/2) E‖Δ_Y‖² du from T, trapezoid rule; the last interval (ending at the data,
+        // where no score is evaluated) by its left end.
+        let gir: Vec<Option<f64>> = (0..n)
+            .map(|j| {
+                let r = sums.row(j);
+                (r[Layout::RBN] > 0.0).then(|| 0.5 * pts[j].g2 * r[Layout::GIR] / r[Layout::N].max(1.0))
+            })
+            .collect();
+        for j in 0..n - 1 {
+            let dt = pts[j].t - pts[j + 1].t;
+            let (a, b) = (gir[j].unwrap_or(0.0), gir[j + 1]);
+            c.mi_girsanov[j + 1] = c.mi_girsanov[j] + dt * b.map_or(a, |b| 0.5 * (a + b));
         }
         c.rate_fd = finite_difference(&c.t, &c.h_online);
         c.mi_entropy = c.h_online.iter().map(|h| c.prior_entropy - h).collect();

@@ -8,8 +8,8 @@
 //! - dH(Y | X_t)/dt = (g²/2) E Σ_y π_y ‖Δ_y‖² (Rao–Blackwell, `rate_rb`) and the finite
 //!   difference of `h_online` (`rate_fd`);
 //! - I(Y; X_t) = H(Y) − H(Y | X_t) (`mi_entropy`) and the Girsanov/filtering sum from T,
-//!   Σ_steps E KL(p(x' | x, y) ‖ p(x' | x)) = Σ c²/(2 var) E‖Δ_Y‖² → ∫_t^T (g²/2) E‖Δ_Y‖² du
-//!   (`mi_girsanov`), with Y the label the trajectory ends in (weighted by its final posterior);
+//!   ∫_t^T (g²/2) E‖Δ_Y‖² du (`mi_girsanov`, trapezoid rule on the grid), with Y the label the
+//!   trajectory ends in (each trajectory weighted by its final posterior);
 //! - decision problems (classes a vs b): H(Z | X_t, Y ∈ a∪b) with P(a | x) = π_a/(π_a + π_b),
 //!   trajectories weighted by P(a∪b | x_t)/P(a∪b) (self-normalised), and its rate;
 //! - per-class curves: trajectories weighted by their final posterior probability of class k;
@@ -23,7 +23,7 @@ pub mod sums;
 
 pub use curves::{Curves, Peak, PartitionCurve, peaks};
 pub use divergence::hutchinson_divergence;
-pub use observer::InfoObserver;
+pub use observer::{InfoObserver, Tracking, measure_trajectories};
 pub use sums::{InfoSums, Layout};
 
 use crate::error::{Error, Result};

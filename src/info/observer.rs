@@ -121,7 +121,6 @@ impl Observer for InfoObserver<'_> {
                 *d2 = v.scores.cond_of(b, y).iter().zip(su).map(|(a, u)| (*a as f64 - *u as f64).powi(2)).sum();
             }
             let pi: Vec<f64> = self.log_pi[b * k..(b + 1) * k].iter().map(|l| l.exp()).collect();
-            let lay = self.sums.layout;
             let row = self.sums.row_mut(j);
             row[Layout::RB] += pi.iter().zip(&delta2).map(|(p, d2)| p * d2).sum::<f64>();
             row[Layout::RBN] += 1.0;
@@ -129,7 +128,6 @@ impl Observer for InfoObserver<'_> {
                 row[Layout::DIV] += div[b];
                 row[Layout::DIVN] += 1.0;
             }
-            let _ = lay;
             let t0 = (j * self.batch + b) * (1 + k);
             for (o, d2) in self.trail[t0 + 1..t0 + 1 + k].iter_mut().zip(&delta2) {
                 *o = *d2 as f32;
@@ -189,4 +187,52 @@ impl Observer for InfoObserver<'_> {
         }
         Ok(())
     }
+}
+
+/// Runs `n` trajectories (indices `first..first+n`) of any [`crate::score::ScoreModel`] with
+/// `sampler`, in batches of `batch` on rayon's pool, and returns the summed information. Batches
+/// are reduced in a fixed order: the result does not depend on the number of threads.
+/// `progress` is called with the number of trajectories each finished batch held.
+#[allow(clippy::too_many_arguments)]
+pub fn measure_trajectories<M: crate::score::ScoreModel + ?Sized>(
+    model: &M,
+    spec: &InfoSpec,
+    grid: &crate::sde::Grid,
+    sampler: &crate::sde::Sampler,
+    noise: crate::rng::Noise,
+    first: u64,
+    n: usize,
+    batch: usize,
+    tracking: Tracking,
+    progress: Option<&(dyn Fn(usize) + Sync)>,
+) -> Result<InfoSums> {
+    use rayon::prelude::*;
+    if tracking == Tracking::Online && !sampler.is_stochastic() {
+        return Err(Error::Unsupported {
+            op: "measure_trajectories",
+            reason: format!(
+                "the online classifier needs stochastic transitions; sampler {} is deterministic (use the exact posterior)",
+                sampler.name()
+            ),
+        });
+    }
+    let batch = batch.max(1);
+    let starts: Vec<usize> = (0..n).step_by(batch).collect();
+    let parts: Vec<Result<InfoSums>> = starts
+        .par_iter()
+        .map(|&s| {
+            let b = batch.min(n - s);
+            let mut obs = InfoObserver::new(spec, tracking, b, grid.steps());
+            crate::sde::sample(model, grid, sampler, noise, first + s as u64, b, &mut obs)?;
+            if let Some(p) = progress {
+                p(b);
+            }
+            Ok(obs.sums)
+        })
+        .collect();
+    let mut total = InfoSums::new(Layout::new(spec), grid.steps() + 1);
+    for p in parts {
+        total.merge(&p?);
+    }
+    Ok(total)
 }

@@ -178,13 +178,12 @@ impl GaussianMixture {
                     .map(|(i, _)| logp[i])
                     .fold(f64::NEG_INFINITY, f64::max);
                 let mut zsum = 0.0;
-                for (i, c) in self.components.iter().enumerate().filter(|(_, c)| c.class == y) {
+                for (i, _) in self.components.iter().enumerate().filter(|(_, c)| c.class == y) {
                     let w = (logp[i] - lm).exp();
                     zsum += w;
                     for j in 0..d {
                         class_scores[y * d + j] += w * comp_scores[i * d + j];
                     }
-                    let _ = c;
                 }
                 for j in 0..d {
                     class_scores[y * d + j] /= zsum;
