@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use super::isa::{Isa, IsaKind};
 use super::math::{box_muller, exp, ln, philox};
 use crate::error::{Error, Result};
+use crate::info::sums::integral_weights;
 use crate::info::{InfoSpec, InfoSums, Layout};
 use crate::rng::{INIT_STEP, Noise};
 
@@ -48,11 +49,18 @@ pub struct MixturePlan {
     init_mean: Vec<f32>,
     init_sd: Vec<f32>,
     cum: Vec<f32>,
+    /// Quadrature weights of the rate integrals (`integral_weights`). (S+1, 2)
+    gw: Vec<[f32; 2]>,
     key: [u32; 2],
     layout: Layout,
 }
 
 impl MixturePlan {
+    /// Lane vectors of state per lane group: x (D), ln π (K), π (K), 4 running integrals.
+    fn stride(&self) -> usize {
+        self.dim + 2 * self.classes + 4
+    }
+
     /// Prepares the kernel for `mixture` sampled by `sampler` (ancestral, DDIM with η > 0 or
     /// Euler–Maruyama) on `grid`.
     pub fn new(mixture: &GaussianMixture, spec: &InfoSpec, grid: &Grid, sampler: &Sampler, noise: Noise) -> Result<Self> {
@@ -126,6 +134,7 @@ impl MixturePlan {
             init_mean,
             init_sd,
             cum: mixture.cumulative_weights_f32(),
+            gw: integral_weights(grid).iter().map(|w| [w[0] as f32, w[1] as f32]).collect(),
             key: noise.key(),
             layout: Layout::new(spec),
         })
@@ -223,7 +232,7 @@ fn run_group(
 
 /// Per-task scratch memory, reused across chunks.
 pub struct Scratch {
-    /// x (G, D, L), ln π (G, K, L), π (G, K, L)
+    /// Per lane group (G): x (D), ln π (K), π (K), running integrals (4). (G, D + 2K + 4, L)
     state: Vec<f32>,
     /// (S+1, G, 1+K, L): h and ‖Δ_y‖² per point, for the final-posterior weighting.
     trail: Vec<f32>,
@@ -244,7 +253,7 @@ impl Scratch {
         let g = CHUNK / l;
         let (d, k, kc) = (plan.dim, plan.classes, plan.comps);
         Scratch {
-            state: vec![0.0; g * (d + 2 * k) * l],
+            state: vec![0.0; g * plan.stride() * l],
             trail: vec![0.0; (plan.steps + 1) * g * (1 + k) * l],
             acc: vec![0.0; plan.layout.width() * l],
             tmp: vec![0.0; (kc * (2 + d) + d + k * d + 3 * k + d.div_ceil(4) * 4) * l],
@@ -317,15 +326,21 @@ impl<I: Isa> Ctx<'_, I> {
     }
     #[inline(always)]
     fn x_at(&self, g: usize, j: usize) -> usize {
-        g * (self.plan.dim + 2 * self.plan.classes) + j
+        g * self.plan.stride() + j
     }
     #[inline(always)]
     fn lp_at(&self, g: usize, y: usize) -> usize {
-        g * (self.plan.dim + 2 * self.plan.classes) + self.plan.dim + y
+        g * self.plan.stride() + self.plan.dim + y
     }
     #[inline(always)]
     fn pi_at(&self, g: usize, y: usize) -> usize {
-        g * (self.plan.dim + 2 * self.plan.classes) + self.plan.dim + self.plan.classes + y
+        g * self.plan.stride() + self.plan.dim + self.plan.classes + y
+    }
+    /// Running integrals of group g: 0 = Rao–Blackwell sum, 1 = its last integrand,
+    /// 2 = Girsanov sum, 3 = its last integrand.
+    #[inline(always)]
+    fn run_at(&self, g: usize, q: usize) -> usize {
+        g * self.plan.stride() + self.plan.dim + 2 * self.plan.classes + q
     }
     #[inline(always)]
     fn trail_at(&self, p: usize, g: usize, q: usize) -> usize {
@@ -459,6 +474,19 @@ impl<I: Isa> Ctx<'_, I> {
             h
         }
     }
+    /// Advances running integral `q` (0: Rao–Blackwell, 2: Girsanov) of group g to point p with
+    /// integrand `v` there; returns the integral.
+    #[inline(always)]
+    unsafe fn advance(&self, g: usize, q: usize, p: usize, v: I::F) -> I::F {
+        let [w0, w1] = self.plan.gw[p];
+        unsafe {
+            let prev = self.ld(self.st, self.run_at(g, q + 1));
+            let run = I::fma(I::splat(w0), prev, I::fma(I::splat(w1), v, self.ld(self.st, self.run_at(g, q))));
+            self.sto(self.st, self.run_at(g, q), run);
+            self.sto(self.st, self.run_at(g, q + 1), v);
+            run
+        }
+    }
     #[inline(always)]
     unsafe fn zero_acc(&self) {
         unsafe {
@@ -522,6 +550,9 @@ unsafe fn chunk_kernel<I: Isa>(
                 cx.sto(st, cx.lp_at(g, y), I::splat(plan.log_prior[y]));
                 cx.sto(st, cx.pi_at(g, y), I::splat(plan.prior[y]));
             }
+            for q in 0..4 {
+                cx.sto(st, cx.run_at(g, q), zero);
+            }
         }
 
         for step in 0..steps {
@@ -577,8 +608,11 @@ unsafe fn chunk_kernel<I: Isa>(
                     cx.sto(trail, cx.trail_at(step, g, 1 + y), d2);
                 }
                 cx.sto(trail, cx.trail_at(step, g, 0), h);
+                let run = cx.advance(g, 0, step, rb);
                 cx.acc_add(Layout::RB, vmask, rb);
                 cx.acc_add(Layout::RBN, vmask, one);
+                cx.acc_add(Layout::RBC, vmask, run);
+                cx.acc_add(Layout::RBC2, vmask, I::mul(run, run));
                 cx.acc_add(Layout::DIV, vmask, div);
                 cx.acc_add(Layout::DIVN, vmask, one);
 
@@ -639,6 +673,9 @@ unsafe fn chunk_kernel<I: Isa>(
             let vmask = cx.valid(g);
             let (_, hx) = cx.exact_at(&tm, g, steps);
             let h = cx.record(g, vmask, hx);
+            let run = cx.advance(g, 0, steps, zero);
+            cx.acc_add(Layout::RBC, vmask, run);
+            cx.acc_add(Layout::RBC2, vmask, I::mul(run, run));
             cx.sto(trail, cx.trail_at(steps, g, 0), h);
             for y in 0..k {
                 cx.sto(trail, cx.trail_at(steps, g, 1 + y), zero);
@@ -659,11 +696,14 @@ unsafe fn chunk_kernel<I: Isa>(
                     cx.sto(cx.acc, lay.class_wh(y), I::fma(pif, h, cx.ld(cx.acc, lay.class_wh(y))));
                 }
                 cx.sto(cx.acc, Layout::GIR, I::add(cx.ld(cx.acc, Layout::GIR), gir));
+                let run = cx.advance(g, 2, p, gir);
+                cx.acc_add(Layout::GIRC2, vmask, I::mul(run, run));
             }
             part.fill(0.0);
             reduce_lanes(&scr.acc, l, &mut part);
             let row = sums.row_mut(p);
             row[Layout::GIR] += part[Layout::GIR];
+            row[Layout::GIRC2] += part[Layout::GIRC2];
             for y in 0..k {
                 row[lay.class_w(y)] += part[lay.class_w(y)];
                 row[lay.class_wh(y)] += part[lay.class_wh(y)];

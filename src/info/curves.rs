@@ -3,7 +3,7 @@
 //! Rates are per unit t and positive in forward time (t is the state index for DDPM).
 
 use super::observer::Tracking;
-use super::sums::{InfoSums, Layout};
+use super::sums::{InfoSums, Layout, integral_weights};
 use super::{InfoSpec, bits};
 use crate::sde::Grid;
 
@@ -32,6 +32,10 @@ pub struct Curves {
     pub rate_fd: Vec<f64>,
     pub mi_entropy: Vec<f64>,
     pub mi_girsanov: Vec<f64>,
+    pub mi_girsanov_se: Vec<f64>,
+    /// ∫_t^T rate_rb du: I(Y; X_t) − I(Y; X_T) from the Rao–Blackwell rate, and its SE.
+    pub mi_rb: Vec<f64>,
+    pub mi_rb_se: Vec<f64>,
     pub partitions: Vec<PartitionCurve>,
     /// Per class k: H(Y | X_t) over trajectories weighted by their final π_k. (K, S+1)
     pub class_h: Vec<Vec<f64>>,
@@ -85,6 +89,9 @@ impl Curves {
             rate_fd: vec![],
             mi_entropy: vec![],
             mi_girsanov: vec![0.0; n],
+            mi_girsanov_se: vec![0.0; n],
+            mi_rb: vec![0.0; n],
+            mi_rb_se: vec![0.0; n],
             partitions: vec![],
             class_h: vec![vec![0.0; n]; spec.classes()],
             hx0_rate: vec![None; n],
@@ -117,18 +124,18 @@ impl Curves {
                 ch[j] = if w > 0.0 { r[lay.class_wh(k)] / w } else { f64::NAN };
             }
         }
-        // ∫_t^T (g²/2) E‖Δ_Y‖² du from T, trapezoid rule; the last interval (ending at the data,
-        // where no score is evaluated) by its left end.
-        let gir: Vec<Option<f64>> = (0..n)
-            .map(|j| {
-                let r = sums.row(j);
-                (r[Layout::RBN] > 0.0).then(|| 0.5 * pts[j].g2 * r[Layout::GIR] / r[Layout::N].max(1.0))
-            })
-            .collect();
-        for j in 0..n - 1 {
-            let dt = pts[j].t - pts[j + 1].t;
-            let (a, b) = (gir[j].unwrap_or(0.0), gir[j + 1]);
-            c.mi_girsanov[j + 1] = c.mi_girsanov[j] + dt * b.map_or(a, |b| 0.5 * (a + b));
+        // ∫_t^T (g²/2) E‖Δ_Y‖² du from T (see `integral_weights`); SEs from each trajectory's own
+        // integral.
+        let w = integral_weights(grid);
+        let mean_of = |q: usize, j: usize| {
+            let r = sums.row(j);
+            r[q] / r[Layout::N].max(1.0)
+        };
+        for j in 1..n {
+            let nn = sums.row(j)[Layout::N].max(1.0);
+            c.mi_girsanov[j] = c.mi_girsanov[j - 1] + w[j][0] * mean_of(Layout::GIR, j - 1) + w[j][1] * mean_of(Layout::GIR, j);
+            c.mi_girsanov_se[j] = mean_se(c.mi_girsanov[j] * nn, sums.row(j)[Layout::GIRC2], nn).1;
+            (c.mi_rb[j], c.mi_rb_se[j]) = mean_se(sums.row(j)[Layout::RBC], sums.row(j)[Layout::RBC2], nn);
         }
         c.rate_fd = finite_difference(&c.t, &c.h_online);
         c.mi_entropy = c.h_online.iter().map(|h| c.prior_entropy - h).collect();
@@ -168,7 +175,7 @@ impl Curves {
         for k in 0..self.class_h.len() {
             h += &format!(",h_class_{k}");
         }
-        h += ",h_exact_se,hx0_rate";
+        h += ",h_exact_se,hx0_rate,mi_girsanov_se,mi_rb,mi_rb_se";
         h
     }
 
@@ -197,6 +204,9 @@ impl Curves {
             row.extend(self.class_h.iter().map(|c| f(c[j])));
             row.push(o(self.h_exact_se[j]));
             row.push(o(self.hx0_rate[j]));
+            row.push(f(self.mi_girsanov_se[j]));
+            row.push(f(self.mi_rb[j]));
+            row.push(f(self.mi_rb_se[j]));
             s += &row.join(",");
             s.push('\n');
         }

@@ -6,7 +6,7 @@
 //! ln π_y += [2 (x' − μ)·(c Δ_y) − c² ‖Δ_y‖²]/(2 var) = (c/√var) z·Δ_y − c²‖Δ_y‖²/(2 var),
 //! started at the prior and renormalised by log-sum-exp. Steps with var = 0 carry no update.
 
-use super::sums::{InfoSums, Layout};
+use super::sums::{InfoSums, Layout, integral_weights};
 use super::{InfoSpec, decision_entropy, entropy};
 use crate::error::{Error, Result};
 use crate::sde::{EndView, Observer, StepView};
@@ -40,11 +40,16 @@ pub struct InfoObserver<'a> {
     /// Per trajectory and point: h and ‖Δ_y‖², weighted by the final posterior at the end.
     /// (S+1, B, 1+K)
     trail: Vec<f32>,
+    /// Quadrature weights of the rate integrals. (S+1, 2)
+    weights: Vec<[f64; 2]>,
+    /// Each trajectory's Rao–Blackwell integral so far and its last integrand. (B, 2)
+    rb_run: Vec<[f64; 2]>,
 }
 
 impl<'a> InfoObserver<'a> {
-    /// An observer for `batch` trajectories on a grid of `steps` transitions.
-    pub fn new(spec: &'a InfoSpec, tracking: Tracking, batch: usize, steps: usize) -> Self {
+    /// An observer for `batch` trajectories on `grid`.
+    pub fn new(spec: &'a InfoSpec, tracking: Tracking, batch: usize, grid: &crate::sde::Grid) -> Self {
+        let steps = grid.steps();
         let k = spec.classes();
         let log_prior: Vec<f64> = spec.prior.iter().map(|p| p.ln()).collect();
         InfoObserver {
@@ -54,6 +59,8 @@ impl<'a> InfoObserver<'a> {
             sums: InfoSums::new(Layout::new(spec), steps + 1),
             log_pi: (0..batch).flat_map(|_| log_prior.iter().cloned()).collect(),
             trail: vec![0.0; (steps + 1) * batch * (1 + k)],
+            weights: integral_weights(grid),
+            rb_run: vec![[0.0; 2]; batch],
         }
     }
 
@@ -86,6 +93,15 @@ impl<'a> InfoObserver<'a> {
         }
         self.trail[(j * self.batch + b) * (1 + k)] = h as f32;
         h
+    }
+
+    /// Advances trajectory b's Rao–Blackwell integral to point j with integrand `rb` there.
+    fn rb_integral(&mut self, j: usize, b: usize, rb: f64) -> f64 {
+        let [run, prev] = self.rb_run[b];
+        let [w0, w1] = self.weights[j];
+        let run = run + w0 * prev + w1 * rb;
+        self.rb_run[b] = [run, rb];
+        run
     }
 
     fn set_exact(&mut self, b: usize, post: &[f64]) {
@@ -121,9 +137,13 @@ impl Observer for InfoObserver<'_> {
                 *d2 = v.scores.cond_of(b, y).iter().zip(su).map(|(a, u)| (*a as f64 - *u as f64).powi(2)).sum();
             }
             let pi: Vec<f64> = self.log_pi[b * k..(b + 1) * k].iter().map(|l| l.exp()).collect();
+            let rb: f64 = pi.iter().zip(&delta2).map(|(p, d2)| p * d2).sum();
+            let run = self.rb_integral(j, b, rb);
             let row = self.sums.row_mut(j);
-            row[Layout::RB] += pi.iter().zip(&delta2).map(|(p, d2)| p * d2).sum::<f64>();
+            row[Layout::RB] += rb;
             row[Layout::RBN] += 1.0;
+            row[Layout::RBC] += run;
+            row[Layout::RBC2] += run * run;
             if let Some(div) = &v.scores.divergence {
                 row[Layout::DIV] += div[b];
                 row[Layout::DIVN] += 1.0;
@@ -171,14 +191,22 @@ impl Observer for InfoObserver<'_> {
                 self.set_exact(b, p);
             }
             self.record_posterior(j, b, exact);
+            let run = self.rb_integral(j, b, 0.0);
+            let row = self.sums.row_mut(j);
+            row[Layout::RBC] += run;
+            row[Layout::RBC2] += run * run;
             // Weight each point's values by the final posterior of the trajectory.
             let pi: Vec<f64> = self.log_pi[b * k..(b + 1) * k].iter().map(|l| l.exp()).collect();
+            let (mut g_run, mut g_prev) = (0.0f64, 0.0f64);
             for jj in 0..=j {
                 let t0 = (jj * self.batch + b) * (1 + k);
                 let h = self.trail[t0] as f64;
                 let gir: f64 = (0..k).map(|y| pi[y] * self.trail[t0 + 1 + y] as f64).sum();
+                g_run += self.weights[jj][0] * g_prev + self.weights[jj][1] * gir;
+                g_prev = gir;
                 let row = self.sums.row_mut(jj);
                 row[Layout::GIR] += gir;
+                row[Layout::GIRC2] += g_run * g_run;
                 for (y, p) in pi.iter().enumerate() {
                     row[lay.class_w(y)] += p;
                     row[lay.class_wh(y)] += p * h;
@@ -222,7 +250,7 @@ pub fn measure_trajectories<M: crate::score::ScoreModel + ?Sized>(
         .par_iter()
         .map(|&s| {
             let b = batch.min(n - s);
-            let mut obs = InfoObserver::new(spec, tracking, b, grid.steps());
+            let mut obs = InfoObserver::new(spec, tracking, b, grid);
             crate::sde::sample(model, grid, sampler, noise, first + s as u64, b, &mut obs)?;
             if let Some(p) = progress {
                 p(b);

@@ -2,6 +2,7 @@
 //! paths (the fused SIMD kernel, the generic observer) and the estimators in [`super::curves`].
 
 use super::InfoSpec;
+use crate::sde::Grid;
 
 /// Column layout of [`InfoSums`]: fixed quantities, then two per partition, then two per class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,7 +29,14 @@ impl Layout {
     /// Σ ∇·s and its count.
     pub const DIV: usize = 9;
     pub const DIVN: usize = 10;
-    const FIXED: usize = 11;
+    /// Σ G_i(t)² of each trajectory's own Girsanov integral G_i(t) = ∫_t^T (g²/2) Σ_y π_y^final ‖Δ_y‖²
+    /// (for the standard error of `mi_girsanov`).
+    pub const GIRC2: usize = 11;
+    /// Σ R_i(t) and Σ R_i(t)² of each trajectory's Rao–Blackwell integral
+    /// R_i(t) = ∫_t^T (g²/2) Σ_y π_y(u) ‖Δ_y‖² du.
+    pub const RBC: usize = 12;
+    pub const RBC2: usize = 13;
+    const FIXED: usize = 14;
 
     pub fn new(spec: &InfoSpec) -> Self {
         Layout { partitions: spec.partitions.len(), classes: spec.classes() }
@@ -80,4 +88,25 @@ impl InfoSums {
             *a += b;
         }
     }
+}
+
+/// Quadrature weights of ∫_t^T (g²/2) γ(u) du on a grid (noise first): the integral at point p is
+/// Σ_{q≤p} (w[q][0] γ(q−1) + w[q][1] γ(q)), the trapezoid rule, except on the last interval
+/// (ending at the data, where no score is evaluated), which takes its left end. w[0] = [0, 0].
+pub fn integral_weights(grid: &Grid) -> Vec<[f64; 2]> {
+    let pts = &grid.points;
+    let n = pts.len();
+    (0..n)
+        .map(|p| {
+            if p == 0 {
+                return [0.0, 0.0];
+            }
+            let dt = pts[p - 1].t - pts[p].t;
+            if p == n - 1 {
+                [dt * 0.5 * pts[p - 1].g2, 0.0]
+            } else {
+                [0.5 * dt * 0.5 * pts[p - 1].g2, 0.5 * dt * 0.5 * pts[p].g2]
+            }
+        })
+        .collect()
 }

@@ -35,7 +35,7 @@ pub trait Process: Send + Sync {
             return Err(Error::config("sampler.steps", "at least 1", 0));
         }
         let tm = self.t_max();
-        let ts: Vec<f64> = (0..=steps).map(|j| tm * (steps - j) as f64 / steps as f64).collect();
+        let ts: Vec<f64> = (0..=steps).map(|j| tm * ((steps - j) as f64 / steps as f64)).collect();
         Ok(Grid::from_times(self, &ts, |j| j))
     }
     /// Short name (`ddpm`, `vp`, …).

@@ -1,0 +1,117 @@
+//! Schedules and processes against closed forms.
+
+use infodiff::sde::{Ddpm, Process, SubVp, Ve, Vp, VpCosine, ddpm_alpha_bar};
+
+fn all() -> Vec<Box<dyn Process>> {
+    vec![
+        Box::new(Ddpm::new(1e-4, 0.02, 1000).unwrap()),
+        Box::new(Vp::new(0.1, 20.0).unwrap()),
+        Box::new(VpCosine::new(0.008, 0.999).unwrap()),
+        Box::new(SubVp::new(0.1, 20.0).unwrap()),
+        Box::new(Ve::new(0.01, 50.0).unwrap()),
+    ]
+}
+
+#[test]
+fn ddpm_alpha_bar_is_the_product_of_one_minus_beta() {
+    let ab = ddpm_alpha_bar(1e-4, 0.02, 1000);
+    assert_eq!(ab.len(), 1001);
+    assert_eq!(ab[0], 1.0);
+    let mut prod = 1.0f64;
+    for i in 1..=1000 {
+        let beta = 1e-4 + (0.02 - 1e-4) * (i - 1) as f64 / 999.0;
+        prod *= 1.0 - beta;
+        // relative 1e-12: the schedule sums logs, the check multiplies
+        assert!((ab[i] - prod).abs() <= 1e-12 * prod, "i={i}: {} vs {prod}", ab[i]);
+    }
+    // ᾱ_1000 ≈ 4.04e-5 (the known value of the DDPM linear schedule)
+    assert!((ab[1000] - 4.0358e-5).abs() < 1e-8, "{}", ab[1000]);
+}
+
+#[test]
+fn ddpm_matches_vp_at_t_equals_i_over_n() {
+    // estimators.md: DDPM linear β matches VP(0.1, 20) with t = i/1000 (to O(β²) per step).
+    let ddpm = Ddpm::new(1e-4, 0.02, 1000).unwrap();
+    let vp = Vp::new(0.1, 20.0).unwrap();
+    for i in [1usize, 100, 250, 500, 750, 1000] {
+        let (s1, _) = ddpm.marginal(i as f64);
+        let (s2, _) = vp.marginal(i as f64 / 1000.0);
+        // tolerance 1% relative in ᾱ: the discrete product differs from the integral by Σβ²/2
+        assert!(((s1 * s1) / (s2 * s2) - 1.0).abs() < 1e-2 * (1.0 + i as f64 / 100.0), "i={i}: {} vs {}", s1 * s1, s2 * s2);
+    }
+}
+
+#[test]
+fn vp_family_marginals_in_closed_form() {
+    let vp = Vp::new(0.1, 20.0).unwrap();
+    for t in [0.0, 0.1, 0.259, 0.5, 1.0] {
+        let ab: f64 = (-0.1 * t - 0.5 * 19.9 * t * t as f64).exp();
+        let (s, sig) = vp.marginal(t);
+        assert!((s * s - ab).abs() < 1e-14 && (sig * sig - (1.0 - ab)).abs() < 1e-14);
+        let (s2, sig2) = SubVp::new(0.1, 20.0).unwrap().marginal(t);
+        assert!((s2 - s).abs() < 1e-15 && (sig2 - (1.0 - ab)).abs() < 1e-14);
+    }
+    let cos = VpCosine::new(0.008, 0.999).unwrap();
+    assert!((cos.alpha_bar(0.0) - 1.0).abs() < 1e-15);
+    let (s, sig) = cos.marginal(0.5);
+    assert!((s * s + sig * sig - 1.0).abs() < 1e-14);
+    let ve = Ve::new(0.01, 50.0).unwrap();
+    assert!((ve.marginal(0.0).1 - 0.01).abs() < 1e-15 && (ve.marginal(1.0).1 - 50.0).abs() < 1e-12);
+    assert_eq!(ve.marginal(0.3).0, 1.0);
+}
+
+/// The SDE identities ds/dt = f s and dσ²/dt = 2 f σ² + g², by central differences (relative 1e-5).
+#[test]
+fn drift_and_diffusion_are_consistent_with_the_marginals() {
+    for p in all() {
+        let tm = p.t_max();
+        for frac in [0.05, 0.2, 0.37, 0.5, 0.8, 0.95] {
+            let t = tm * frac;
+            let h = tm * 1e-6;
+            // DDPM's continuous extension is piecewise: stay inside one index interval.
+            let t = if p.name() == "ddpm" { t.floor() + 0.5 } else { t };
+            let (sp, gp) = p.marginal(t + h);
+            let (sm, gm) = p.marginal(t - h);
+            let (s, g) = p.marginal(t);
+            let ds = (sp - sm) / (2.0 * h);
+            let dv = (gp * gp - gm * gm) / (2.0 * h);
+            assert!((ds - p.drift(t) * s).abs() < 1e-5 * (ds.abs() + 1e-3), "{} t={t}: ds/dt {ds} vs f s {}", p.name(), p.drift(t) * s);
+            let want = 2.0 * p.drift(t) * g * g + p.g2(t);
+            assert!((dv - want).abs() < 1e-5 * want.abs(), "{} t={t}: dσ²/dt {dv} vs {want}", p.name());
+        }
+    }
+}
+
+#[test]
+fn grids_run_from_noise_to_data_with_monotone_snr() {
+    for p in all() {
+        let g = p.grid(100).unwrap();
+        assert_eq!(g.points.len(), 101);
+        assert_eq!(g.points[0].t, p.t_max(), "{}", p.name());
+        assert_eq!(g.points[100].t, 0.0, "{}", p.name());
+        for w in g.points.windows(2) {
+            assert!(w[1].t < w[0].t);
+            assert!(w[1].log_snr() > w[0].log_snr(), "{}: SNR must grow towards the data", p.name());
+        }
+        assert!(p.grid(0).is_err());
+    }
+    // DDPM grid uses state indices; the full grid is every index.
+    let d = Ddpm::new(1e-4, 0.02, 1000).unwrap();
+    let g = d.grid(1000).unwrap();
+    assert!(g.points.iter().enumerate().all(|(j, p)| p.index == 1000 - j && p.t == (1000 - j) as f64));
+    assert_eq!(d.grid(10).unwrap().points.iter().map(|p| p.index).collect::<Vec<_>>(), vec![1000, 900, 800, 700, 600, 500, 400, 300, 200, 100, 0]);
+    assert!(d.grid(1001).is_err());
+    // endpoints: DDPM data end is clean, noise end nearly pure noise
+    assert_eq!(g.points[1000].sigma, 0.0);
+    assert!(g.points[0].s < 0.007);
+}
+
+#[test]
+fn invalid_process_parameters_are_refused_by_name() {
+    let e = Vp::new(-1.0, 20.0).unwrap_err().to_string();
+    assert!(e.contains("process.beta_min"), "{e}");
+    let e = Ve::new(5.0, 1.0).unwrap_err().to_string();
+    assert!(e.contains("process.sigma_max"), "{e}");
+    let e = Ddpm::new(1e-4, 0.02, 0).unwrap_err().to_string();
+    assert!(e.contains("process.steps"), "{e}");
+}
