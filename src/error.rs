@@ -10,16 +10,32 @@ use std::fmt;
 #[derive(Debug)]
 pub enum Error {
     /// A configuration value is invalid. `field` is a JSON path such as `mixture.components[2].weight`.
-    Config { field: String, expected: String, found: String },
+    Config {
+        field: String,
+        expected: String,
+        found: String,
+    },
     /// Two operands disagree in shape.
-    Shape { op: &'static str, expected: String, found: String },
+    Shape {
+        op: &'static str,
+        expected: String,
+        found: String,
+    },
     /// A non-finite value appeared while sampling.
-    NonFinite { op: &'static str, step: usize, t: f64, what: String },
+    NonFinite {
+        op: &'static str,
+        step: usize,
+        t: f64,
+        what: String,
+    },
     /// A request the engine cannot serve as asked (for example the online classifier on a
     /// deterministic sampler with a model that has no exact posterior).
     Unsupported { op: &'static str, reason: String },
     /// Reading or writing a file failed.
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// A file is not valid JSON, or JSON of the wrong form.
     Json { path: String, message: String },
 }
@@ -27,25 +43,54 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub fn config(field: impl Into<String>, expected: impl Into<String>, found: impl fmt::Display) -> Self {
-        Error::Config { field: field.into(), expected: expected.into(), found: found.to_string() }
+    pub fn config(
+        field: impl Into<String>,
+        expected: impl Into<String>,
+        found: impl fmt::Display,
+    ) -> Self {
+        Error::Config {
+            field: field.into(),
+            expected: expected.into(),
+            found: found.to_string(),
+        }
     }
     pub fn shape(op: &'static str, expected: impl fmt::Debug, found: impl fmt::Debug) -> Self {
-        Error::Shape { op, expected: format!("{expected:?}"), found: format!("{found:?}") }
+        Error::Shape {
+            op,
+            expected: format!("{expected:?}"),
+            found: format!("{found:?}"),
+        }
     }
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().display().to_string(), source }
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Config { field, expected, found } => {
-                write!(f, "invalid config: `{field}`: expected {expected}, found {found}")
+            Error::Config {
+                field,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "invalid config: `{field}`: expected {expected}, found {found}"
+                )
             }
-            Error::Shape { op, expected, found } => {
-                write!(f, "{op}: shape mismatch: expected {expected}, found {found}")
+            Error::Shape {
+                op,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "{op}: shape mismatch: expected {expected}, found {found}"
+                )
             }
             Error::NonFinite { op, step, t, what } => {
                 write!(f, "{op}: non-finite {what} at step {step} (t = {t})")

@@ -10,7 +10,11 @@ use infodiff::Error;
 use infodiff::measure::{self, Config};
 
 #[derive(Parser)]
-#[command(name = "infodiff", version, about = "Measure how information about a label is produced along diffusion trajectories")]
+#[command(
+    name = "infodiff",
+    version,
+    about = "Measure how information about a label is produced along diffusion trajectories"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,9 +64,21 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
-        Command::Measure { config, out, trajectories, steps, seed, threads, print_default_config } => {
+        Command::Measure {
+            config,
+            out,
+            trajectories,
+            steps,
+            seed,
+            threads,
+            print_default_config,
+        } => {
             if print_default_config {
-                println!("{}", serde_json::to_string_pretty(&measure::default_config().to_json()).expect("serialisable"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&measure::default_config().to_json())
+                        .expect("serialisable")
+                );
                 return Ok(());
             }
             let mut cfg = match &config {
@@ -90,19 +106,27 @@ fn run(cli: Cli) -> Result<(), Error> {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(t)
                     .build_global()
-                    .map_err(|e| Error::Unsupported { op: "--threads", reason: e.to_string() })?;
+                    .map_err(|e| Error::Unsupported {
+                        op: "--threads",
+                        reason: e.to_string(),
+                    })?;
             }
             let bar = ProgressBar::new(cfg.trajectories as u64);
             bar.set_style(
-                ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} trajectories ({per_sec}, eta {eta})")
-                    .expect("valid template"),
+                ProgressStyle::with_template(
+                    "{spinner} {bar:40} {pos}/{len} trajectories ({per_sec}, eta {eta})",
+                )
+                .expect("valid template"),
             );
             let tick = |n: usize| bar.inc(n as u64);
             let report = measure::run(&cfg, None, Some(&tick))?;
             bar.finish_and_clear();
             report.write(&out)?;
             print!("{}", report.table());
-            println!("wrote {}/curves.csv, summary.json, entropy.svg", out.display());
+            println!(
+                "wrote {}/curves.csv, summary.json, entropy.svg",
+                out.display()
+            );
             Ok(())
         }
     }

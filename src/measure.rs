@@ -20,34 +20,70 @@ pub mod plot;
 /// The forward process of a job.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ProcessConfig {
-    Ddpm { beta_start: f64, beta_end: f64, steps: usize },
-    Vp { beta_min: f64, beta_max: f64 },
-    VpCosine { s: f64, t_max: f64 },
-    SubVp { beta_min: f64, beta_max: f64 },
-    Ve { sigma_min: f64, sigma_max: f64 },
+    Ddpm {
+        beta_start: f64,
+        beta_end: f64,
+        steps: usize,
+    },
+    Vp {
+        beta_min: f64,
+        beta_max: f64,
+    },
+    VpCosine {
+        s: f64,
+        t_max: f64,
+    },
+    SubVp {
+        beta_min: f64,
+        beta_max: f64,
+    },
+    Ve {
+        sigma_min: f64,
+        sigma_max: f64,
+    },
 }
 
 impl ProcessConfig {
     pub fn build(&self) -> Result<Box<dyn Process>> {
         Ok(match *self {
-            ProcessConfig::Ddpm { beta_start, beta_end, steps } => Box::new(Ddpm::new(beta_start, beta_end, steps)?),
+            ProcessConfig::Ddpm {
+                beta_start,
+                beta_end,
+                steps,
+            } => Box::new(Ddpm::new(beta_start, beta_end, steps)?),
             ProcessConfig::Vp { beta_min, beta_max } => Box::new(Vp::new(beta_min, beta_max)?),
             ProcessConfig::VpCosine { s, t_max } => Box::new(VpCosine::new(s, t_max)?),
-            ProcessConfig::SubVp { beta_min, beta_max } => Box::new(SubVp::new(beta_min, beta_max)?),
-            ProcessConfig::Ve { sigma_min, sigma_max } => Box::new(Ve::new(sigma_min, sigma_max)?),
+            ProcessConfig::SubVp { beta_min, beta_max } => {
+                Box::new(SubVp::new(beta_min, beta_max)?)
+            }
+            ProcessConfig::Ve {
+                sigma_min,
+                sigma_max,
+            } => Box::new(Ve::new(sigma_min, sigma_max)?),
         })
     }
     fn to_json(&self) -> Value {
         match *self {
-            ProcessConfig::Ddpm { beta_start, beta_end, steps } => {
+            ProcessConfig::Ddpm {
+                beta_start,
+                beta_end,
+                steps,
+            } => {
                 json!({"kind": "ddpm", "beta_start": beta_start, "beta_end": beta_end, "steps": steps})
             }
-            ProcessConfig::Vp { beta_min, beta_max } => json!({"kind": "vp", "beta_min": beta_min, "beta_max": beta_max}),
-            ProcessConfig::VpCosine { s, t_max } => json!({"kind": "vp_cosine", "s": s, "t_max": t_max}),
+            ProcessConfig::Vp { beta_min, beta_max } => {
+                json!({"kind": "vp", "beta_min": beta_min, "beta_max": beta_max})
+            }
+            ProcessConfig::VpCosine { s, t_max } => {
+                json!({"kind": "vp_cosine", "s": s, "t_max": t_max})
+            }
             ProcessConfig::SubVp { beta_min, beta_max } => {
                 json!({"kind": "subvp", "beta_min": beta_min, "beta_max": beta_max})
             }
-            ProcessConfig::Ve { sigma_min, sigma_max } => {
+            ProcessConfig::Ve {
+                sigma_min,
+                sigma_max,
+            } => {
                 json!({"kind": "ve", "sigma_min": sigma_min, "sigma_max": sigma_max})
             }
         }
@@ -71,16 +107,39 @@ pub struct Config {
 /// β 1e-4…0.02 with 1000 steps, ancestral sampling, 20,000 trajectories, seed 0, and three
 /// decision problems (left vs right, −8 vs −4, 6 vs 8).
 pub fn default_config() -> Config {
-    let comp = |m: f64, c: usize| Component { weight: 1.0, mean: vec![m], var: vec![0.0], class: c };
+    let comp = |m: f64, c: usize| Component {
+        weight: 1.0,
+        mean: vec![m],
+        var: vec![0.0],
+        class: c,
+    };
     Config {
-        process: ProcessConfig::Ddpm { beta_start: 1e-4, beta_end: 0.02, steps: 1000 },
+        process: ProcessConfig::Ddpm {
+            beta_start: 1e-4,
+            beta_end: 0.02,
+            steps: 1000,
+        },
         components: vec![comp(-8.0, 0), comp(-4.0, 1), comp(6.0, 2), comp(8.0, 3)],
-        sampler: Sampler::Ancestral { variance: AncestralVariance::Beta },
+        sampler: Sampler::Ancestral {
+            variance: AncestralVariance::Beta,
+        },
         steps: 1000,
         partitions: vec![
-            Partition { name: "left_right".into(), a: vec![0, 1], b: vec![2, 3] },
-            Partition { name: "m8_m4".into(), a: vec![0], b: vec![1] },
-            Partition { name: "p6_p8".into(), a: vec![2], b: vec![3] },
+            Partition {
+                name: "left_right".into(),
+                a: vec![0, 1],
+                b: vec![2, 3],
+            },
+            Partition {
+                name: "m8_m4".into(),
+                a: vec![0],
+                b: vec![1],
+            },
+            Partition {
+                name: "p6_p8".into(),
+                a: vec![2],
+                b: vec![3],
+            },
         ],
         trajectories: 20_000,
         seed: 0,
@@ -101,67 +160,123 @@ fn type_name(v: &Value) -> String {
 }
 
 fn as_obj<'a>(v: &'a Value, path: &str, allowed: &[&str]) -> Result<&'a Map<String, Value>> {
-    let m = v.as_object().ok_or_else(|| Error::config(path, "an object", type_name(v)))?;
+    let m = v
+        .as_object()
+        .ok_or_else(|| Error::config(path, "an object", type_name(v)))?;
     if let Some(k) = m.keys().find(|k| !allowed.contains(&k.as_str())) {
-        let at = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-        return Err(Error::config(at, format!("one of the keys {}", allowed.join(", ")), "an unknown key"));
+        let at = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
+        return Err(Error::config(
+            at,
+            format!("one of the keys {}", allowed.join(", ")),
+            "an unknown key",
+        ));
     }
     Ok(m)
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 fn num(m: &Map<String, Value>, path: &str, key: &str, default: Option<f64>) -> Result<f64> {
     match m.get(key) {
-        None => default.ok_or_else(|| Error::config(join(path, key), "a number", "nothing (missing)")),
-        Some(v) => v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| Error::config(join(path, key), "a number", type_name(v))),
+        None => {
+            default.ok_or_else(|| Error::config(join(path, key), "a number", "nothing (missing)"))
+        }
+        Some(v) => v
+            .as_f64()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| Error::config(join(path, key), "a number", type_name(v))),
     }
 }
 
 fn count(m: &Map<String, Value>, path: &str, key: &str, default: Option<u64>) -> Result<u64> {
     match m.get(key) {
-        None => default.ok_or_else(|| Error::config(join(path, key), "a whole number", "nothing (missing)")),
-        Some(v) => v.as_u64().ok_or_else(|| Error::config(join(path, key), "a whole number ≥ 0", type_name(v))),
+        None => default
+            .ok_or_else(|| Error::config(join(path, key), "a whole number", "nothing (missing)")),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| Error::config(join(path, key), "a whole number ≥ 0", type_name(v))),
     }
 }
 
 fn kind<'a>(m: &'a Map<String, Value>, path: &str, kinds: &[&str]) -> Result<&'a str> {
-    let v = m.get("kind").ok_or_else(|| Error::config(join(path, "kind"), format!("one of {}", kinds.join(", ")), "nothing (missing)"))?;
-    let s = v.as_str().ok_or_else(|| Error::config(join(path, "kind"), "a string", type_name(v)))?;
+    let v = m.get("kind").ok_or_else(|| {
+        Error::config(
+            join(path, "kind"),
+            format!("one of {}", kinds.join(", ")),
+            "nothing (missing)",
+        )
+    })?;
+    let s = v
+        .as_str()
+        .ok_or_else(|| Error::config(join(path, "kind"), "a string", type_name(v)))?;
     if !kinds.contains(&s) {
-        return Err(Error::config(join(path, "kind"), format!("one of {}", kinds.join(", ")), format!("{s:?}")));
+        return Err(Error::config(
+            join(path, "kind"),
+            format!("one of {}", kinds.join(", ")),
+            format!("{s:?}"),
+        ));
     }
     Ok(s)
 }
 
 fn class_list(v: Option<&Value>, path: &str) -> Result<Vec<usize>> {
     let v = v.ok_or_else(|| Error::config(path, "a list of class numbers", "nothing (missing)"))?;
-    let a = v.as_array().ok_or_else(|| Error::config(path, "a list of class numbers", type_name(v)))?;
+    let a = v
+        .as_array()
+        .ok_or_else(|| Error::config(path, "a list of class numbers", type_name(v)))?;
     a.iter()
         .enumerate()
-        .map(|(i, c)| c.as_u64().map(|c| c as usize).ok_or_else(|| Error::config(format!("{path}[{i}]"), "a class number", type_name(c))))
+        .map(|(i, c)| {
+            c.as_u64().map(|c| c as usize).ok_or_else(|| {
+                Error::config(format!("{path}[{i}]"), "a class number", type_name(c))
+            })
+        })
         .collect()
 }
 
 impl Config {
     /// Parses and validates a config from JSON text; `source` names it in errors.
     pub fn from_json_str(text: &str, source: &str) -> Result<Config> {
-        let v: Value = serde_json::from_str(text).map_err(|e| Error::Json { path: source.into(), message: format!("not valid JSON: {e}") })?;
+        let v: Value = serde_json::from_str(text).map_err(|e| Error::Json {
+            path: source.into(),
+            message: format!("not valid JSON: {e}"),
+        })?;
         Config::from_value(&v)
     }
 
     /// Validates a parsed config; every error names its field.
     pub fn from_value(v: &Value) -> Result<Config> {
-        let top = as_obj(v, "", &["process", "mixture", "sampler", "partitions", "trajectories", "seed"])?;
+        let top = as_obj(
+            v,
+            "",
+            &[
+                "process",
+                "mixture",
+                "sampler",
+                "partitions",
+                "trajectories",
+                "seed",
+            ],
+        )?;
         let d = default_config();
         // process
         let process = match top.get("process") {
             None => d.process.clone(),
             Some(pv) => {
                 let kinds = ["ddpm", "vp", "vp_cosine", "subvp", "ve"];
-                let pm = pv.as_object().ok_or_else(|| Error::config("process", "an object", type_name(pv)))?;
+                let pm = pv
+                    .as_object()
+                    .ok_or_else(|| Error::config("process", "an object", type_name(pv)))?;
                 let path = "process";
                 match kind(pm, path, &kinds)? {
                     "ddpm" => {
@@ -178,19 +293,31 @@ impl Config {
                     }
                     "vp" => {
                         as_obj(pv, path, &["kind", "beta_min", "beta_max"])?;
-                        ProcessConfig::Vp { beta_min: num(pm, path, "beta_min", Some(0.1))?, beta_max: num(pm, path, "beta_max", Some(20.0))? }
+                        ProcessConfig::Vp {
+                            beta_min: num(pm, path, "beta_min", Some(0.1))?,
+                            beta_max: num(pm, path, "beta_max", Some(20.0))?,
+                        }
                     }
                     "vp_cosine" => {
                         as_obj(pv, path, &["kind", "s", "t_max"])?;
-                        ProcessConfig::VpCosine { s: num(pm, path, "s", Some(0.008))?, t_max: num(pm, path, "t_max", Some(0.999))? }
+                        ProcessConfig::VpCosine {
+                            s: num(pm, path, "s", Some(0.008))?,
+                            t_max: num(pm, path, "t_max", Some(0.999))?,
+                        }
                     }
                     "subvp" => {
                         as_obj(pv, path, &["kind", "beta_min", "beta_max"])?;
-                        ProcessConfig::SubVp { beta_min: num(pm, path, "beta_min", Some(0.1))?, beta_max: num(pm, path, "beta_max", Some(20.0))? }
+                        ProcessConfig::SubVp {
+                            beta_min: num(pm, path, "beta_min", Some(0.1))?,
+                            beta_max: num(pm, path, "beta_max", Some(20.0))?,
+                        }
                     }
                     _ => {
                         as_obj(pv, path, &["kind", "sigma_min", "sigma_max"])?;
-                        ProcessConfig::Ve { sigma_min: num(pm, path, "sigma_min", Some(0.01))?, sigma_max: num(pm, path, "sigma_max", Some(50.0))? }
+                        ProcessConfig::Ve {
+                            sigma_min: num(pm, path, "sigma_min", Some(0.01))?,
+                            sigma_max: num(pm, path, "sigma_max", Some(50.0))?,
+                        }
                     }
                 }
             }
@@ -201,22 +328,50 @@ impl Config {
             None => d.components.clone(),
             Some(mv) => {
                 let mm = as_obj(mv, "mixture", &["components"])?;
-                let cv = mm.get("components").ok_or_else(|| Error::config("mixture.components", "a list of components", "nothing (missing)"))?;
-                let list = cv.as_array().ok_or_else(|| Error::config("mixture.components", "a list of components", type_name(cv)))?;
+                let cv = mm.get("components").ok_or_else(|| {
+                    Error::config(
+                        "mixture.components",
+                        "a list of components",
+                        "nothing (missing)",
+                    )
+                })?;
+                let list = cv.as_array().ok_or_else(|| {
+                    Error::config("mixture.components", "a list of components", type_name(cv))
+                })?;
                 let mut comps = Vec::with_capacity(list.len());
                 for (i, c) in list.iter().enumerate() {
                     let path = format!("mixture.components[{i}]");
                     let cm = as_obj(c, &path, &["weight", "mean", "var", "class"])?;
                     let weight = num(cm, &path, "weight", Some(1.0))?;
-                    let mv = cm.get("mean").ok_or_else(|| Error::config(join(&path, "mean"), "a list of numbers", "nothing (missing)"))?;
+                    let mv = cm.get("mean").ok_or_else(|| {
+                        Error::config(
+                            join(&path, "mean"),
+                            "a list of numbers",
+                            "nothing (missing)",
+                        )
+                    })?;
                     let mean: Vec<f64> = match mv {
                         Value::Array(a) => a
                             .iter()
                             .enumerate()
-                            .map(|(j, x)| x.as_f64().ok_or_else(|| Error::config(format!("{path}.mean[{j}]"), "a number", type_name(x))))
+                            .map(|(j, x)| {
+                                x.as_f64().ok_or_else(|| {
+                                    Error::config(
+                                        format!("{path}.mean[{j}]"),
+                                        "a number",
+                                        type_name(x),
+                                    )
+                                })
+                            })
                             .collect::<Result<_>>()?,
                         Value::Number(n) => vec![n.as_f64().unwrap_or(f64::NAN)],
-                        other => return Err(Error::config(join(&path, "mean"), "a list of numbers", type_name(other))),
+                        other => {
+                            return Err(Error::config(
+                                join(&path, "mean"),
+                                "a list of numbers",
+                                type_name(other),
+                            ));
+                        }
                     };
                     let var = match cm.get("var") {
                         None => vec![0.0; mean.len()],
@@ -224,12 +379,31 @@ impl Config {
                         Some(Value::Array(a)) => a
                             .iter()
                             .enumerate()
-                            .map(|(j, x)| x.as_f64().ok_or_else(|| Error::config(format!("{path}.var[{j}]"), "a number", type_name(x))))
+                            .map(|(j, x)| {
+                                x.as_f64().ok_or_else(|| {
+                                    Error::config(
+                                        format!("{path}.var[{j}]"),
+                                        "a number",
+                                        type_name(x),
+                                    )
+                                })
+                            })
                             .collect::<Result<_>>()?,
-                        Some(other) => return Err(Error::config(join(&path, "var"), "a number or a list of numbers", type_name(other))),
+                        Some(other) => {
+                            return Err(Error::config(
+                                join(&path, "var"),
+                                "a number or a list of numbers",
+                                type_name(other),
+                            ));
+                        }
                     };
                     let class = count(cm, &path, "class", None)? as usize;
-                    comps.push(Component { weight, mean, var, class });
+                    comps.push(Component {
+                        weight,
+                        mean,
+                        var,
+                        class,
+                    });
                 }
                 comps
             }
@@ -237,11 +411,23 @@ impl Config {
         let mixture = GaussianMixture::new(components.clone())?;
         // sampler
         let (sampler, steps) = match top.get("sampler") {
-            None => (d.sampler, match process { ProcessConfig::Ddpm { steps, .. } => steps, _ => 1000 }),
+            None => (
+                d.sampler,
+                match process {
+                    ProcessConfig::Ddpm { steps, .. } => steps,
+                    _ => 1000,
+                },
+            ),
             Some(sv) => {
                 let path = "sampler";
-                let sm = sv.as_object().ok_or_else(|| Error::config(path, "an object", type_name(sv)))?;
-                let k = kind(sm, path, &["ancestral", "ddim", "euler_maruyama", "heun_ode"])?;
+                let sm = sv
+                    .as_object()
+                    .ok_or_else(|| Error::config(path, "an object", type_name(sv)))?;
+                let k = kind(
+                    sm,
+                    path,
+                    &["ancestral", "ddim", "euler_maruyama", "heun_ode"],
+                )?;
                 let default_steps = match process {
                     ProcessConfig::Ddpm { steps, .. } => steps as u64,
                     _ => 1000,
@@ -256,7 +442,13 @@ impl Config {
                         let variance = match sm.get("variance").map(|v| (v, v.as_str())) {
                             None | Some((_, Some("beta"))) => AncestralVariance::Beta,
                             Some((_, Some("beta_tilde"))) => AncestralVariance::BetaTilde,
-                            Some((v, _)) => return Err(Error::config("sampler.variance", "\"beta\" or \"beta_tilde\"", type_name(v))),
+                            Some((v, _)) => {
+                                return Err(Error::config(
+                                    "sampler.variance",
+                                    "\"beta\" or \"beta_tilde\"",
+                                    type_name(v),
+                                ));
+                            }
                         };
                         Sampler::Ancestral { variance }
                     }
@@ -285,17 +477,35 @@ impl Config {
             None if top.get("mixture").is_none() => d.partitions.clone(),
             None => vec![],
             Some(pv) => {
-                let list = pv.as_array().ok_or_else(|| Error::config("partitions", "a list", type_name(pv)))?;
+                let list = pv
+                    .as_array()
+                    .ok_or_else(|| Error::config("partitions", "a list", type_name(pv)))?;
                 let mut out = vec![];
                 for (i, p) in list.iter().enumerate() {
                     let path = format!("partitions[{i}]");
                     let pm = as_obj(p, &path, &["name", "a", "b"])?;
                     let name = match pm.get("name") {
                         Some(Value::String(s)) => s.clone(),
-                        Some(other) => return Err(Error::config(join(&path, "name"), "a string", type_name(other))),
-                        None => return Err(Error::config(join(&path, "name"), "a string", "nothing (missing)")),
+                        Some(other) => {
+                            return Err(Error::config(
+                                join(&path, "name"),
+                                "a string",
+                                type_name(other),
+                            ));
+                        }
+                        None => {
+                            return Err(Error::config(
+                                join(&path, "name"),
+                                "a string",
+                                "nothing (missing)",
+                            ));
+                        }
                     };
-                    out.push(Partition { name, a: class_list(pm.get("a"), &join(&path, "a"))?, b: class_list(pm.get("b"), &join(&path, "b"))? });
+                    out.push(Partition {
+                        name,
+                        a: class_list(pm.get("a"), &join(&path, "a"))?,
+                        b: class_list(pm.get("b"), &join(&path, "b"))?,
+                    });
                 }
                 out
             }
@@ -306,7 +516,15 @@ impl Config {
             return Err(Error::config("trajectories", "at least 1", 0));
         }
         let seed = count(top, "", "seed", Some(0))?;
-        let cfg = Config { process, components, sampler, steps, partitions, trajectories, seed };
+        let cfg = Config {
+            process,
+            components,
+            sampler,
+            steps,
+            partitions,
+            trajectories,
+            seed,
+        };
         cfg.grid()?; // validates steps against the process
         Ok(cfg)
     }
@@ -317,12 +535,18 @@ impl Config {
             .components
             .iter()
             .map(|c| {
-                let var = if c.var.iter().all(|v| *v == c.var[0]) { json!(c.var[0]) } else { json!(c.var) };
+                let var = if c.var.iter().all(|v| *v == c.var[0]) {
+                    json!(c.var[0])
+                } else {
+                    json!(c.var)
+                };
                 json!({"weight": c.weight, "mean": c.mean, "var": var, "class": c.class})
             })
             .collect();
         let sampler = match self.sampler {
-            Sampler::Ancestral { variance } => json!({"kind": "ancestral", "steps": self.steps, "variance": variance}),
+            Sampler::Ancestral { variance } => {
+                json!({"kind": "ancestral", "steps": self.steps, "variance": variance})
+            }
             Sampler::Ddim { eta } => json!({"kind": "ddim", "steps": self.steps, "eta": eta}),
             Sampler::EulerMaruyama => json!({"kind": "euler_maruyama", "steps": self.steps}),
             Sampler::HeunOde => json!({"kind": "heun_ode", "steps": self.steps}),
@@ -377,22 +601,43 @@ pub struct Report {
 }
 
 /// Runs a job on the current rayon pool. `progress` receives finished trajectory counts.
-pub fn run(cfg: &Config, engine: Option<Engine>, progress: Option<&(dyn Fn(usize) + Sync)>) -> Result<Report> {
+pub fn run(
+    cfg: &Config,
+    engine: Option<Engine>,
+    progress: Option<&(dyn Fn(usize) + Sync)>,
+) -> Result<Report> {
     let mixture = cfg.mixture()?;
     let spec = cfg.spec()?;
     let grid = cfg.grid()?;
     let noise = Noise::new(cfg.seed);
-    let engine = engine.unwrap_or(if cfg.sampler.is_stochastic() { Engine::Fused(detected()) } else { Engine::Generic });
-    let tracking = if cfg.sampler.is_stochastic() { Tracking::Online } else { Tracking::Exact };
+    let engine = engine.unwrap_or(if cfg.sampler.is_stochastic() {
+        Engine::Fused(detected())
+    } else {
+        Engine::Generic
+    });
+    let tracking = if cfg.sampler.is_stochastic() {
+        Tracking::Online
+    } else {
+        Tracking::Exact
+    };
     let start = Instant::now();
     let sums = match engine {
         Engine::Fused(kind) => {
             let plan = MixturePlan::new(&mixture, &spec, &grid, &cfg.sampler, noise)?;
             mixture_trajectory::run_with_progress(&plan, kind, 0, cfg.trajectories, None, progress)?
         }
-        Engine::Generic => {
-            measure_trajectories(&mixture, &spec, &grid, &cfg.sampler, noise, 0, cfg.trajectories, 256, tracking, progress)?
-        }
+        Engine::Generic => measure_trajectories(
+            &mixture,
+            &spec,
+            &grid,
+            &cfg.sampler,
+            noise,
+            0,
+            cfg.trajectories,
+            256,
+            tracking,
+            progress,
+        )?,
     };
     let wall_s = start.elapsed().as_secs_f64();
     let curves = Curves::from_sums(&sums, &spec, &grid, mixture.dim(), tracking);
@@ -443,11 +688,17 @@ impl Report {
         let c = &self.curves;
         let n = c.t.len();
         let mut s = String::new();
-        s += &format!("H(Y) = {:.4} bits; posterior: {}\n", bits(c.prior_entropy), c.tracking.name());
+        s += &format!(
+            "H(Y) = {:.4} bits; posterior: {}\n",
+            bits(c.prior_entropy),
+            c.tracking.name()
+        );
         s += "      t    log-SNR   H_online (bits)  ± SE     H_exact (bits)   I_girsanov (bits)\n";
         let picks: Vec<usize> = (0..=10).map(|i| (i * (n - 1)) / 10).collect();
         for j in picks {
-            let hx = c.h_exact[j].map(|v| format!("{:.4}", bits(v))).unwrap_or_else(|| "-".into());
+            let hx = c.h_exact[j]
+                .map(|v| format!("{:.4}", bits(v)))
+                .unwrap_or_else(|| "-".into());
             s += &format!(
                 "{:>9.4} {:>8.3} {:>12.4} {:>10.4} {:>14} {:>16.4}\n",
                 c.t[j],
@@ -461,7 +712,10 @@ impl Report {
         s += "peak of each rate (largest local maximum):\n";
         for (name, y) in c.rate_curves() {
             if let Some(p) = peaks(&c.t, &c.log_snr, &y).first() {
-                s += &format!("  {:<22} t = {:<10.4} log-SNR = {:<8.3} rate = {:.4e} nats/unit t\n", name, p.t, p.log_snr, p.value);
+                s += &format!(
+                    "  {:<22} t = {:<10.4} log-SNR = {:<8.3} rate = {:.4e} nats/unit t\n",
+                    name, p.t, p.log_snr, p.value
+                );
             }
         }
         s += &format!(
@@ -481,7 +735,10 @@ impl Report {
     pub fn write(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         write_atomic(&dir.join("curves.csv"), self.curves.to_csv().as_bytes())?;
-        let summary = serde_json::to_string_pretty(&self.summary()).map_err(|e| Error::Json { path: "summary.json".into(), message: e.to_string() })?;
+        let summary = serde_json::to_string_pretty(&self.summary()).map_err(|e| Error::Json {
+            path: "summary.json".into(),
+            message: e.to_string(),
+        })?;
         write_atomic(&dir.join("summary.json"), summary.as_bytes())?;
         let svg = plot::entropy_svg(&self.curves)?;
         write_atomic(&dir.join("entropy.svg"), svg.as_bytes())?;

@@ -47,7 +47,10 @@ impl Noise {
 
     /// The four Philox words of (trajectory, step, block).
     pub fn words(&self, trajectory: u64, step: u32, block: u32) -> [u32; 4] {
-        philox4x32_10([block, step, trajectory as u32, (trajectory >> 32) as u32], self.key())
+        philox4x32_10(
+            [block, step, trajectory as u32, (trajectory >> 32) as u32],
+            self.key(),
+        )
     }
 
     /// The four standard normals of elements 4·block … 4·block+3.
@@ -87,13 +90,19 @@ mod tests {
     /// Random123's kat_vectors for philox4x32_10.
     #[test]
     fn philox_known_answers() {
-        assert_eq!(philox4x32_10([0; 4], [0; 2]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
+        assert_eq!(
+            philox4x32_10([0; 4], [0; 2]),
+            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
+        );
         assert_eq!(
             philox4x32_10([u32::MAX; 4], [u32::MAX; 2]),
             [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
         );
         assert_eq!(
-            philox4x32_10([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
+            philox4x32_10(
+                [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+                [0xa4093822, 0x299f31d0]
+            ),
             [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
         );
     }
@@ -118,7 +127,10 @@ mod tests {
         let kurt = s4 / m;
         assert!(mean.abs() < 4.0 / m.sqrt(), "mean {mean}");
         assert!((var - 1.0).abs() < 4.0 * (2.0 / m).sqrt(), "var {var}");
-        assert!((kurt - 3.0).abs() < 4.0 * (96.0 / m).sqrt(), "kurtosis {kurt}");
+        assert!(
+            (kurt - 3.0).abs() < 4.0 * (96.0 / m).sqrt(),
+            "kurtosis {kurt}"
+        );
     }
 
     #[test]

@@ -2,14 +2,26 @@
 //! Entropies in nats inside, compared in bits where the reference values are in bits.
 
 use infodiff::info::closed_form::{bpsk_mutual_information, mixture_conditional_entropy_1d};
-use infodiff::info::{Curves, InfoSpec, Tracking, bits, hutchinson_divergence, measure_trajectories};
+use infodiff::info::{
+    Curves, InfoSpec, Tracking, bits, hutchinson_divergence, measure_trajectories,
+};
 use infodiff::measure::{self, Config, Engine};
 use infodiff::rng::Noise;
 use infodiff::score::{Component, GaussianMixture, ScoreModel, Scores};
 use infodiff::sde::{AncestralVariance, Ddpm, Process, Sampler, Vp};
 
 fn points(ps: &[(f64, usize)]) -> GaussianMixture {
-    GaussianMixture::new(ps.iter().map(|&(m, c)| Component { weight: 1.0, mean: vec![m], var: vec![0.0], class: c }).collect()).unwrap()
+    GaussianMixture::new(
+        ps.iter()
+            .map(|&(m, c)| Component {
+                weight: 1.0,
+                mean: vec![m],
+                var: vec![0.0],
+                class: c,
+            })
+            .collect(),
+    )
+    .unwrap()
 }
 
 fn default_report() -> measure::Report {
@@ -17,7 +29,14 @@ fn default_report() -> measure::Report {
 }
 
 /// estimators.md: exact H(Y | X_t) of the four points under DDPM, in bits.
-const QUADRATURE_BITS: [(usize, f64); 6] = [(200, 0.1505), (300, 0.4163), (400, 0.6979), (500, 1.0193), (600, 1.4514), (1000, 1.9987)];
+const QUADRATURE_BITS: [(usize, f64); 6] = [
+    (200, 0.1505),
+    (300, 0.4163),
+    (400, 0.6979),
+    (500, 1.0193),
+    (600, 1.4514),
+    (1000, 1.9987),
+];
 
 #[test]
 fn our_quadrature_reproduces_the_reference_values() {
@@ -43,10 +62,16 @@ fn default_job_entropies_match_the_quadrature() {
         let (hx, se_x) = (bits(c.h_exact[j].unwrap()), bits(c.h_exact_se[j].unwrap()));
         // exact posterior at sampled states: within 4 standard errors (+1e-4 for the rounding of
         // the reference to 4 decimals)
-        assert!((hx - want).abs() < 4.0 * se_x + 1e-4, "exact t={t}: {hx} ± {se_x} vs {want}");
+        assert!(
+            (hx - want).abs() < 4.0 * se_x + 1e-4,
+            "exact t={t}: {hx} ± {se_x} vs {want}"
+        );
         let (h, se) = (bits(c.h_online[j]), bits(c.h_online_se[j]));
         // online classifier: within 4 SE + 0.01 bits
-        assert!((h - want).abs() < 4.0 * se + 0.01, "online t={t}: {h} ± {se} vs {want}");
+        assert!(
+            (h - want).abs() < 4.0 * se + 0.01,
+            "online t={t}: {h} ± {se} vs {want}"
+        );
     }
     // the data end is decided, the noise end holds the prior
     assert!(c.h_online[1000] < 1e-6 && (c.h_online[0] - 4f64.ln()).abs() < 1e-6);
@@ -63,12 +88,20 @@ fn entropy_drop_equals_the_girsanov_integral() {
     for j in (0..c.t.len()).step_by(50) {
         let (a, b) = (c.mi_entropy[j], c.mi_girsanov[j]);
         let se = c.h_online_se[j].hypot(c.mi_girsanov_se[j]);
-        assert!((a - b).abs() < 4.0 * se + 2e-3, "t={}: H(Y)−H = {a}, Girsanov = {b} ± {se} nats", c.t[j]);
+        assert!(
+            (a - b).abs() < 4.0 * se + 2e-3,
+            "t={}: H(Y)−H = {a}, Girsanov = {b} ± {se} nats",
+            c.t[j]
+        );
     }
     let last = c.t.len() - 1;
     let se = c.mi_girsanov_se[last];
     assert!(se > 0.0 && se < 0.05, "SE of the Girsanov integral {se}");
-    assert!((c.mi_girsanov[last] - 4f64.ln()).abs() < 4.0 * se + 2e-3, "all of H(Y) is produced: {} ± {se}", c.mi_girsanov[last]);
+    assert!(
+        (c.mi_girsanov[last] - 4f64.ln()).abs() < 4.0 * se + 2e-3,
+        "all of H(Y) is produced: {} ± {se}",
+        c.mi_girsanov[last]
+    );
 }
 
 /// ∫_t^T rate_rb du (the Rao–Blackwell integral, `mi_rb`) against H(T) − H(t), within 4 combined
@@ -86,12 +119,24 @@ fn rao_blackwell_rate_integrates_to_the_entropy_change() {
             None => dt * c.rate_rb[j - 1].unwrap(),
         };
         // the curve's own integral is the mean of the per-trajectory integrals
-        assert!((integral - c.mi_rb[j]).abs() < 1e-4 * (1.0 + integral), "j={j}: {integral} vs {}", c.mi_rb[j]);
+        assert!(
+            (integral - c.mi_rb[j]).abs() < 1e-4 * (1.0 + integral),
+            "j={j}: {integral} vs {}",
+            c.mi_rb[j]
+        );
         let change = c.h_online[0] - c.h_online[j];
         let se = c.h_online_se[j].hypot(c.mi_rb_se[j]);
-        assert!((integral - change).abs() < 4.0 * se + 2e-3, "t={}: ∫rate = {integral} ± {se}, ΔH = {change}", c.t[j]);
+        assert!(
+            (integral - change).abs() < 4.0 * se + 2e-3,
+            "t={}: ∫rate = {integral} ± {se}, ΔH = {change}",
+            c.t[j]
+        );
     }
-    let rb = c.rate_rb.iter().map(|v| v.unwrap_or(0.0)).fold(0.0, f64::max);
+    let rb = c
+        .rate_rb
+        .iter()
+        .map(|v| v.unwrap_or(0.0))
+        .fold(0.0, f64::max);
     let fd = c.rate_fd.iter().cloned().fold(0.0, f64::max);
     assert!((rb - fd).abs() < 0.1 * rb, "peak rates: RB {rb}, FD {fd}");
 }
@@ -101,8 +146,17 @@ fn rao_blackwell_rate_integrates_to_the_entropy_change() {
 #[test]
 fn two_class_mutual_information_matches_the_closed_form() {
     // the closed form itself against estimators.md (5 decimals)
-    for (snr, want) in [(0.1, 0.04765), (0.5, 0.20135), (1.0, 0.33683), (2.0, 0.50007), (4.0, 0.63272)] {
-        assert!((bpsk_mutual_information(snr) - want).abs() < 1e-5, "I({snr})");
+    for (snr, want) in [
+        (0.1, 0.04765),
+        (0.5, 0.20135),
+        (1.0, 0.33683),
+        (2.0, 0.50007),
+        (4.0, 0.63272),
+    ] {
+        assert!(
+            (bpsk_mutual_information(snr) - want).abs() < 1e-5,
+            "I({snr})"
+        );
     }
     let text = r#"{"process": {"kind": "vp", "beta_min": 0.1, "beta_max": 20},
         "mixture": {"components": [{"mean": [-1], "var": 0, "class": 0}, {"mean": [1], "var": 0, "class": 1}]},
@@ -117,14 +171,23 @@ fn two_class_mutual_information_matches_the_closed_form() {
         let want = bpsk_mutual_information(s * s / (sigma * sigma));
         let got = c.prior_entropy - c.h_exact[j].unwrap();
         // 4 SE of the exact-posterior mean (+2e-3 nats for Euler–Maruyama's discretisation)
-        assert!((got - want).abs() < 4.0 * c.h_exact_se[j].unwrap() + 2e-3, "t={t}: {got} vs {want}");
+        assert!(
+            (got - want).abs() < 4.0 * c.h_exact_se[j].unwrap() + 2e-3,
+            "t={t}: {got} vs {want}"
+        );
         let got_online = c.mi_entropy[j];
-        assert!((got_online - want).abs() < 4.0 * c.h_online_se[j] + 7e-3, "online t={t}: {got_online} vs {want}");
+        assert!(
+            (got_online - want).abs() < 4.0 * c.h_online_se[j] + 7e-3,
+            "online t={t}: {got_online} vs {want}"
+        );
     }
     // estimators.md: H(Y|X_t) bits at t = 0.3 is 0.6404 and at 0.5 is 0.9406
     for (t, want) in [(0.3, 0.6404), (0.5, 0.9406)] {
         let j = c.nearest(t);
-        assert!((bits(c.h_exact[j].unwrap()) - want).abs() < 4.0 * bits(c.h_exact_se[j].unwrap()) + 2e-3);
+        assert!(
+            (bits(c.h_exact[j].unwrap()) - want).abs()
+                < 4.0 * bits(c.h_exact_se[j].unwrap()) + 2e-3
+        );
     }
 }
 
@@ -134,7 +197,9 @@ fn hutchinson_divergence_matches_the_exact_divergence() {
     let comps = (0..4)
         .map(|i| Component {
             weight: 1.0 + i as f64,
-            mean: (0..5).map(|j| ((i * 5 + j) as f64 * 0.7).sin() * 2.0).collect(),
+            mean: (0..5)
+                .map(|j| ((i * 5 + j) as f64 * 0.7).sin() * 2.0)
+                .collect(),
             var: (0..5).map(|j| 0.1 * ((i + j) % 3) as f64).collect(),
             class: i % 2,
         })
@@ -157,7 +222,12 @@ fn hutchinson_divergence_matches_the_exact_divergence() {
     for i in 0..b {
         // per-probe spread is 2 Σ_{i≠j} J_ij²; with 4000 probes 4 SE is well under 5% of d/σ²
         let tol = 0.05 * 5.0 / (p.sigma * p.sigma);
-        assert!((hut[i] - exact[i]).abs() < tol, "state {i}: Hutchinson {} vs exact {}", hut[i], exact[i]);
+        assert!(
+            (hut[i] - exact[i]).abs() < tol,
+            "state {i}: Hutchinson {} vs exact {}",
+            hut[i],
+            exact[i]
+        );
     }
     // identity I8 vs the Hutchinson mean over states
     let mean_h: f64 = hut.iter().sum::<f64>() / b as f64;
@@ -173,15 +243,24 @@ fn entropy_production_equals_label_rate_for_point_masses() {
     for (x, s, sigma) in [(0.3, 0.2, 0.98), (-5.0, 0.7, 0.71), (7.1, 0.95, 0.3)] {
         let e = m.eval(&[x], s, sigma);
         let lhs = 1.0 / (sigma * sigma) + e.divergence;
-        let rhs: f64 = (0..4).map(|y| e.posterior[y] * (e.class_scores[y] - e.score[0]).powi(2)).sum();
-        assert!((lhs - rhs).abs() < 1e-9 * (1.0 + rhs.abs()), "x={x}: {lhs} vs {rhs}");
+        let rhs: f64 = (0..4)
+            .map(|y| e.posterior[y] * (e.class_scores[y] - e.score[0]).powi(2))
+            .sum();
+        assert!(
+            (lhs - rhs).abs() < 1e-9 * (1.0 + rhs.abs()),
+            "x={x}: {lhs} vs {rhs}"
+        );
     }
     let r = default_report();
     let c = &r.curves;
     for j in (100..1000).step_by(100) {
         let (a, b) = (c.hx0_rate[j].unwrap(), c.rate_rb[j].unwrap());
         // per-trajectory values agree exactly; the means differ by the online vs exact posterior
-        assert!((a - b).abs() < 0.05 * a.abs().max(1e-4), "t={}: production {a} vs label rate {b}", c.t[j]);
+        assert!(
+            (a - b).abs() < 0.05 * a.abs().max(1e-4),
+            "t={}: production {a} vs label rate {b}",
+            c.t[j]
+        );
     }
 }
 
@@ -190,26 +269,71 @@ fn entropy_production_equals_label_rate_for_point_masses() {
 #[test]
 fn shuffled_label_null_gives_zero_information() {
     let pts = [-8.0, -4.0, 6.0, 8.0];
-    let comps = pts.iter().flat_map(|&m| (0..2).map(move |c| Component { weight: 1.0, mean: vec![m], var: vec![0.0], class: c })).collect();
+    let comps = pts
+        .iter()
+        .flat_map(|&m| {
+            (0..2).map(move |c| Component {
+                weight: 1.0,
+                mean: vec![m],
+                var: vec![0.0],
+                class: c,
+            })
+        })
+        .collect();
     let m = GaussianMixture::new(comps).unwrap();
     let spec = InfoSpec::new(m.class_prior(), vec![]).unwrap();
     let grid = Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(200).unwrap();
-    let sampler = Sampler::Ancestral { variance: AncestralVariance::Beta };
+    let sampler = Sampler::Ancestral {
+        variance: AncestralVariance::Beta,
+    };
     for engine in [Engine::Generic, Engine::Fused(infodiff::cpu::detected())] {
         let sums = match engine {
-            Engine::Generic => measure_trajectories(&m, &spec, &grid, &sampler, Noise::new(1), 0, 2000, 128, Tracking::Online, None).unwrap(),
+            Engine::Generic => measure_trajectories(
+                &m,
+                &spec,
+                &grid,
+                &sampler,
+                Noise::new(1),
+                0,
+                2000,
+                128,
+                Tracking::Online,
+                None,
+            )
+            .unwrap(),
             Engine::Fused(k) => {
-                let plan = infodiff::cpu::mixture_trajectory::MixturePlan::new(&m, &spec, &grid, &sampler, Noise::new(1)).unwrap();
+                let plan = infodiff::cpu::mixture_trajectory::MixturePlan::new(
+                    &m,
+                    &spec,
+                    &grid,
+                    &sampler,
+                    Noise::new(1),
+                )
+                .unwrap();
                 infodiff::cpu::mixture_trajectory::run(&plan, k, 0, 2000, None).unwrap()
             }
         };
         let c = Curves::from_sums(&sums, &spec, &grid, 1, Tracking::Online);
         for j in 0..c.t.len() {
             // nats; f32 scores make s(x|y) − s(x) a rounding residue
-            assert!(c.mi_entropy[j].abs() < 1e-4, "{engine:?} t={}: I = {}", c.t[j], c.mi_entropy[j]);
-            assert!(c.mi_girsanov[j].abs() < 1e-4, "{engine:?} t={}: Girsanov {}", c.t[j], c.mi_girsanov[j]);
+            assert!(
+                c.mi_entropy[j].abs() < 1e-4,
+                "{engine:?} t={}: I = {}",
+                c.t[j],
+                c.mi_entropy[j]
+            );
+            assert!(
+                c.mi_girsanov[j].abs() < 1e-4,
+                "{engine:?} t={}: Girsanov {}",
+                c.t[j],
+                c.mi_girsanov[j]
+            );
             // exact posterior stays at 1/2 (f32 kernel: 1e-6 nats)
-            assert!(c.h_exact[j].map(|h| (h - 2f64.ln()).abs() < 1e-6).unwrap_or(true));
+            assert!(
+                c.h_exact[j]
+                    .map(|h| (h - 2f64.ln()).abs() < 1e-6)
+                    .unwrap_or(true)
+            );
         }
     }
 }
@@ -219,7 +343,10 @@ fn shuffled_label_null_gives_zero_information() {
 /// up to the integrator's error).
 #[test]
 fn deterministic_samplers_track_the_exact_posterior() {
-    for sampler in [r#"{"kind": "heun_ode", "steps": 500}"#, r#"{"kind": "ddim", "steps": 1000, "eta": 0}"#] {
+    for sampler in [
+        r#"{"kind": "heun_ode", "steps": 500}"#,
+        r#"{"kind": "ddim", "steps": 1000, "eta": 0}"#,
+    ] {
         let text = format!(r#"{{"sampler": {sampler}, "trajectories": 4000}}"#);
         let cfg = Config::from_json_str(&text, "test").unwrap();
         let r = measure::run(&cfg, None, None).unwrap();
@@ -229,7 +356,10 @@ fn deterministic_samplers_track_the_exact_posterior() {
         for (t, want) in QUADRATURE_BITS {
             let j = c.nearest(t as f64);
             let h = bits(c.h_online[j]);
-            assert!((h - want).abs() < 4.0 * bits(c.h_online_se[j]) + 0.01, "{sampler} t={t}: {h} vs {want}");
+            assert!(
+                (h - want).abs() < 4.0 * bits(c.h_online_se[j]) + 0.01,
+                "{sampler} t={t}: {h} vs {want}"
+            );
         }
     }
 }
@@ -241,10 +371,19 @@ fn fused_and_generic_paths_agree() {
     let mut cfg = measure::default_config();
     cfg.trajectories = 1000;
     cfg.steps = 250;
-    let a = measure::run(&cfg, Some(Engine::Generic), None).unwrap().curves;
-    let b = measure::run(&cfg, Some(Engine::Fused(infodiff::cpu::detected())), None).unwrap().curves;
+    let a = measure::run(&cfg, Some(Engine::Generic), None)
+        .unwrap()
+        .curves;
+    let b = measure::run(&cfg, Some(Engine::Fused(infodiff::cpu::detected())), None)
+        .unwrap()
+        .curves;
     for j in 0..a.t.len() {
-        assert!((a.h_online[j] - b.h_online[j]).abs() < 1e-3, "j={j}: {} vs {}", a.h_online[j], b.h_online[j]);
+        assert!(
+            (a.h_online[j] - b.h_online[j]).abs() < 1e-3,
+            "j={j}: {} vs {}",
+            a.h_online[j],
+            b.h_online[j]
+        );
         assert!((a.h_exact[j].unwrap() - b.h_exact[j].unwrap()).abs() < 1e-3);
         assert!((a.mi_girsanov[j] - b.mi_girsanov[j]).abs() < 1e-3 * (1.0 + a.mi_girsanov[j]));
         for (pa, pb) in a.partitions.iter().zip(&b.partitions) {
@@ -267,7 +406,9 @@ fn decision_problems_peak_in_the_expected_order() {
     let c = &r.curves;
     let peak_t = |name: &str| {
         let p = c.partitions.iter().find(|p| p.name == name).unwrap();
-        let j = (0..p.rate.len()).max_by(|&a, &b| p.rate[a].total_cmp(&p.rate[b])).unwrap();
+        let j = (0..p.rate.len())
+            .max_by(|&a, &b| p.rate[a].total_cmp(&p.rate[b]))
+            .unwrap();
         c.t[j]
     };
     let (lr, m84, p68) = (peak_t("left_right"), peak_t("m8_m4"), peak_t("p6_p8"));

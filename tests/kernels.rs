@@ -1,9 +1,9 @@
 //! Every SIMD variant against the scalar reference (cpu::reference / f64 libm), on odd sizes.
 
+use infodiff::cpu::IsaKind;
 use infodiff::cpu::math::{MathFn, eval_slice};
 use infodiff::cpu::mixture_trajectory::{MixturePlan, run};
 use infodiff::cpu::reference;
-use infodiff::cpu::IsaKind;
 use infodiff::info::{InfoSpec, Partition};
 use infodiff::rng::Noise;
 use infodiff::score::{Component, GaussianMixture, ScoreModel};
@@ -23,14 +23,30 @@ fn math_functions_match_libm_on_every_isa() {
         // (function, f64 oracle, lo, hi, tolerance): exp and ln relative 3 ulp (4e-7), sin/cos absolute 3e-7.
         (MathFn::Exp, f64::exp, -80.0, 80.0, 4e-7),
         (MathFn::Ln, f64::ln, 1e-30, 1e3, 4e-7),
-        (MathFn::Cos2Pi, |u| (std::f64::consts::TAU * u).cos(), -3.0, 3.0, 3e-7),
-        (MathFn::Sin2Pi, |u| (std::f64::consts::TAU * u).sin(), -3.0, 3.0, 3e-7),
+        (
+            MathFn::Cos2Pi,
+            |u| (std::f64::consts::TAU * u).cos(),
+            -3.0,
+            3.0,
+            3e-7,
+        ),
+        (
+            MathFn::Sin2Pi,
+            |u| (std::f64::consts::TAU * u).sin(),
+            -3.0,
+            3.0,
+            3e-7,
+        ),
     ];
     for (f, oracle, lo, hi, tol) in cases {
         let x: Vec<f32> = (0..n)
             .map(|i| {
                 let t = i as f64 / (n - 1) as f64;
-                if f == MathFn::Ln { (lo as f64 * ((hi / lo) as f64).powf(t)) as f32 } else { (lo as f64 + (hi - lo) as f64 * t) as f32 }
+                if f == MathFn::Ln {
+                    (lo as f64 * ((hi / lo) as f64).powf(t)) as f32
+                } else {
+                    (lo as f64 + (hi - lo) as f64 * t) as f32
+                }
             })
             .collect();
         let mut outs = vec![];
@@ -39,8 +55,17 @@ fn math_functions_match_libm_on_every_isa() {
             eval_slice(kind, f, &x, &mut out);
             for (xi, oi) in x.iter().zip(&out) {
                 let want = oracle(*xi as f64);
-                let err = if matches!(f, MathFn::Exp) { ((*oi as f64 - want) / want).abs() } else if f == MathFn::Ln { (*oi as f64 - want).abs() / want.abs().max(1.0) } else { (*oi as f64 - want).abs() };
-                assert!(err <= tol, "{f:?} {kind:?} at {xi}: {oi} vs {want} (err {err:e})");
+                let err = if matches!(f, MathFn::Exp) {
+                    ((*oi as f64 - want) / want).abs()
+                } else if f == MathFn::Ln {
+                    (*oi as f64 - want).abs() / want.abs().max(1.0)
+                } else {
+                    (*oi as f64 - want).abs()
+                };
+                assert!(
+                    err <= tol,
+                    "{f:?} {kind:?} at {xi}: {oi} vs {want} (err {err:e})"
+                );
             }
             outs.push(out);
         }
@@ -53,11 +78,36 @@ fn math_functions_match_libm_on_every_isa() {
 fn mixture_2d() -> GaussianMixture {
     // D = 3 (odd), 5 components over 3 classes (class 0 owns two), mixed variances.
     GaussianMixture::new(vec![
-        Component { weight: 1.0, mean: vec![-3.0, 0.5, 1.0], var: vec![0.0, 0.0, 0.0], class: 0 },
-        Component { weight: 2.0, mean: vec![-2.0, -1.0, 0.0], var: vec![0.1, 0.2, 0.3], class: 0 },
-        Component { weight: 1.5, mean: vec![2.0, 2.0, -1.0], var: vec![0.05, 0.05, 0.05], class: 1 },
-        Component { weight: 0.7, mean: vec![0.0, -3.0, 2.0], var: vec![0.0, 0.5, 0.0], class: 2 },
-        Component { weight: 0.3, mean: vec![3.0, 0.0, 0.0], var: vec![0.2, 0.0, 0.1], class: 2 },
+        Component {
+            weight: 1.0,
+            mean: vec![-3.0, 0.5, 1.0],
+            var: vec![0.0, 0.0, 0.0],
+            class: 0,
+        },
+        Component {
+            weight: 2.0,
+            mean: vec![-2.0, -1.0, 0.0],
+            var: vec![0.1, 0.2, 0.3],
+            class: 0,
+        },
+        Component {
+            weight: 1.5,
+            mean: vec![2.0, 2.0, -1.0],
+            var: vec![0.05, 0.05, 0.05],
+            class: 1,
+        },
+        Component {
+            weight: 0.7,
+            mean: vec![0.0, -3.0, 2.0],
+            var: vec![0.0, 0.5, 0.0],
+            class: 2,
+        },
+        Component {
+            weight: 0.3,
+            mean: vec![3.0, 0.0, 0.0],
+            var: vec![0.2, 0.0, 0.1],
+            class: 2,
+        },
     ])
     .unwrap()
 }
@@ -68,12 +118,31 @@ fn mixture_2d() -> GaussianMixture {
 #[test]
 fn fused_mixture_kernel_matches_reference_on_every_isa() {
     let m = mixture_2d();
-    let spec = InfoSpec::new(m.class_prior(), vec![Partition { name: "ab".into(), a: vec![0], b: vec![1] }]).unwrap();
+    let spec = InfoSpec::new(
+        m.class_prior(),
+        vec![Partition {
+            name: "ab".into(),
+            a: vec![0],
+            b: vec![1],
+        }],
+    )
+    .unwrap();
     let noise = Noise::new(99);
     for (grid, sampler) in [
-        (Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(200).unwrap(), Sampler::Ancestral { variance: AncestralVariance::Beta }),
-        (Vp::new(0.1, 20.0).unwrap().grid(200).unwrap(), Sampler::EulerMaruyama),
-        (Vp::new(0.1, 20.0).unwrap().grid(150).unwrap(), Sampler::Ddim { eta: 0.7 }),
+        (
+            Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(200).unwrap(),
+            Sampler::Ancestral {
+                variance: AncestralVariance::Beta,
+            },
+        ),
+        (
+            Vp::new(0.1, 20.0).unwrap().grid(200).unwrap(),
+            Sampler::EulerMaruyama,
+        ),
+        (
+            Vp::new(0.1, 20.0).unwrap().grid(150).unwrap(),
+            Sampler::Ddim { eta: 0.7 },
+        ),
     ] {
         let plan = MixturePlan::new(&m, &spec, &grid, &sampler, noise).unwrap();
         let n = 37; // odd: a partial chunk, partial lane groups
@@ -91,7 +160,11 @@ fn fused_mixture_kernel_matches_reference_on_every_isa() {
             let r = reference::mixture_trajectory(&m, &grid, &sampler, &noise, first + t as u64);
             for j in 0..3 {
                 let got = finals[0][t * 3 + j] as f64;
-                assert!((got - r.x[j]).abs() < 2e-3 * (1.0 + r.x[j].abs()), "{sampler:?} traj {t} dim {j}: {got} vs {}", r.x[j]);
+                assert!(
+                    (got - r.x[j]).abs() < 2e-3 * (1.0 + r.x[j].abs()),
+                    "{sampler:?} traj {t} dim {j}: {got} vs {}",
+                    r.x[j]
+                );
             }
         }
     }

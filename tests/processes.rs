@@ -22,7 +22,11 @@ fn ddpm_alpha_bar_is_the_product_of_one_minus_beta() {
         let beta = 1e-4 + (0.02 - 1e-4) * (i - 1) as f64 / 999.0;
         prod *= 1.0 - beta;
         // relative 1e-12: the schedule sums logs, the check multiplies
-        assert!((ab[i] - prod).abs() <= 1e-12 * prod, "i={i}: {} vs {prod}", ab[i]);
+        assert!(
+            (ab[i] - prod).abs() <= 1e-12 * prod,
+            "i={i}: {} vs {prod}",
+            ab[i]
+        );
     }
     // ᾱ_1000 ≈ 4.04e-5 (the known value of the DDPM linear schedule)
     assert!((ab[1000] - 4.0358e-5).abs() < 1e-8, "{}", ab[1000]);
@@ -37,7 +41,12 @@ fn ddpm_matches_vp_at_t_equals_i_over_n() {
         let (s1, _) = ddpm.marginal(i as f64);
         let (s2, _) = vp.marginal(i as f64 / 1000.0);
         // tolerance 1% relative in ᾱ: the discrete product differs from the integral by Σβ²/2
-        assert!(((s1 * s1) / (s2 * s2) - 1.0).abs() < 1e-2 * (1.0 + i as f64 / 100.0), "i={i}: {} vs {}", s1 * s1, s2 * s2);
+        assert!(
+            ((s1 * s1) / (s2 * s2) - 1.0).abs() < 1e-2 * (1.0 + i as f64 / 100.0),
+            "i={i}: {} vs {}",
+            s1 * s1,
+            s2 * s2
+        );
     }
 }
 
@@ -69,15 +78,28 @@ fn drift_and_diffusion_are_consistent_with_the_marginals() {
             let t = tm * frac;
             let h = tm * 1e-6;
             // DDPM's continuous extension is piecewise: stay inside one index interval.
-            let t = if p.name() == "ddpm" { t.floor() + 0.5 } else { t };
+            let t = if p.name() == "ddpm" {
+                t.floor() + 0.5
+            } else {
+                t
+            };
             let (sp, gp) = p.marginal(t + h);
             let (sm, gm) = p.marginal(t - h);
             let (s, g) = p.marginal(t);
             let ds = (sp - sm) / (2.0 * h);
             let dv = (gp * gp - gm * gm) / (2.0 * h);
-            assert!((ds - p.drift(t) * s).abs() < 1e-5 * (ds.abs() + 1e-3), "{} t={t}: ds/dt {ds} vs f s {}", p.name(), p.drift(t) * s);
+            assert!(
+                (ds - p.drift(t) * s).abs() < 1e-5 * (ds.abs() + 1e-3),
+                "{} t={t}: ds/dt {ds} vs f s {}",
+                p.name(),
+                p.drift(t) * s
+            );
             let want = 2.0 * p.drift(t) * g * g + p.g2(t);
-            assert!((dv - want).abs() < 1e-5 * want.abs(), "{} t={t}: dσ²/dt {dv} vs {want}", p.name());
+            assert!(
+                (dv - want).abs() < 1e-5 * want.abs(),
+                "{} t={t}: dσ²/dt {dv} vs {want}",
+                p.name()
+            );
         }
     }
 }
@@ -91,15 +113,32 @@ fn grids_run_from_noise_to_data_with_monotone_snr() {
         assert_eq!(g.points[100].t, 0.0, "{}", p.name());
         for w in g.points.windows(2) {
             assert!(w[1].t < w[0].t);
-            assert!(w[1].log_snr() > w[0].log_snr(), "{}: SNR must grow towards the data", p.name());
+            assert!(
+                w[1].log_snr() > w[0].log_snr(),
+                "{}: SNR must grow towards the data",
+                p.name()
+            );
         }
         assert!(p.grid(0).is_err());
     }
     // DDPM grid uses state indices; the full grid is every index.
     let d = Ddpm::new(1e-4, 0.02, 1000).unwrap();
     let g = d.grid(1000).unwrap();
-    assert!(g.points.iter().enumerate().all(|(j, p)| p.index == 1000 - j && p.t == (1000 - j) as f64));
-    assert_eq!(d.grid(10).unwrap().points.iter().map(|p| p.index).collect::<Vec<_>>(), vec![1000, 900, 800, 700, 600, 500, 400, 300, 200, 100, 0]);
+    assert!(
+        g.points
+            .iter()
+            .enumerate()
+            .all(|(j, p)| p.index == 1000 - j && p.t == (1000 - j) as f64)
+    );
+    assert_eq!(
+        d.grid(10)
+            .unwrap()
+            .points
+            .iter()
+            .map(|p| p.index)
+            .collect::<Vec<_>>(),
+        vec![1000, 900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
+    );
     assert!(d.grid(1001).is_err());
     // endpoints: DDPM data end is clean, noise end nearly pure noise
     assert_eq!(g.points[1000].sigma, 0.0);

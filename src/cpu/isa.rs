@@ -46,7 +46,10 @@ impl IsaKind {
 
     /// Every kind this machine can run, best first.
     pub fn all_available() -> Vec<IsaKind> {
-        [IsaKind::Avx512, IsaKind::Avx2Fma, IsaKind::Scalar].into_iter().filter(|k| k.available()).collect()
+        [IsaKind::Avx512, IsaKind::Avx2Fma, IsaKind::Scalar]
+            .into_iter()
+            .filter(|k| k.available())
+            .collect()
     }
 }
 

@@ -41,12 +41,19 @@ pub unsafe fn ln<I: Isa>(x: I::F) -> I::F {
         let bits = I::f_bits(x);
         // x = m · 2^e with m in [0.5, 1).
         let e_raw = I::u_shr23(bits);
-        let m = I::u_bits(I::u_or(I::u_and(bits, I::splat_u(0x007f_ffff)), I::splat_u(0x3f00_0000)));
+        let m = I::u_bits(I::u_or(
+            I::u_and(bits, I::splat_u(0x007f_ffff)),
+            I::splat_u(0x3f00_0000),
+        ));
         let e = I::sub(I::i_to_f(e_raw), I::splat(126.0));
         // Move m to [√½, √2) − 1.
         let small = I::lt(m, I::splat(std::f32::consts::FRAC_1_SQRT_2));
         let e = I::select(small, I::sub(e, I::splat(1.0)), e);
-        let m = I::select(small, I::sub(I::add(m, m), I::splat(1.0)), I::sub(m, I::splat(1.0)));
+        let m = I::select(
+            small,
+            I::sub(I::add(m, m), I::splat(1.0)),
+            I::sub(m, I::splat(1.0)),
+        );
         let z = I::mul(m, m);
         let mut y = I::splat(7.037_683_6e-2);
         y = I::fma(y, m, I::splat(-1.151_461e-1));

@@ -16,12 +16,22 @@ use crate::info::sums::integral_weights;
 use crate::info::{InfoSpec, InfoSums, Layout};
 use crate::rng::{INIT_STEP, Noise};
 
-use crate::score::{GaussianMixture, ScoreModel};
 use crate::score::mixture::INIT_PICK_BLOCK;
+use crate::score::{GaussianMixture, ScoreModel};
 use crate::sde::{Grid, Sampler};
 
 /// Trajectories per chunk (the unit of work of one task).
 pub const CHUNK: usize = 128;
+
+#[derive(Clone, Debug)]
+struct PartPlan {
+    a: Vec<usize>,
+    b: Vec<usize>,
+    inv_mass: f32,
+    a_single: Option<usize>,
+    b_single: Option<usize>,
+    covers_all: bool,
+}
 
 /// Everything the kernel needs, precomputed in f64 and stored in f32.
 #[derive(Clone, Debug)]
@@ -32,7 +42,9 @@ pub struct MixturePlan {
     pub steps: usize,
     class_of: Vec<usize>,
     one_per_class: bool,
-    parts: Vec<(Vec<usize>, Vec<usize>, f32)>,
+    /// Per decision problem: classes a, classes b, 1/P(a∪b), and the shortcuts for the logs:
+    /// the single class of a (of b), and whether a∪b covers every class (then ln P(a∪b) = 0).
+    parts: Vec<PartPlan>,
     prior: Vec<f32>,
     log_prior: Vec<f32>,
     /// s_t m_k per point. (S+1, Kc, D)
@@ -63,11 +75,20 @@ impl MixturePlan {
 
     /// Prepares the kernel for `mixture` sampled by `sampler` (ancestral, DDIM with η > 0 or
     /// Euler–Maruyama) on `grid`.
-    pub fn new(mixture: &GaussianMixture, spec: &InfoSpec, grid: &Grid, sampler: &Sampler, noise: Noise) -> Result<Self> {
+    pub fn new(
+        mixture: &GaussianMixture,
+        spec: &InfoSpec,
+        grid: &Grid,
+        sampler: &Sampler,
+        noise: Noise,
+    ) -> Result<Self> {
         if !sampler.is_stochastic() {
             return Err(Error::Unsupported {
                 op: "MixturePlan",
-                reason: format!("the fused kernel runs stochastic samplers; {} is deterministic", sampler.name()),
+                reason: format!(
+                    "the fused kernel runs stochastic samplers; {} is deterministic",
+                    sampler.name()
+                ),
             });
         }
         let (d, kc, k) = (mixture.dim(), mixture.components().len(), spec.classes());
@@ -95,9 +116,15 @@ impl MixturePlan {
         }
         let coef = (0..steps)
             .map(|j| {
-                let tr = sampler.transition(&pts[j], &pts[j + 1], j + 1 == steps).expect("stochastic sampler");
+                let tr = sampler
+                    .transition(&pts[j], &pts[j + 1], j + 1 == steps)
+                    .expect("stochastic sampler");
                 let sd = tr.var.sqrt();
-                let (cs, kl) = if sd > 0.0 { (tr.c / sd, tr.kl_coef()) } else { (0.0, 0.0) };
+                let (cs, kl) = if sd > 0.0 {
+                    (tr.c / sd, tr.kl_coef())
+                } else {
+                    (0.0, 0.0)
+                };
                 [tr.a as f32, tr.c as f32, sd as f32, cs as f32, kl as f32]
             })
             .collect();
@@ -114,7 +141,14 @@ impl MixturePlan {
             .partitions
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.a.clone(), p.b.clone(), (1.0 / spec.partition_mass(i)) as f32))
+            .map(|(i, p)| PartPlan {
+                a: p.a.clone(),
+                b: p.b.clone(),
+                inv_mass: (1.0 / spec.partition_mass(i)) as f32,
+                a_single: (p.a.len() == 1).then(|| p.a[0]),
+                b_single: (p.b.len() == 1).then(|| p.b[0]),
+                covers_all: p.a.len() + p.b.len() == k,
+            })
             .collect();
         Ok(MixturePlan {
             dim: d,
@@ -134,7 +168,10 @@ impl MixturePlan {
             init_mean,
             init_sd,
             cum: mixture.cumulative_weights_f32(),
-            gw: integral_weights(grid).iter().map(|w| [w[0] as f32, w[1] as f32]).collect(),
+            gw: integral_weights(grid)
+                .iter()
+                .map(|w| [w[0] as f32, w[1] as f32])
+                .collect(),
             key: noise.key(),
             layout: Layout::new(spec),
         })
@@ -144,7 +181,13 @@ impl MixturePlan {
 /// Runs trajectories `first..first + n` and returns their information sums; with `final_x`
 /// (n·D) also the final states. Chunks run in parallel on rayon's pool; sums are reduced in a
 /// fixed order, so the result does not depend on the number of threads.
-pub fn run(plan: &MixturePlan, kind: IsaKind, first: u64, n: usize, final_x: Option<&mut [f32]>) -> Result<InfoSums> {
+pub fn run(
+    plan: &MixturePlan,
+    kind: IsaKind,
+    first: u64,
+    n: usize,
+    final_x: Option<&mut [f32]>,
+) -> Result<InfoSums> {
     run_with_progress(plan, kind, first, n, final_x, None)
 }
 
@@ -159,7 +202,11 @@ pub fn run_with_progress(
 ) -> Result<InfoSums> {
     let d = plan.dim;
     if first + n as u64 > (u32::MAX - 16) as u64 {
-        return Err(Error::config("trajectories", "first + count < 2^32 − 16 for the fused kernel", first + n as u64));
+        return Err(Error::config(
+            "trajectories",
+            "first + count < 2^32 − 16 for the fused kernel",
+            first + n as u64,
+        ));
     }
     let chunks = n.div_ceil(CHUNK);
     const GROUP: usize = 16; // chunks summed sequentially per task
@@ -185,7 +232,19 @@ pub fn run_with_progress(
             .par_iter()
             .map_init(
                 || Scratch::new(plan, kind),
-                |scr, &g| run_group(plan, kind, scr, first, n, g * GROUP, ((g + 1) * GROUP).min(chunks), &mut [], progress),
+                |scr, &g| {
+                    run_group(
+                        plan,
+                        kind,
+                        scr,
+                        first,
+                        n,
+                        g * GROUP,
+                        ((g + 1) * GROUP).min(chunks),
+                        &mut [],
+                        progress,
+                    )
+                },
             )
             .collect()
     } else {
@@ -194,7 +253,19 @@ pub fn run_with_progress(
             .zip(xs_groups.par_iter_mut())
             .map_init(
                 || Scratch::new(plan, kind),
-                |scr, (&g, xg)| run_group(plan, kind, scr, first, n, g * GROUP, ((g + 1) * GROUP).min(chunks), xg, progress),
+                |scr, (&g, xg)| {
+                    run_group(
+                        plan,
+                        kind,
+                        scr,
+                        first,
+                        n,
+                        g * GROUP,
+                        ((g + 1) * GROUP).min(chunks),
+                        xg,
+                        progress,
+                    )
+                },
             )
             .collect()
     };
@@ -238,6 +309,8 @@ pub struct Scratch {
     trail: Vec<f32>,
     /// Lane accumulators. (width, L)
     acc: Vec<f32>,
+    /// Lane masks of the chunk. (G, L)
+    mask: Vec<f32>,
     /// Per-lane temporaries (see `Tmp`).
     tmp: Vec<f32>,
     lanes: usize,
@@ -256,6 +329,7 @@ impl Scratch {
             state: vec![0.0; g * plan.stride() * l],
             trail: vec![0.0; (plan.steps + 1) * g * (1 + k) * l],
             acc: vec![0.0; plan.layout.width() * l],
+            mask: vec![0.0; CHUNK],
             tmp: vec![0.0; (kc * (2 + d) + d + k * d + 3 * k + d.div_ceil(4) * 4) * l],
             lanes: l,
         }
@@ -285,8 +359,9 @@ struct Ctx<'a, I: Isa> {
     tmp: *mut f32,
     acc: *mut f32,
     trail: *mut f32,
+    /// Lane masks: 1 for a real trajectory, 0 for padding. (G, L)
+    mask: *mut f32,
     first: u64,
-    count: usize,
     g_n: usize,
     _isa: std::marker::PhantomData<I>,
 }
@@ -309,7 +384,15 @@ impl Tmp {
         let sy = su + d;
         let d2 = sy + k * d;
         let py = d2 + k;
-        Tmp { logp: 0, e: kc, su, sy, d2, py, z: py + 2 * k }
+        Tmp {
+            logp: 0,
+            e: kc,
+            su,
+            sy,
+            d2,
+            py,
+            z: py + 2 * k,
+        }
     }
 }
 
@@ -349,11 +432,7 @@ impl<I: Isa> Ctx<'_, I> {
     /// 1 for lanes holding a real trajectory, 0 for padding.
     #[inline(always)]
     unsafe fn valid(&self, g: usize) -> I::F {
-        let mut m = [0.0f32; 16];
-        for (i, v) in m.iter_mut().enumerate().take(I::LANES) {
-            *v = if g * I::LANES + i < self.count { 1.0 } else { 0.0 };
-        }
-        unsafe { I::load(m.as_ptr()) }
+        unsafe { self.ld(self.mask, g) }
     }
     /// Adds vmask·v to accumulator q.
     #[inline(always)]
@@ -366,7 +445,10 @@ impl<I: Isa> Ctx<'_, I> {
         let t = self.first + (g * I::LANES) as u64; // < 2^32 − L (checked in `run`)
         unsafe {
             let lo = I::u_add(I::splat_u(t as u32), I::iota_u());
-            philox::<I>([I::splat_u(block), I::splat_u(step), lo, I::splat_u(0)], self.plan.key)
+            philox::<I>(
+                [I::splat_u(block), I::splat_u(step), lo, I::splat_u(0)],
+                self.plan.key,
+            )
         }
     }
     /// Standard normals of (group g, step) into tmp.z.
@@ -445,7 +527,11 @@ impl<I: Isa> Ctx<'_, I> {
             let one = I::splat(1.0);
             let mut h = zero;
             for y in 0..plan.classes {
-                h = I::fma(self.ld(self.st, self.pi_at(g, y)), self.ld(self.st, self.lp_at(g, y)), h);
+                h = I::fma(
+                    self.ld(self.st, self.pi_at(g, y)),
+                    self.ld(self.st, self.lp_at(g, y)),
+                    h,
+                );
             }
             let h = I::sub(zero, h);
             self.acc_add(Layout::N, vmask, one);
@@ -454,20 +540,32 @@ impl<I: Isa> Ctx<'_, I> {
             self.acc_add(Layout::HX, vmask, hx);
             self.acc_add(Layout::HX2, vmask, I::mul(hx, hx));
             self.acc_add(Layout::HXN, vmask, one);
-            for (i, (a, b, inv_mass)) in plan.parts.iter().enumerate() {
+            for (i, pp) in plan.parts.iter().enumerate() {
                 let mut pa = zero;
                 let mut pb = zero;
-                for &c in a {
+                for &c in &pp.a {
                     pa = I::add(pa, self.ld(self.st, self.pi_at(g, c)));
                 }
-                for &c in b {
+                for &c in &pp.b {
                     pb = I::add(pb, self.ld(self.st, self.pi_at(g, c)));
                 }
                 let pab = I::add(pa, pb);
+                // ln of a single class's mass is its tracked ln π; a∪b covering all classes has
+                // mass 1 (π is normalised).
+                // (No closures here: they would be compiled without the ISA's target features.)
+                let ln_pa = match pp.a_single {
+                    Some(c) => self.ld(self.st, self.lp_at(g, c)),
+                    None => ln::<I>(pa),
+                };
+                let ln_pb = match pp.b_single {
+                    Some(c) => self.ld(self.st, self.lp_at(g, c)),
+                    None => ln::<I>(pb),
+                };
+                let ln_pab = if pp.covers_all { zero } else { ln::<I>(pab) };
                 // H(Z) = ln P_ab − (P_a ln P_a + P_b ln P_b)/P_ab
-                let num = I::fma(pa, ln::<I>(pa), I::mul(pb, ln::<I>(pb)));
-                let hz = I::sub(ln::<I>(pab), I::div(num, pab));
-                let wgt = I::mul(pab, I::splat(*inv_mass));
+                let num = I::fma(pa, ln_pa, I::mul(pb, ln_pb));
+                let hz = I::sub(ln_pab, I::div(num, pab));
+                let wgt = I::mul(pab, I::splat(pp.inv_mass));
                 self.acc_add(lay.part_w(i), vmask, wgt);
                 self.acc_add(lay.part_wh(i), vmask, I::mul(wgt, hz));
             }
@@ -481,7 +579,11 @@ impl<I: Isa> Ctx<'_, I> {
         let [w0, w1] = self.plan.gw[p];
         unsafe {
             let prev = self.ld(self.st, self.run_at(g, q + 1));
-            let run = I::fma(I::splat(w0), prev, I::fma(I::splat(w1), v, self.ld(self.st, self.run_at(g, q))));
+            let run = I::fma(
+                I::splat(w0),
+                prev,
+                I::fma(I::splat(w1), v, self.ld(self.st, self.run_at(g, q))),
+            );
             self.sto(self.st, self.run_at(g, q), run);
             self.sto(self.st, self.run_at(g, q + 1), v);
             run
@@ -519,12 +621,15 @@ unsafe fn chunk_kernel<I: Isa>(
         tmp: scr.tmp.as_mut_ptr(),
         acc: scr.acc.as_mut_ptr(),
         trail: scr.trail.as_mut_ptr(),
+        mask: scr.mask.as_mut_ptr(),
         first,
-        count,
         g_n,
         _isa: std::marker::PhantomData,
     };
     let mut part = vec![0.0f64; w];
+    for (i, m) in scr.mask.iter_mut().enumerate() {
+        *m = if i < count { 1.0 } else { 0.0 };
+    }
     // SAFETY: see `Ctx`: every offset is inside the scratch sized for this plan and lane count.
     unsafe {
         let zero = I::splat(0.0);
@@ -559,7 +664,13 @@ unsafe fn chunk_kernel<I: Isa>(
             cx.zero_acc();
             let [a, c, sd, cs, kl] = plan.coef[step];
             let update = sd > 0.0;
-            let (a, c, sdv, cs, nkl) = (I::splat(a), I::splat(c), I::splat(sd), I::splat(cs), I::splat(-kl));
+            let (a, c, sdv, cs, nkl) = (
+                I::splat(a),
+                I::splat(c),
+                I::splat(sd),
+                I::splat(cs),
+                I::splat(-kl),
+            );
             for g in 0..g_n {
                 let vmask = cx.valid(g);
                 let (inv_s, hx) = cx.exact_at(&tm, g, step);
@@ -634,7 +745,11 @@ unsafe fn chunk_kernel<I: Isa>(
                         op: "mixture_trajectory",
                         step,
                         t: f64::NAN,
-                        what: format!("state in trajectories {}..{}", first + (g * l) as u64, first + ((g + 1) * l) as u64),
+                        what: format!(
+                            "state in trajectories {}..{}",
+                            first + (g * l) as u64,
+                            first + ((g + 1) * l) as u64
+                        ),
                     });
                 }
                 // Online classifier: ln π_y += (c/√var) z·Δ_y − c²‖Δ_y‖²/(2 var), then log-sum-exp.
@@ -692,8 +807,16 @@ unsafe fn chunk_kernel<I: Isa>(
                 for y in 0..k {
                     let pif = I::mul(vmask, cx.ld(st, cx.pi_at(g, y)));
                     gir = I::fma(pif, cx.ld(trail, cx.trail_at(p, g, 1 + y)), gir);
-                    cx.sto(cx.acc, lay.class_w(y), I::add(cx.ld(cx.acc, lay.class_w(y)), pif));
-                    cx.sto(cx.acc, lay.class_wh(y), I::fma(pif, h, cx.ld(cx.acc, lay.class_wh(y))));
+                    cx.sto(
+                        cx.acc,
+                        lay.class_w(y),
+                        I::add(cx.ld(cx.acc, lay.class_w(y)), pif),
+                    );
+                    cx.sto(
+                        cx.acc,
+                        lay.class_wh(y),
+                        I::fma(pif, h, cx.ld(cx.acc, lay.class_wh(y))),
+                    );
                 }
                 cx.sto(cx.acc, Layout::GIR, I::add(cx.ld(cx.acc, Layout::GIR), gir));
                 let run = cx.advance(g, 2, p, gir);

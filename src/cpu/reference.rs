@@ -30,7 +30,13 @@ pub struct RefTrajectory {
 
 /// Runs trajectory `traj` of `mixture` with the stochastic `sampler` on `grid`, in f64: exact
 /// scores, x' = a x + c s + √var z, and the online classifier from the prior.
-pub fn mixture_trajectory(mixture: &GaussianMixture, grid: &Grid, sampler: &Sampler, noise: &Noise, traj: u64) -> RefTrajectory {
+pub fn mixture_trajectory(
+    mixture: &GaussianMixture,
+    grid: &Grid,
+    sampler: &Sampler,
+    noise: &Noise,
+    traj: u64,
+) -> RefTrajectory {
     let comps = mixture.components();
     let d = comps[0].mean.len();
     let prior = crate::score::ScoreModel::class_prior(mixture);
@@ -49,8 +55,9 @@ pub fn mixture_trajectory(mixture: &GaussianMixture, grid: &Grid, sampler: &Samp
     let u = noise.uniform(traj, INIT_STEP, INIT_PICK_BLOCK, 0);
     let c = &comps[GaussianMixture::pick_component(&mixture.cumulative_weights_f32(), u)];
     let z = normals(INIT_STEP);
-    let mut x: Vec<f64> =
-        (0..d).map(|j| p0.s * c.mean[j] + (p0.s * p0.s * c.var[j] + p0.sigma * p0.sigma).sqrt() * z[j]).collect();
+    let mut x: Vec<f64> = (0..d)
+        .map(|j| p0.s * c.mean[j] + (p0.s * p0.s * c.var[j] + p0.sigma * p0.sigma).sqrt() * z[j])
+        .collect();
     let mut log_pi: Vec<f64> = prior.iter().map(|p| p.ln()).collect();
     let entropy_of = |lp: &[f64]| -lp.iter().map(|l| l.exp() * l).sum::<f64>();
     let (mut h, mut h_exact) = (vec![], vec![]);
@@ -60,15 +67,23 @@ pub fn mixture_trajectory(mixture: &GaussianMixture, grid: &Grid, sampler: &Samp
         let e = mixture.eval(&x, p.s, p.sigma);
         h.push(entropy_of(&log_pi));
         h_exact.push(crate::info::entropy(&e.posterior));
-        let tr = sampler.transition(p, q, step + 1 == steps).expect("stochastic sampler");
+        let tr = sampler
+            .transition(p, q, step + 1 == steps)
+            .expect("stochastic sampler");
         let sd = tr.var.sqrt();
-        let z = if sd > 0.0 { normals(step as u32) } else { vec![0.0; d] };
+        let z = if sd > 0.0 {
+            normals(step as u32)
+        } else {
+            vec![0.0; d]
+        };
         for j in 0..d {
             x[j] = tr.a * x[j] + tr.c * e.score[j] + sd * z[j];
         }
         if sd > 0.0 {
             for y in 0..k {
-                let delta: Vec<f64> = (0..d).map(|j| e.class_scores[y * d + j] - e.score[j]).collect();
+                let delta: Vec<f64> = (0..d)
+                    .map(|j| e.class_scores[y * d + j] - e.score[j])
+                    .collect();
                 let dot: f64 = delta.iter().zip(&z).map(|(a, b)| a * b).sum();
                 let n2: f64 = delta.iter().map(|a| a * a).sum();
                 log_pi[y] += tr.c / sd * dot - tr.kl_coef() * n2;
@@ -80,6 +95,13 @@ pub fn mixture_trajectory(mixture: &GaussianMixture, grid: &Grid, sampler: &Samp
     }
     let end = &grid.points[steps];
     h.push(entropy_of(&log_pi));
-    h_exact.push(crate::info::entropy(&mixture.eval(&x, end.s, end.sigma).posterior));
-    RefTrajectory { x, log_pi, h, h_exact }
+    h_exact.push(crate::info::entropy(
+        &mixture.eval(&x, end.s, end.sigma).posterior,
+    ));
+    RefTrajectory {
+        x,
+        log_pi,
+        h,
+        h_exact,
+    }
 }

@@ -36,7 +36,9 @@ pub fn mixture_conditional_entropy_1d(m: &GaussianMixture, s: f64, sigma: f64) -
         .zip(m.weights())
         .map(|(c, w)| {
             let sd = (s * s * c.var[0] + sigma * sigma).sqrt();
-            w * gauss_expect(|z| super::entropy(&m.eval(&[s * c.mean[0] + sd * z], s, sigma).posterior))
+            w * gauss_expect(|z| {
+                super::entropy(&m.eval(&[s * c.mean[0] + sd * z], s, sigma).posterior)
+            })
         })
         .sum()
 }

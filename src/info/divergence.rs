@@ -30,7 +30,9 @@ pub fn hutchinson_divergence<M: ScoreModel + ?Sized>(
     for p in 0..probes {
         for (row, vr) in v.chunks_mut(d).enumerate() {
             for (e, ve) in vr.iter_mut().enumerate() {
-                let bit = noise.words(row as u64, p as u32, (e / 128) as u32)[(e / 32) % 4] >> (e % 32) & 1;
+                let bit = noise.words(row as u64, p as u32, (e / 128) as u32)[(e / 32) % 4]
+                    >> (e % 32)
+                    & 1;
                 *ve = if bit == 1 { 1.0 } else { -1.0 };
             }
         }

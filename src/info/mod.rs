@@ -21,7 +21,7 @@ pub mod divergence;
 pub mod observer;
 pub mod sums;
 
-pub use curves::{Curves, Peak, PartitionCurve, peaks};
+pub use curves::{Curves, PartitionCurve, Peak, peaks};
 pub use divergence::hutchinson_divergence;
 pub use observer::{InfoObserver, Tracking, measure_trajectories};
 pub use sums::{InfoSums, Layout};
@@ -50,22 +50,43 @@ impl InfoSpec {
         let k = prior.len();
         for (i, p) in partitions.iter().enumerate() {
             let f = |n: &str| format!("partitions[{i}].{n}");
-            if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(Error::config(f("name"), "a non-empty name of letters, digits, '_' or '-'", format!("{:?}", p.name)));
+            if p.name.is_empty()
+                || !p
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(Error::config(
+                    f("name"),
+                    "a non-empty name of letters, digits, '_' or '-'",
+                    format!("{:?}", p.name),
+                ));
             }
             if partitions[..i].iter().any(|q| q.name == p.name) {
-                return Err(Error::config(f("name"), "a name not used by another partition", format!("{:?}", p.name)));
+                return Err(Error::config(
+                    f("name"),
+                    "a name not used by another partition",
+                    format!("{:?}", p.name),
+                ));
             }
             for (set, name) in [(&p.a, "a"), (&p.b, "b")] {
                 if set.is_empty() {
                     return Err(Error::config(f(name), "at least one class", "[]"));
                 }
                 if let Some(c) = set.iter().find(|&&c| c >= k) {
-                    return Err(Error::config(f(name), format!("classes in 0..{}", k.saturating_sub(1)), format!("class {c}")));
+                    return Err(Error::config(
+                        f(name),
+                        format!("classes in 0..{}", k.saturating_sub(1)),
+                        format!("class {c}"),
+                    ));
                 }
             }
             if let Some(c) = p.a.iter().find(|c| p.b.contains(c)) {
-                return Err(Error::config(f("b"), "classes disjoint from `a`", format!("class {c} in both")));
+                return Err(Error::config(
+                    f("b"),
+                    "classes disjoint from `a`",
+                    format!("class {c} in both"),
+                ));
             }
         }
         Ok(InfoSpec { prior, partitions })
@@ -86,7 +107,10 @@ impl InfoSpec {
 
 /// Shannon entropy −Σ p ln p of a probability vector, in nats.
 pub fn entropy(p: &[f64]) -> f64 {
-    -p.iter().filter(|&&v| v > 0.0).map(|&v| v * v.ln()).sum::<f64>()
+    -p.iter()
+        .filter(|&&v| v > 0.0)
+        .map(|&v| v * v.ln())
+        .sum::<f64>()
 }
 
 /// Binary entropy of choosing a over b given masses `pa`, `pb` (nats): H(pa/(pa+pb)).

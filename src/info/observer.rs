@@ -48,7 +48,12 @@ pub struct InfoObserver<'a> {
 
 impl<'a> InfoObserver<'a> {
     /// An observer for `batch` trajectories on `grid`.
-    pub fn new(spec: &'a InfoSpec, tracking: Tracking, batch: usize, grid: &crate::sde::Grid) -> Self {
+    pub fn new(
+        spec: &'a InfoSpec,
+        tracking: Tracking,
+        batch: usize,
+        grid: &crate::sde::Grid,
+    ) -> Self {
         let steps = grid.steps();
         let k = spec.classes();
         let log_prior: Vec<f64> = spec.prior.iter().map(|p| p.ln()).collect();
@@ -72,7 +77,10 @@ impl<'a> InfoObserver<'a> {
     /// Records the tracked posterior of trajectory `b` at point `j`; returns its entropy.
     fn record_posterior(&mut self, j: usize, b: usize, exact: Option<&[f64]>) -> f64 {
         let (k, lay) = (self.spec.classes(), self.sums.layout);
-        let pi: Vec<f64> = self.log_pi[b * k..(b + 1) * k].iter().map(|l| l.exp()).collect();
+        let pi: Vec<f64> = self.log_pi[b * k..(b + 1) * k]
+            .iter()
+            .map(|l| l.exp())
+            .collect();
         let h = entropy(&pi);
         let row = self.sums.row_mut(j);
         row[Layout::N] += 1.0;
@@ -116,7 +124,11 @@ impl Observer for InfoObserver<'_> {
     fn on_step(&mut self, v: &StepView<'_>) -> Result<()> {
         let (k, d, j) = (self.spec.classes(), v.scores.dim, v.step);
         if v.scores.classes != k || v.scores.batch != self.batch {
-            return Err(Error::shape("InfoObserver::on_step", (self.batch, k), (v.scores.batch, v.scores.classes)));
+            return Err(Error::shape(
+                "InfoObserver::on_step",
+                (self.batch, k),
+                (v.scores.batch, v.scores.classes),
+            ));
         }
         let post = v.scores.posterior.as_deref();
         if self.tracking == Tracking::Exact && post.is_none() {
@@ -134,9 +146,18 @@ impl Observer for InfoObserver<'_> {
             self.record_posterior(j, b, exact);
             let su = v.scores.uncond_of(b);
             for (y, d2) in delta2.iter_mut().enumerate() {
-                *d2 = v.scores.cond_of(b, y).iter().zip(su).map(|(a, u)| (*a as f64 - *u as f64).powi(2)).sum();
+                *d2 = v
+                    .scores
+                    .cond_of(b, y)
+                    .iter()
+                    .zip(su)
+                    .map(|(a, u)| (*a as f64 - *u as f64).powi(2))
+                    .sum();
             }
-            let pi: Vec<f64> = self.log_pi[b * k..(b + 1) * k].iter().map(|l| l.exp()).collect();
+            let pi: Vec<f64> = self.log_pi[b * k..(b + 1) * k]
+                .iter()
+                .map(|l| l.exp())
+                .collect();
             let rb: f64 = pi.iter().zip(&delta2).map(|(p, d2)| p * d2).sum();
             let run = self.rb_integral(j, b, rb);
             let row = self.sums.row_mut(j);
@@ -196,7 +217,10 @@ impl Observer for InfoObserver<'_> {
             row[Layout::RBC] += run;
             row[Layout::RBC2] += run * run;
             // Weight each point's values by the final posterior of the trajectory.
-            let pi: Vec<f64> = self.log_pi[b * k..(b + 1) * k].iter().map(|l| l.exp()).collect();
+            let pi: Vec<f64> = self.log_pi[b * k..(b + 1) * k]
+                .iter()
+                .map(|l| l.exp())
+                .collect();
             let (mut g_run, mut g_prev) = (0.0f64, 0.0f64);
             for jj in 0..=j {
                 let t0 = (jj * self.batch + b) * (1 + k);

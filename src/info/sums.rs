@@ -39,7 +39,10 @@ impl Layout {
     const FIXED: usize = 14;
 
     pub fn new(spec: &InfoSpec) -> Self {
-        Layout { partitions: spec.partitions.len(), classes: spec.classes() }
+        Layout {
+            partitions: spec.partitions.len(),
+            classes: spec.classes(),
+        }
     }
     /// Σ w and Σ w·h_Z of partition `i` (w = P(a∪b | x)/P(a∪b)).
     pub fn part_w(&self, i: usize) -> usize {
@@ -70,7 +73,11 @@ pub struct InfoSums {
 
 impl InfoSums {
     pub fn new(layout: Layout, points: usize) -> Self {
-        InfoSums { layout, points, data: vec![0.0; points * layout.width()] }
+        InfoSums {
+            layout,
+            points,
+            data: vec![0.0; points * layout.width()],
+        }
     }
     /// The sums of grid point j. (width)
     pub fn row(&self, j: usize) -> &[f64] {

@@ -20,12 +20,21 @@ const COLORS: [RGBColor; 10] = [
 ];
 
 fn err(e: impl std::fmt::Display) -> Error {
-    Error::Io { path: "entropy.svg".into(), source: std::io::Error::other(e.to_string()) }
+    Error::Io {
+        path: "entropy.svg".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
 }
 
 /// Points (λ, bits(v)) where both are finite.
 fn series(l: &[f64], v: impl Iterator<Item = Option<f64>>) -> Vec<(f64, f64)> {
-    l.iter().zip(v).filter_map(|(&x, y)| y.filter(|y| y.is_finite() && x.is_finite()).map(|y| (x, bits(y)))).collect()
+    l.iter()
+        .zip(v)
+        .filter_map(|(&x, y)| {
+            y.filter(|y| y.is_finite() && x.is_finite())
+                .map(|y| (x, bits(y)))
+        })
+        .collect()
 }
 
 /// Renders the plot as SVG text.
@@ -37,8 +46,16 @@ pub fn entropy_svg(c: &Curves) -> Result<String> {
         let (top, bottom) = root.split_vertically(450);
         let lam = &c.log_snr;
         let finite: Vec<f64> = lam.iter().cloned().filter(|v| v.is_finite()).collect();
-        let (lo, hi) = finite.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-        let (lo, hi) = if lo < hi { (lo, hi) } else { (lo - 1.0, lo + 1.0) };
+        let (lo, hi) = finite
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        let (lo, hi) = if lo < hi {
+            (lo, hi)
+        } else {
+            (lo - 1.0, lo + 1.0)
+        };
 
         // Entropies.
         let mut h_series: Vec<(String, Vec<(f64, f64)>)> = vec![(
@@ -46,49 +63,103 @@ pub fn entropy_svg(c: &Curves) -> Result<String> {
             series(lam, c.h_online.iter().map(|v| Some(*v))),
         )];
         if c.h_exact.iter().any(|v| v.is_some()) {
-            h_series.push(("H(Y|X_t) exact".into(), series(lam, c.h_exact.iter().cloned())));
+            h_series.push((
+                "H(Y|X_t) exact".into(),
+                series(lam, c.h_exact.iter().cloned()),
+            ));
         }
         for p in &c.partitions {
-            h_series.push((format!("H(Z|X_t) {}", p.name), series(lam, p.h.iter().map(|v| Some(*v)))));
+            h_series.push((
+                format!("H(Z|X_t) {}", p.name),
+                series(lam, p.h.iter().map(|v| Some(*v))),
+            ));
         }
         for (k, h) in c.class_h.iter().enumerate() {
-            h_series.push((format!("H(Y|X_t) class {k}"), series(lam, h.iter().map(|v| Some(*v)))));
+            h_series.push((
+                format!("H(Y|X_t) class {k}"),
+                series(lam, h.iter().map(|v| Some(*v))),
+            ));
         }
         let hmax = bits(c.prior_entropy).max(1e-3) * 1.05;
         let mut chart = ChartBuilder::on(&top)
-            .caption("Conditional entropy along the generative trajectory", ("sans-serif", 20))
+            .caption(
+                "Conditional entropy along the generative trajectory",
+                ("sans-serif", 20),
+            )
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(lo..hi, 0.0..hmax)
             .map_err(err)?;
-        chart.configure_mesh().x_desc("log-SNR λ = ln(s²/σ²)").y_desc("bits").draw().map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("log-SNR λ = ln(s²/σ²)")
+            .y_desc("bits")
+            .draw()
+            .map_err(err)?;
         for (i, (name, pts)) in h_series.into_iter().enumerate() {
             let col = COLORS[i % COLORS.len()];
             let dashed = i >= 2 + c.partitions.len();
-            let style = if dashed { col.stroke_width(1) } else { col.stroke_width(2) };
+            let style = if dashed {
+                col.stroke_width(1)
+            } else {
+                col.stroke_width(2)
+            };
             chart
                 .draw_series(LineSeries::new(pts, style))
                 .map_err(err)?
                 .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2))
+                });
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperLeft).draw().map_err(err)?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(err)?;
 
         // Rates per unit log-SNR: −dH/dλ = (dH/dt)/(−dλ/dt).
         let dl = crate::info::curves::finite_difference(&c.t, lam);
         let per_lambda = |r: &[Option<f64>]| -> Vec<(f64, f64)> {
-            series(lam, r.iter().zip(&dl).map(|(v, d)| v.and_then(|v| if *d < 0.0 && d.is_finite() { Some(-v / d) } else { None })))
+            series(
+                lam,
+                r.iter().zip(&dl).map(|(v, d)| {
+                    v.and_then(|v| {
+                        if *d < 0.0 && d.is_finite() {
+                            Some(-v / d)
+                        } else {
+                            None
+                        }
+                    })
+                }),
+            )
         };
         let mut r_series: Vec<(String, Vec<(f64, f64)>)> = vec![
             ("−dH/dλ Rao–Blackwell".into(), per_lambda(&c.rate_rb)),
-            ("−dH/dλ finite difference".into(), per_lambda(&c.rate_fd.iter().map(|v| Some(*v)).collect::<Vec<_>>())),
+            (
+                "−dH/dλ finite difference".into(),
+                per_lambda(&c.rate_fd.iter().map(|v| Some(*v)).collect::<Vec<_>>()),
+            ),
         ];
         for p in &c.partitions {
-            r_series.push((format!("−dH/dλ {}", p.name), per_lambda(&p.rate.iter().map(|v| Some(*v)).collect::<Vec<_>>())));
+            r_series.push((
+                format!("−dH/dλ {}", p.name),
+                per_lambda(&p.rate.iter().map(|v| Some(*v)).collect::<Vec<_>>()),
+            ));
         }
-        let rmax = r_series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).fold(0.0f64, f64::max).max(1e-6) * 1.05;
-        let rmin = r_series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).fold(0.0f64, f64::min);
+        let rmax = r_series
+            .iter()
+            .flat_map(|(_, s)| s.iter().map(|p| p.1))
+            .fold(0.0f64, f64::max)
+            .max(1e-6)
+            * 1.05;
+        let rmin = r_series
+            .iter()
+            .flat_map(|(_, s)| s.iter().map(|p| p.1))
+            .fold(0.0f64, f64::min);
         let mut chart = ChartBuilder::on(&bottom)
             .caption("Entropy rates", ("sans-serif", 20))
             .margin(10)
@@ -96,16 +167,29 @@ pub fn entropy_svg(c: &Curves) -> Result<String> {
             .y_label_area_size(60)
             .build_cartesian_2d(lo..hi, rmin..rmax)
             .map_err(err)?;
-        chart.configure_mesh().x_desc("log-SNR λ").y_desc("bits per unit log-SNR").draw().map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("log-SNR λ")
+            .y_desc("bits per unit log-SNR")
+            .draw()
+            .map_err(err)?;
         for (i, (name, pts)) in r_series.into_iter().enumerate() {
             let col = COLORS[i % COLORS.len()];
             chart
                 .draw_series(LineSeries::new(pts, col.stroke_width(2)))
                 .map_err(err)?
                 .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2))
+                });
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).position(SeriesLabelPosition::UpperRight).draw().map_err(err)?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(err)?;
         root.present().map_err(err)?;
     }
     Ok(svg)

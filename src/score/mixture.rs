@@ -67,11 +67,19 @@ impl GaussianMixture {
     /// every class must own a component.
     pub fn new(components: Vec<Component>) -> Result<Self> {
         if components.is_empty() {
-            return Err(Error::config("mixture.components", "at least one component", "an empty list"));
+            return Err(Error::config(
+                "mixture.components",
+                "at least one component",
+                "an empty list",
+            ));
         }
         let dim = components[0].mean.len();
         if dim == 0 {
-            return Err(Error::config("mixture.components[0].mean", "at least one coordinate", "[]"));
+            return Err(Error::config(
+                "mixture.components[0].mean",
+                "at least one coordinate",
+                "[]",
+            ));
         }
         let mut total = 0.0;
         for (i, c) in components.iter().enumerate() {
@@ -80,13 +88,21 @@ impl GaussianMixture {
                 return Err(Error::config(f("weight"), "a finite number > 0", c.weight));
             }
             if c.mean.len() != dim {
-                return Err(Error::config(f("mean"), format!("{dim} coordinates"), c.mean.len()));
+                return Err(Error::config(
+                    f("mean"),
+                    format!("{dim} coordinates"),
+                    c.mean.len(),
+                ));
             }
             if let Some(v) = c.mean.iter().find(|v| !v.is_finite()) {
                 return Err(Error::config(f("mean"), "finite coordinates", v));
             }
             if c.var.len() != dim {
-                return Err(Error::config(f("var"), format!("a number or {dim} numbers"), c.var.len()));
+                return Err(Error::config(
+                    f("var"),
+                    format!("a number or {dim} numbers"),
+                    c.var.len(),
+                ));
             }
             if let Some(v) = c.var.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
                 return Err(Error::config(f("var"), "finite variances ≥ 0", v));
@@ -104,7 +120,12 @@ impl GaussianMixture {
             }
         }
         let log_weights = components.iter().map(|c| (c.weight / total).ln()).collect();
-        Ok(GaussianMixture { dim, classes, components, log_weights })
+        Ok(GaussianMixture {
+            dim,
+            classes,
+            components,
+            log_weights,
+        })
     }
 
     pub fn components(&self) -> &[Component] {
@@ -178,7 +199,12 @@ impl GaussianMixture {
                     .map(|(i, _)| logp[i])
                     .fold(f64::NEG_INFINITY, f64::max);
                 let mut zsum = 0.0;
-                for (i, _) in self.components.iter().enumerate().filter(|(_, c)| c.class == y) {
+                for (i, _) in self
+                    .components
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.class == y)
+                {
                     let w = (logp[i] - lm).exp();
                     zsum += w;
                     for j in 0..d {
@@ -190,7 +216,14 @@ impl GaussianMixture {
                 }
             }
         }
-        MixtureEval { resp, posterior, score, class_scores, divergence, log_density }
+        MixtureEval {
+            resp,
+            posterior,
+            score,
+            class_scores,
+            divergence,
+            log_density,
+        }
     }
 
     /// Cumulative component weights in f32 (the table both the generic and the fused path use to
@@ -209,7 +242,11 @@ impl GaussianMixture {
     /// The component chosen by uniform `u` ∈ [0, 1): the number of cumulative weights ≤ u
     /// (clamped to the last component).
     pub fn pick_component(cumulative: &[f32], u: f32) -> usize {
-        cumulative.iter().filter(|&&c| c <= u).count().min(cumulative.len() - 1)
+        cumulative
+            .iter()
+            .filter(|&&c| c <= u)
+            .count()
+            .min(cumulative.len() - 1)
     }
 }
 
@@ -246,7 +283,10 @@ impl ScoreModel for GaussianMixture {
             for j in 0..d {
                 out.uncond[i * d + j] = e.score[j] as f32;
             }
-            for (o, v) in out.cond[i * k * d..(i + 1) * k * d].iter_mut().zip(&e.class_scores) {
+            for (o, v) in out.cond[i * k * d..(i + 1) * k * d]
+                .iter_mut()
+                .zip(&e.class_scores)
+            {
                 *o = *v as f32;
             }
             post[i * k..(i + 1) * k].copy_from_slice(&e.posterior);
@@ -280,6 +320,11 @@ impl ScoreModel for GaussianMixture {
         }
     }
     fn describe(&self) -> String {
-        format!("exact Gaussian mixture ({} components, {} classes, D = {})", self.components.len(), self.classes, self.dim)
+        format!(
+            "exact Gaussian mixture ({} components, {} classes, D = {})",
+            self.components.len(),
+            self.classes,
+            self.dim
+        )
     }
 }

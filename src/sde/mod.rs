@@ -6,5 +6,9 @@
 pub mod process;
 pub mod sampler;
 
-pub use process::{Ddpm, Grid, GridPoint, Process, SubVp, Ve, Vp, VpCosine, ddpm_alpha_bar, ddpm_beta};
-pub use sampler::{AncestralVariance, EndView, NoObserver, Observer, Sampler, StepView, Transition, sample};
+pub use process::{
+    Ddpm, Grid, GridPoint, Process, SubVp, Ve, Vp, VpCosine, ddpm_alpha_bar, ddpm_beta,
+};
+pub use sampler::{
+    AncestralVariance, EndView, NoObserver, Observer, Sampler, StepView, Transition, sample,
+};

@@ -35,7 +35,9 @@ pub trait Process: Send + Sync {
             return Err(Error::config("sampler.steps", "at least 1", 0));
         }
         let tm = self.t_max();
-        let ts: Vec<f64> = (0..=steps).map(|j| tm * ((steps - j) as f64 / steps as f64)).collect();
+        let ts: Vec<f64> = (0..=steps)
+            .map(|j| tm * ((steps - j) as f64 / steps as f64))
+            .collect();
         Ok(Grid::from_times(self, &ts, |j| j))
     }
     /// Short name (`ddpm`, `vp`, …).
@@ -69,14 +71,25 @@ pub struct Grid {
 
 impl Grid {
     /// Builds grid points at times `ts` (decreasing); `index(j)` names the state index of point j.
-    pub fn from_times<P: Process + ?Sized>(p: &P, ts: &[f64], index: impl Fn(usize) -> usize) -> Grid {
+    pub fn from_times<P: Process + ?Sized>(
+        p: &P,
+        ts: &[f64],
+        index: impl Fn(usize) -> usize,
+    ) -> Grid {
         let n = ts.len();
         let points = ts
             .iter()
             .enumerate()
             .map(|(j, &t)| {
                 let (s, sigma) = p.marginal(t);
-                GridPoint { index: index(n - 1 - j), t, s, sigma, f: p.drift(t), g2: p.g2(t) }
+                GridPoint {
+                    index: index(n - 1 - j),
+                    t,
+                    s,
+                    sigma,
+                    f: p.drift(t),
+                    g2: p.g2(t),
+                }
             })
             .collect();
         Grid { points }
@@ -132,12 +145,21 @@ impl Ddpm {
         positive("process.beta_start", beta_start)?;
         positive("process.beta_end", beta_end)?;
         if beta_start >= 1.0 || beta_end >= 1.0 {
-            return Err(Error::config("process.beta_end", "β < 1", beta_start.max(beta_end)));
+            return Err(Error::config(
+                "process.beta_end",
+                "β < 1",
+                beta_start.max(beta_end),
+            ));
         }
         if n == 0 {
             return Err(Error::config("process.steps", "at least 1", 0));
         }
-        Ok(Ddpm { beta_start, beta_end, n, alpha_bar: ddpm_alpha_bar(beta_start, beta_end, n) })
+        Ok(Ddpm {
+            beta_start,
+            beta_end,
+            n,
+            alpha_bar: ddpm_alpha_bar(beta_start, beta_end, n),
+        })
     }
     /// ᾱ_i for i = 0..=N.
     pub fn alpha_bar(&self) -> &[f64] {
@@ -174,10 +196,15 @@ impl Process for Ddpm {
     /// `steps` transitions on the indices round(N·(S−j)/S), j = 0..S (all N indices when S = N).
     fn grid(&self, steps: usize) -> Result<Grid> {
         if steps == 0 || steps > self.n {
-            return Err(Error::config("sampler.steps", format!("1..={} (the DDPM's N)", self.n), steps));
+            return Err(Error::config(
+                "sampler.steps",
+                format!("1..={} (the DDPM's N)", self.n),
+                steps,
+            ));
         }
-        let idx: Vec<usize> =
-            (0..=steps).map(|j| ((self.n * (steps - j)) as f64 / steps as f64).round() as usize).collect();
+        let idx: Vec<usize> = (0..=steps)
+            .map(|j| ((self.n * (steps - j)) as f64 / steps as f64).round() as usize)
+            .collect();
         let ts: Vec<f64> = idx.iter().map(|&i| i as f64).collect();
         let n = ts.len();
         Ok(Grid::from_times(self, &ts, |k| idx[n - 1 - k]))
@@ -282,7 +309,9 @@ pub struct SubVp {
 
 impl SubVp {
     pub fn new(beta_min: f64, beta_max: f64) -> Result<Self> {
-        Ok(SubVp { vp: Vp::new(beta_min, beta_max)? })
+        Ok(SubVp {
+            vp: Vp::new(beta_min, beta_max)?,
+        })
     }
 }
 
@@ -319,9 +348,16 @@ impl Ve {
         positive("process.sigma_min", sigma_min)?;
         positive("process.sigma_max", sigma_max)?;
         if sigma_max <= sigma_min {
-            return Err(Error::config("process.sigma_max", format!("> sigma_min = {sigma_min}"), sigma_max));
+            return Err(Error::config(
+                "process.sigma_max",
+                format!("> sigma_min = {sigma_min}"),
+                sigma_max,
+            ));
         }
-        Ok(Ve { sigma_min, sigma_max })
+        Ok(Ve {
+            sigma_min,
+            sigma_max,
+        })
     }
     pub fn sigma(&self, t: f64) -> f64 {
         self.sigma_min * (self.sigma_max / self.sigma_min).powf(t)

@@ -51,7 +51,11 @@ impl Transition {
     /// Per-unit KL coefficient c²/(2 var): KL(p(x'|x,y) ‖ p(x'|x)) = kl_coef·‖s(x|y) − s(x)‖².
     /// Zero for a deterministic step.
     pub fn kl_coef(&self) -> f64 {
-        if self.var > 0.0 { self.c * self.c / (2.0 * self.var) } else { 0.0 }
+        if self.var > 0.0 {
+            self.c * self.c / (2.0 * self.var)
+        } else {
+            0.0
+        }
     }
 }
 
@@ -88,17 +92,30 @@ impl Sampler {
                         AncestralVariance::BetaTilde => q.sigma * q.sigma * v / (p.sigma * p.sigma),
                     }
                 };
-                Some(Transition { a: 1.0 / r, c: v / r, var })
+                Some(Transition {
+                    a: 1.0 / r,
+                    c: v / r,
+                    var,
+                })
             }
             Sampler::Ddim { eta } => {
                 let sig_eta2 = eta * eta * q.sigma * q.sigma * v / (p.sigma * p.sigma);
                 let a = q.s / p.s;
-                let c = q.s * p.sigma * p.sigma / p.s - (q.sigma * q.sigma - sig_eta2).max(0.0).sqrt() * p.sigma;
-                Some(Transition { a, c, var: sig_eta2 })
+                let c = q.s * p.sigma * p.sigma / p.s
+                    - (q.sigma * q.sigma - sig_eta2).max(0.0).sqrt() * p.sigma;
+                Some(Transition {
+                    a,
+                    c,
+                    var: sig_eta2,
+                })
             }
             Sampler::EulerMaruyama => {
                 let h = p.t - q.t;
-                Some(Transition { a: 1.0 - p.f * h, c: p.g2 * h, var: p.g2 * h })
+                Some(Transition {
+                    a: 1.0 - p.f * h,
+                    c: p.g2 * h,
+                    var: p.g2 * h,
+                })
             }
             Sampler::HeunOde => None,
         }
@@ -216,7 +233,8 @@ pub fn sample<M: ScoreModel + ?Sized, O: Observer + ?Sized>(
                 // Heun on dx/dt = f x − ½ g² s, stepping h = t − t' backwards.
                 z.fill(0.0);
                 let h = p.t - q.t;
-                let drift = |pt: &GridPoint, xv: f32, sv: f32| pt.f * xv as f64 - 0.5 * pt.g2 * sv as f64;
+                let drift =
+                    |pt: &GridPoint, xv: f32, sv: f32| pt.f * xv as f64 - 0.5 * pt.g2 * sv as f64;
                 for i in 0..batch * d {
                     x_next[i] = (x[i] as f64 - h * drift(p, x[i], scores.uncond[i])) as f32;
                 }
@@ -235,7 +253,11 @@ pub fn sample<M: ScoreModel + ?Sized, O: Observer + ?Sized>(
                 op: "sample",
                 step,
                 t: q.t,
-                what: format!("state of trajectory {} (value {})", first_trajectory + (i / d) as u64, x_next[i]),
+                what: format!(
+                    "state of trajectory {} (value {})",
+                    first_trajectory + (i / d) as u64,
+                    x_next[i]
+                ),
             });
         }
         observer.on_step(&StepView {
@@ -252,6 +274,11 @@ pub fn sample<M: ScoreModel + ?Sized, O: Observer + ?Sized>(
         std::mem::swap(&mut x, &mut x_next);
     }
     let end = &pts[steps];
-    observer.on_end(&EndView { point: end, first_trajectory, x: &x, exact_posterior: model.exact_posterior(&x, end) })?;
+    observer.on_end(&EndView {
+        point: end,
+        first_trajectory,
+        x: &x,
+        exact_posterior: model.exact_posterior(&x, end),
+    })?;
     Ok(x)
 }
