@@ -9,6 +9,29 @@
 //! - [`rng`]: counter-based Philox4x32-10 noise keyed by (seed, trajectory, step, element);
 //! - [`cpu`]: the scalar reference and the hand-written SIMD kernels;
 //! - [`measure`]: the `infodiff measure` job (config, run, outputs).
+//!
+//! Measuring a two-class mixture with the online classifier:
+//!
+//! ```
+//! use infodiff::info::{Curves, InfoSpec, Tracking, bits, measure_trajectories};
+//! use infodiff::rng::Noise;
+//! use infodiff::score::{Component, GaussianMixture, ScoreModel};
+//! use infodiff::sde::{AncestralVariance, Ddpm, Process, Sampler};
+//! # fn main() -> infodiff::Result<()> {
+//! let m = GaussianMixture::new(vec![
+//!     Component { weight: 1.0, mean: vec![-1.0], var: vec![0.0], class: 0 },
+//!     Component { weight: 1.0, mean: vec![1.0], var: vec![0.0], class: 1 },
+//! ])?;
+//! let spec = InfoSpec::new(m.class_prior(), vec![])?;
+//! let grid = Ddpm::new(1e-4, 0.02, 1000)?.grid(200)?;
+//! let sampler = Sampler::Ancestral { variance: AncestralVariance::Beta };
+//! let sums = measure_trajectories(&m, &spec, &grid, &sampler, Noise::new(0), 0, 1000, 128, Tracking::Online, None)?;
+//! let curves = Curves::from_sums(&sums, &spec, &grid, m.dim(), Tracking::Online);
+//! assert!((bits(curves.h_online[0]) - 1.0).abs() < 1e-9); // the prior at the noise end
+//! assert!(curves.h_online[200] < 1e-3);                    // decided at the data end
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod cpu;
 pub mod error;

@@ -16,7 +16,6 @@ use crate::info::sums::integral_weights;
 use crate::info::{InfoSpec, InfoSums, Layout};
 use crate::rng::{INIT_STEP, Noise};
 
-use crate::score::mixture::INIT_PICK_BLOCK;
 use crate::score::{GaussianMixture, ScoreModel};
 use crate::sde::{Grid, Sampler};
 
@@ -311,6 +310,8 @@ pub struct Scratch {
     acc: Vec<f32>,
     /// Lane masks of the chunk. (G, L)
     mask: Vec<f32>,
+    /// Noise cache: the normals of four steps. (G, D, 4, L)
+    zc: Vec<f32>,
     /// Per-lane temporaries (see `Tmp`).
     tmp: Vec<f32>,
     lanes: usize,
@@ -330,7 +331,8 @@ impl Scratch {
             trail: vec![0.0; (plan.steps + 1) * g * (1 + k) * l],
             acc: vec![0.0; plan.layout.width() * l],
             mask: vec![0.0; CHUNK],
-            tmp: vec![0.0; (kc * (2 + d) + d + k * d + 3 * k + d.div_ceil(4) * 4) * l],
+            zc: vec![0.0; g * d * 4 * l],
+            tmp: vec![0.0; (2 * kc + d + k * d + 2 * k) * l],
             lanes: l,
         }
     }
@@ -361,6 +363,8 @@ struct Ctx<'a, I: Isa> {
     trail: *mut f32,
     /// Lane masks: 1 for a real trajectory, 0 for padding. (G, L)
     mask: *mut f32,
+    /// Normals of the current block of four steps. (G, D, 4, L)
+    zc: *mut f32,
     first: u64,
     g_n: usize,
     _isa: std::marker::PhantomData<I>,
@@ -374,13 +378,12 @@ struct Tmp {
     sy: usize,   // (K, D) Σ_{k∈y} e_k s_k, then Δ_y
     d2: usize,   // (K) ‖Δ_y‖²
     py: usize,   // (K) exact p(y | x)
-    z: usize,    // (4·⌈D/4⌉) noise
 }
 
 impl Tmp {
     fn new(p: &MixturePlan) -> Tmp {
         let (kc, d, k) = (p.comps, p.dim, p.classes);
-        let su = kc * (2 + d);
+        let su = 2 * kc;
         let sy = su + d;
         let d2 = sy + k * d;
         let py = d2 + k;
@@ -391,7 +394,6 @@ impl Tmp {
             sy,
             d2,
             py,
-            z: py + 2 * k,
         }
     }
 }
@@ -439,31 +441,37 @@ impl<I: Isa> Ctx<'_, I> {
     unsafe fn acc_add(&self, q: usize, vmask: I::F, v: I::F) {
         unsafe { self.sto(self.acc, q, I::fma(vmask, v, self.ld(self.acc, q))) }
     }
-    /// Philox words of (trajectory lanes of group g, step, block).
+    /// Philox words of counter (c0, c1, trajectory lanes of group g).
     #[inline(always)]
-    unsafe fn words(&self, g: usize, step: u32, block: u32) -> [I::U; 4] {
+    unsafe fn words(&self, g: usize, c0: u32, c1: u32) -> [I::U; 4] {
         let t = self.first + (g * I::LANES) as u64; // < 2^32 − L (checked in `run`)
         unsafe {
             let lo = I::u_add(I::splat_u(t as u32), I::iota_u());
             philox::<I>(
-                [I::splat_u(block), I::splat_u(step), lo, I::splat_u(0)],
+                [I::splat_u(c0), I::splat_u(c1), lo, I::splat_u(0)],
                 self.plan.key,
             )
         }
     }
-    /// Standard normals of (group g, step) into tmp.z.
+    /// The normals of steps 4·block … 4·block+3 of every element for group g, into the cache
+    /// (see `crate::rng` for the counter layout).
     #[inline(always)]
-    unsafe fn draw(&self, tm: &Tmp, g: usize, step: u32) {
+    unsafe fn draw(&self, g: usize, block: u32) {
         unsafe {
-            for b in 0..self.plan.dim.div_ceil(4) {
-                let w = self.words(g, step, b as u32);
+            for e in 0..self.plan.dim {
+                let w = self.words(g, e as u32, block);
                 let (z0, z1) = box_muller::<I>(w[0], w[1]);
                 let (z2, z3) = box_muller::<I>(w[2], w[3]);
                 for (i, z) in [z0, z1, z2, z3].into_iter().enumerate() {
-                    self.sto(self.tmp, tm.z + 4 * b + i, z);
+                    self.sto(self.zc, (g * self.plan.dim + e) * 4 + i, z);
                 }
             }
         }
+    }
+    /// The cached normal of element e at `step` for group g.
+    #[inline(always)]
+    unsafe fn z(&self, g: usize, e: usize, step: u32) -> I::F {
+        unsafe { self.ld(self.zc, (g * self.plan.dim + e) * 4 + (step & 3) as usize) }
     }
     /// Exact mixture at point p: fills tmp.logp, tmp.e, tmp.py; returns (1/Σe, exact entropy).
     #[inline(always)]
@@ -622,6 +630,7 @@ unsafe fn chunk_kernel<I: Isa>(
         acc: scr.acc.as_mut_ptr(),
         trail: scr.trail.as_mut_ptr(),
         mask: scr.mask.as_mut_ptr(),
+        zc: scr.zc.as_mut_ptr(),
         first,
         g_n,
         _isa: std::marker::PhantomData,
@@ -638,9 +647,9 @@ unsafe fn chunk_kernel<I: Isa>(
 
         // Initial state x_T: component k by uniform, then s_T m_k + sd_k z.
         for g in 0..g_n {
-            let wpick = cx.words(g, INIT_STEP, INIT_PICK_BLOCK);
+            let wpick = cx.words(g, u32::MAX, u32::MAX);
             let u = I::mul(I::i_to_f(I::u_shr8(wpick[0])), I::splat(1.0 / 16_777_216.0));
-            cx.draw(&tm, g, INIT_STEP);
+            cx.draw(g, INIT_STEP >> 2);
             for j in 0..d {
                 let mut mean = I::splat(plan.init_mean[j]);
                 let mut sd = I::splat(plan.init_sd[j]);
@@ -649,7 +658,7 @@ unsafe fn chunk_kernel<I: Isa>(
                     mean = I::select(keep, mean, I::splat(plan.init_mean[c * d + j]));
                     sd = I::select(keep, sd, I::splat(plan.init_sd[c * d + j]));
                 }
-                cx.sto(st, cx.x_at(g, j), I::fma(sd, cx.ld(tmp, tm.z + j), mean));
+                cx.sto(st, cx.x_at(g, j), I::fma(sd, cx.z(g, j, INIT_STEP), mean));
             }
             for y in 0..k {
                 cx.sto(st, cx.lp_at(g, y), I::splat(plan.log_prior[y]));
@@ -660,10 +669,16 @@ unsafe fn chunk_kernel<I: Isa>(
             }
         }
 
+        let mut cached_block = None;
         for step in 0..steps {
             cx.zero_acc();
             let [a, c, sd, cs, kl] = plan.coef[step];
             let update = sd > 0.0;
+            let block = (step >> 2) as u32;
+            let fresh = update && cached_block != Some(block);
+            if fresh {
+                cached_block = Some(block);
+            }
             let (a, c, sdv, cs, nkl) = (
                 I::splat(a),
                 I::splat(c),
@@ -728,14 +743,18 @@ unsafe fn chunk_kernel<I: Isa>(
                 cx.acc_add(Layout::DIVN, vmask, one);
 
                 // x' = a x + c s + √var z
-                if update {
-                    cx.draw(&tm, g, step as u32);
+                if fresh {
+                    cx.draw(g, block);
                 }
                 let mut finite = true;
                 for j in 0..d {
                     let x = cx.ld(st, cx.x_at(g, j));
                     let su = cx.ld(tmp, tm.su + j);
-                    let z = if update { cx.ld(tmp, tm.z + j) } else { zero };
+                    let z = if update {
+                        cx.z(g, j, step as u32)
+                    } else {
+                        zero
+                    };
                     let xn = I::fma(a, x, I::fma(c, su, I::mul(sdv, z)));
                     finite &= I::all_finite(xn);
                     cx.sto(st, cx.x_at(g, j), xn);
@@ -758,7 +777,8 @@ unsafe fn chunk_kernel<I: Isa>(
                     for y in 0..k {
                         let mut dot = zero;
                         for j in 0..d {
-                            dot = I::fma(cx.ld(tmp, tm.z + j), cx.ld(tmp, tm.sy + y * d + j), dot);
+                            dot =
+                                I::fma(cx.z(g, j, step as u32), cx.ld(tmp, tm.sy + y * d + j), dot);
                         }
                         let inc = I::fma(cs, dot, I::mul(nkl, cx.ld(tmp, tm.d2 + y)));
                         let lp = I::add(cx.ld(st, cx.lp_at(g, y)), inc);

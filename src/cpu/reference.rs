@@ -3,7 +3,6 @@
 
 use crate::rng::{INIT_STEP, Noise};
 use crate::score::GaussianMixture;
-use crate::score::mixture::INIT_PICK_BLOCK;
 use crate::sde::{Grid, Sampler};
 
 /// Box–Muller in f64 from the same Philox words as [`crate::cpu::math::box_muller`].
@@ -44,15 +43,17 @@ pub fn mixture_trajectory(
     let normals = |step: u32| -> Vec<f64> {
         (0..d)
             .map(|e| {
-                let w = noise.words(traj, step, (e / 4) as u32);
-                let (z0, z1) = box_muller(w[(e % 4) / 2 * 2], w[(e % 4) / 2 * 2 + 1]);
-                if e % 2 == 0 { z0 } else { z1 }
+                // counter (element, step ≫ 2, trajectory); pair (step & 3) ≫ 1, member step & 1
+                let w = noise.words(traj, e as u32, step >> 2);
+                let pair = ((step & 3) >> 1) as usize;
+                let (z0, z1) = box_muller(w[2 * pair], w[2 * pair + 1]);
+                if step & 1 == 0 { z0 } else { z1 }
             })
             .collect()
     };
     // x_T from the exact marginal.
     let p0 = &grid.points[0];
-    let u = noise.uniform(traj, INIT_STEP, INIT_PICK_BLOCK, 0);
+    let u = noise.init_uniform(traj);
     let c = &comps[GaussianMixture::pick_component(&mixture.cumulative_weights_f32(), u)];
     let z = normals(INIT_STEP);
     let mut x: Vec<f64> = (0..d)

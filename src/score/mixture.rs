@@ -250,9 +250,6 @@ impl GaussianMixture {
     }
 }
 
-/// The Philox block that supplies the uniform choosing the component of x_T (step [`INIT_STEP`]).
-pub const INIT_PICK_BLOCK: u32 = u32::MAX;
-
 impl ScoreModel for GaussianMixture {
     fn dim(&self) -> usize {
         self.dim
@@ -310,7 +307,7 @@ impl ScoreModel for GaussianMixture {
     }
     /// x_T = s_T m_k + √(s_T² C_k + σ_T²) z with k drawn by the weights: the exact marginal.
     fn initial_state(&self, point: &GridPoint, noise: &Noise, trajectory: u64, out: &mut [f32]) {
-        let u = noise.uniform(trajectory, INIT_STEP, INIT_PICK_BLOCK, 0);
+        let u = noise.init_uniform(trajectory);
         let k = Self::pick_component(&self.cumulative_weights_f32(), u);
         noise.fill_normals(trajectory, INIT_STEP, out);
         let c = &self.components[k];
