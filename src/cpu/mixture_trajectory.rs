@@ -338,9 +338,54 @@ impl Scratch {
     }
 }
 
-crate::isa_dispatch! {
-    /// One chunk of up to [`CHUNK`] trajectories starting at `first`.
-    fn chunk(plan: &MixturePlan, scr: &mut Scratch, first: u64, count: usize, sums: &mut InfoSums, out: Option<&mut [f32]>) -> Result<()> => chunk_kernel
+/// Instantiates the kernel for one shape (D, K, Kc; 0 = given by the plan at run time) on every ISA.
+macro_rules! shape_kernel {
+    ($name:ident, $inner:ident, $d:literal, $k:literal, $kc:literal) => {
+        #[inline(always)]
+        unsafe fn $inner<I: Isa>(
+            plan: &MixturePlan,
+            scr: &mut Scratch,
+            first: u64,
+            count: usize,
+            sums: &mut InfoSums,
+            out: Option<&mut [f32]>,
+        ) -> Result<()> {
+            // SAFETY: forwarded from the caller (the ISA is available).
+            unsafe { chunk_kernel::<I, $d, $k, $kc>(plan, scr, first, count, sums, out) }
+        }
+        crate::isa_dispatch! {
+            fn $name(plan: &MixturePlan, scr: &mut Scratch, first: u64, count: usize, sums: &mut InfoSums, out: Option<&mut [f32]>) -> Result<()> => $inner
+        }
+    };
+}
+
+shape_kernel!(chunk_any, kernel_any, 0, 0, 0);
+shape_kernel!(chunk_1_2, kernel_1_2, 1, 2, 2);
+shape_kernel!(chunk_1_3, kernel_1_3, 1, 3, 3);
+shape_kernel!(chunk_1_4, kernel_1_4, 1, 4, 4);
+shape_kernel!(chunk_2_2, kernel_2_2, 2, 2, 2);
+shape_kernel!(chunk_2_4, kernel_2_4, 2, 4, 4);
+
+/// One chunk of up to [`CHUNK`] trajectories starting at `first`: the kernel specialised for the
+/// plan's shape where one exists (small D with one component per class), the general one otherwise.
+fn chunk(
+    kind: IsaKind,
+    plan: &MixturePlan,
+    scr: &mut Scratch,
+    first: u64,
+    count: usize,
+    sums: &mut InfoSums,
+    out: Option<&mut [f32]>,
+) -> Result<()> {
+    let f = match (plan.dim, plan.classes, plan.comps) {
+        (1, 2, 2) => chunk_1_2,
+        (1, 3, 3) => chunk_1_3,
+        (1, 4, 4) => chunk_1_4,
+        (2, 2, 2) => chunk_2_2,
+        (2, 4, 4) => chunk_2_4,
+        _ => chunk_any,
+    };
+    f(kind, plan, scr, first, count, sums, out)
 }
 
 /// Sums the lanes of `acc` (width, L) into `row` in f64, lane by lane in order.
@@ -355,7 +400,7 @@ fn reduce_lanes(acc: &[f32], l: usize, row: &mut [f64]) {
 }
 
 /// Pointers and offsets of one chunk's scratch; methods are the pieces of the kernel body.
-struct Ctx<'a, I: Isa> {
+struct Ctx<'a, I: Isa, const D: usize, const K: usize, const KC: usize> {
     plan: &'a MixturePlan,
     st: *mut f32,
     tmp: *mut f32,
@@ -398,7 +443,30 @@ impl Tmp {
     }
 }
 
-impl<I: Isa> Ctx<'_, I> {
+impl<I: Isa, const D: usize, const K: usize, const KC: usize> Ctx<'_, I, D, K, KC> {
+    /// Dimensions: the const parameter where it is nonzero (a specialised kernel, loops unrolled
+    /// and indices constant), the plan's value otherwise.
+    #[inline(always)]
+    fn d(&self) -> usize {
+        if D > 0 { D } else { self.plan.dim }
+    }
+    #[inline(always)]
+    fn k(&self) -> usize {
+        if K > 0 { K } else { self.plan.classes }
+    }
+    #[inline(always)]
+    fn kc(&self) -> usize {
+        if KC > 0 { KC } else { self.plan.comps }
+    }
+    #[inline(always)]
+    fn stride(&self) -> usize {
+        self.d() + 2 * self.k() + 4
+    }
+    /// Row p of a per-point table with `w` entries per point.
+    #[inline(always)]
+    fn row<'t>(&self, v: &'t [f32], p: usize, w: usize) -> &'t [f32] {
+        &v[p * w..(p + 1) * w]
+    }
     // SAFETY (all methods): offsets are within the scratch sized by `Scratch::new` for this plan
     // and lane count, and each access covers I::LANES consecutive f32.
     #[inline(always)]
@@ -411,25 +479,25 @@ impl<I: Isa> Ctx<'_, I> {
     }
     #[inline(always)]
     fn x_at(&self, g: usize, j: usize) -> usize {
-        g * self.plan.stride() + j
+        g * self.stride() + j
     }
     #[inline(always)]
     fn lp_at(&self, g: usize, y: usize) -> usize {
-        g * self.plan.stride() + self.plan.dim + y
+        g * self.stride() + self.d() + y
     }
     #[inline(always)]
     fn pi_at(&self, g: usize, y: usize) -> usize {
-        g * self.plan.stride() + self.plan.dim + self.plan.classes + y
+        g * self.stride() + self.d() + self.k() + y
     }
     /// Running integrals of group g: 0 = Rao–Blackwell sum, 1 = its last integrand,
     /// 2 = Girsanov sum, 3 = its last integrand.
     #[inline(always)]
     fn run_at(&self, g: usize, q: usize) -> usize {
-        g * self.plan.stride() + self.plan.dim + 2 * self.plan.classes + q
+        g * self.stride() + self.d() + 2 * self.k() + q
     }
     #[inline(always)]
     fn trail_at(&self, p: usize, g: usize, q: usize) -> usize {
-        (p * self.g_n + g) * (1 + self.plan.classes) + q
+        (p * self.g_n + g) * (1 + self.k()) + q
     }
     /// 1 for lanes holding a real trajectory, 0 for padding.
     #[inline(always)]
@@ -458,12 +526,12 @@ impl<I: Isa> Ctx<'_, I> {
     #[inline(always)]
     unsafe fn draw(&self, g: usize, block: u32) {
         unsafe {
-            for e in 0..self.plan.dim {
+            for e in 0..self.d() {
                 let w = self.words(g, e as u32, block);
                 let (z0, z1) = box_muller::<I>(w[0], w[1]);
                 let (z2, z3) = box_muller::<I>(w[2], w[3]);
                 for (i, z) in [z0, z1, z2, z3].into_iter().enumerate() {
-                    self.sto(self.zc, (g * self.plan.dim + e) * 4 + i, z);
+                    self.sto(self.zc, (g * self.d() + e) * 4 + i, z);
                 }
             }
         }
@@ -471,24 +539,29 @@ impl<I: Isa> Ctx<'_, I> {
     /// The cached normal of element e at `step` for group g.
     #[inline(always)]
     unsafe fn z(&self, g: usize, e: usize, step: u32) -> I::F {
-        unsafe { self.ld(self.zc, (g * self.plan.dim + e) * 4 + (step & 3) as usize) }
+        unsafe { self.ld(self.zc, (g * self.d() + e) * 4 + (step & 3) as usize) }
     }
     /// Exact mixture at point p: fills tmp.logp, tmp.e, tmp.py; returns (1/Σe, exact entropy).
     #[inline(always)]
     unsafe fn exact_at(&self, tm: &Tmp, g: usize, p: usize) -> (I::F, I::F) {
         let plan = self.plan;
-        let (d, kc, k) = (plan.dim, plan.comps, plan.classes);
+        let (d, kc, k) = (self.d(), self.kc(), self.k());
+        let (sm, inv) = (
+            self.row(&plan.sm, p, kc * d),
+            self.row(&plan.inv, p, kc * d),
+        );
+        let lognorm = self.row(&plan.lognorm, p, kc);
+        let class_of = &plan.class_of[..kc];
         unsafe {
             let zero = I::splat(0.0);
             let mut m = I::splat(f32::NEG_INFINITY);
             for c in 0..kc {
                 let mut q = zero;
                 for j in 0..d {
-                    let o = (p * kc + c) * d + j;
-                    let diff = I::sub(self.ld(self.st, self.x_at(g, j)), I::splat(plan.sm[o]));
-                    q = I::fma(I::mul(diff, diff), I::splat(plan.inv[o]), q);
+                    let diff = I::sub(self.ld(self.st, self.x_at(g, j)), I::splat(sm[c * d + j]));
+                    q = I::fma(I::mul(diff, diff), I::splat(inv[c * d + j]), q);
                 }
-                let lc = I::fma(I::splat(-0.5), q, I::splat(plan.lognorm[p * kc + c]));
+                let lc = I::fma(I::splat(-0.5), q, I::splat(lognorm[c]));
                 self.sto(self.tmp, tm.logp + c, lc);
                 m = I::max(m, lc);
             }
@@ -502,17 +575,17 @@ impl<I: Isa> Ctx<'_, I> {
             let ln_s = ln::<I>(s);
             let mut hx = zero;
             if plan.one_per_class {
-                for c in 0..kc {
+                for (c, &y) in class_of.iter().enumerate() {
                     let py = I::mul(self.ld(self.tmp, tm.e + c), inv_s);
                     let lpy = I::sub(I::sub(self.ld(self.tmp, tm.logp + c), m), ln_s);
-                    self.sto(self.tmp, tm.py + plan.class_of[c], py);
+                    self.sto(self.tmp, tm.py + y, py);
                     hx = I::fma(py, lpy, hx);
                 }
             } else {
                 for y in 0..k {
                     let mut ey = zero;
-                    for c in 0..kc {
-                        if plan.class_of[c] == y {
+                    for (c, &yc) in class_of.iter().enumerate() {
+                        if yc == y {
                             ey = I::add(ey, self.ld(self.tmp, tm.e + c));
                         }
                     }
@@ -534,7 +607,7 @@ impl<I: Isa> Ctx<'_, I> {
             let zero = I::splat(0.0);
             let one = I::splat(1.0);
             let mut h = zero;
-            for y in 0..plan.classes {
+            for y in 0..self.k() {
                 h = I::fma(
                     self.ld(self.st, self.pi_at(g, y)),
                     self.ld(self.st, self.lp_at(g, y)),
@@ -608,7 +681,7 @@ impl<I: Isa> Ctx<'_, I> {
 }
 
 #[inline(always)]
-unsafe fn chunk_kernel<I: Isa>(
+unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
     plan: &MixturePlan,
     scr: &mut Scratch,
     first: u64,
@@ -619,11 +692,11 @@ unsafe fn chunk_kernel<I: Isa>(
     let l = I::LANES;
     debug_assert_eq!(l, scr.lanes);
     let g_n = CHUNK / l;
-    let (d, k, kc, steps) = (plan.dim, plan.classes, plan.comps, plan.steps);
+    let steps = plan.steps;
     let lay = plan.layout;
     let w = lay.width();
     let tm = Tmp::new(plan);
-    let cx = Ctx::<I> {
+    let cx = Ctx::<I, D, K, KC> {
         plan,
         st: scr.state.as_mut_ptr(),
         tmp: scr.tmp.as_mut_ptr(),
@@ -635,6 +708,7 @@ unsafe fn chunk_kernel<I: Isa>(
         g_n,
         _isa: std::marker::PhantomData,
     };
+    let (d, k, kc) = (cx.d(), cx.k(), cx.kc());
     let mut part = vec![0.0f64; w];
     for (i, m) in scr.mask.iter_mut().enumerate() {
         *m = if i < count { 1.0 } else { 0.0 };
@@ -698,21 +772,24 @@ unsafe fn chunk_kernel<I: Isa>(
                     cx.sto(tmp, tm.sy + q, zero);
                 }
                 let mut div = zero;
-                for cc in 0..kc {
+                let (sm, inv) = (
+                    cx.row(&plan.sm, step, kc * d),
+                    cx.row(&plan.inv, step, kc * d),
+                );
+                let trace = cx.row(&plan.trace, step, kc);
+                for (cc, &y) in plan.class_of[..kc].iter().enumerate() {
                     let e = cx.ld(tmp, tm.e + cc);
                     let wk = I::mul(e, inv_s);
-                    let y = plan.class_of[cc];
                     let mut n2 = zero;
                     for j in 0..d {
-                        let o = (step * kc + cc) * d + j;
-                        let diff = I::sub(cx.ld(st, cx.x_at(g, j)), I::splat(plan.sm[o]));
-                        let sk = I::mul(I::sub(zero, diff), I::splat(plan.inv[o]));
+                        let diff = I::sub(cx.ld(st, cx.x_at(g, j)), I::splat(sm[cc * d + j]));
+                        let sk = I::mul(I::sub(zero, diff), I::splat(inv[cc * d + j]));
                         n2 = I::fma(sk, sk, n2);
                         cx.sto(tmp, tm.su + j, I::fma(wk, sk, cx.ld(tmp, tm.su + j)));
                         let oy = tm.sy + y * d + j;
                         cx.sto(tmp, oy, I::fma(e, sk, cx.ld(tmp, oy)));
                     }
-                    div = I::fma(wk, I::sub(n2, I::splat(plan.trace[step * kc + cc])), div);
+                    div = I::fma(wk, I::sub(n2, I::splat(trace[cc])), div);
                 }
                 for j in 0..d {
                     let su = cx.ld(tmp, tm.su + j);
