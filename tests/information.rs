@@ -418,3 +418,78 @@ fn decision_problems_peak_in_the_expected_order() {
     let p = &c.partitions[0];
     assert!((bits(p.h[0]) - 1.0).abs() < 1e-6 && p.h[1000] < 1e-6);
 }
+
+/// A score model that returns NaN from step 3 on: sampling stops with an error naming the step.
+#[test]
+fn non_finite_values_are_reported_with_their_step() {
+    struct Broken(GaussianMixture);
+    impl ScoreModel for Broken {
+        fn dim(&self) -> usize {
+            1
+        }
+        fn num_classes(&self) -> usize {
+            2
+        }
+        fn class_prior(&self) -> Vec<f64> {
+            vec![0.5, 0.5]
+        }
+        fn scores(
+            &self,
+            x: &[f32],
+            p: &infodiff::sde::GridPoint,
+            out: &mut Scores,
+        ) -> infodiff::Result<()> {
+            self.0.scores(x, p, out)?;
+            if p.index <= 96 {
+                out.uncond[0] = f32::NAN;
+            }
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "broken".into()
+        }
+    }
+    let m = Broken(points(&[(-1.0, 0), (1.0, 1)]));
+    let grid = Vp::new(0.1, 20.0).unwrap().grid(100).unwrap();
+    let spec = InfoSpec::new(m.class_prior(), vec![]).unwrap();
+    let e = measure_trajectories(
+        &m,
+        &spec,
+        &grid,
+        &Sampler::EulerMaruyama,
+        Noise::new(0),
+        0,
+        8,
+        8,
+        Tracking::Online,
+        None,
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(e, infodiff::Error::NonFinite { step: 4, .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("step 4") && msg.contains("trajectory 0"),
+        "{msg}"
+    );
+    // and a deterministic sampler without an exact posterior is refused, saying why
+    let e = measure_trajectories(
+        &m,
+        &spec,
+        &grid,
+        &Sampler::HeunOde,
+        Noise::new(0),
+        0,
+        8,
+        8,
+        Tracking::Online,
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("needs stochastic transitions"),
+        "{e}"
+    );
+}
