@@ -610,12 +610,12 @@ pub fn run(
     let spec = cfg.spec()?;
     let grid = cfg.grid()?;
     let noise = Noise::new(cfg.seed);
-    let engine = engine.unwrap_or(if cfg.sampler.is_stochastic() {
+    let engine = engine.unwrap_or(if cfg.sampler.supports_online_classifier() {
         Engine::Fused(detected())
     } else {
         Engine::Generic
     });
-    let tracking = if cfg.sampler.is_stochastic() {
+    let tracking = if cfg.sampler.supports_online_classifier() {
         Tracking::Online
     } else {
         Tracking::Exact
@@ -664,7 +664,10 @@ impl Report {
             "infodiff_version": env!("CARGO_PKG_VERSION"),
             "config": self.config.to_json(),
             "units": "nats (bits where a key says so); rates per unit t, positive in forward time; t is the DDPM state index",
-            "posterior": match c.tracking { Tracking::Online => "online Bayesian classifier", Tracking::Exact => "exact posterior (deterministic sampler: the online classifier needs stochastic transitions)" },
+            "posterior": match c.tracking {
+                Tracking::Online => "online Bayesian classifier".to_string(),
+                Tracking::Exact => format!("exact posterior ({})", self.config.sampler.online_classifier_refusal().unwrap_or_default()),
+            },
             "classes": c.class_h.len(),
             "prior_entropy_nats": c.prior_entropy,
             "prior_entropy_bits": bits(c.prior_entropy),
@@ -693,6 +696,9 @@ impl Report {
             bits(c.prior_entropy),
             c.tracking.name()
         );
+        if let Some(why) = self.config.sampler.online_classifier_refusal() {
+            s += &format!("note: {why}; H(Y|X_t) uses the model's exact posterior\n");
+        }
         s += "      t    log-SNR   H_online (bits)  ± SE     H_exact (bits)   I_girsanov (bits)\n";
         let picks: Vec<usize> = (0..=10).map(|i| (i * (n - 1)) / 10).collect();
         for j in picks {

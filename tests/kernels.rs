@@ -141,7 +141,7 @@ fn fused_mixture_kernel_matches_reference_on_every_isa() {
         ),
         (
             Vp::new(0.1, 20.0).unwrap().grid(150).unwrap(),
-            Sampler::Ddim { eta: 0.7 },
+            Sampler::Ddim { eta: 1.0 },
         ),
     ] {
         let plan = MixturePlan::new(&m, &spec, &grid, &sampler, noise).unwrap();

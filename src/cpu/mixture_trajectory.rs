@@ -72,8 +72,8 @@ impl MixturePlan {
         self.dim + 2 * self.classes + 4
     }
 
-    /// Prepares the kernel for `mixture` sampled by `sampler` (ancestral, DDIM with η > 0 or
-    /// Euler–Maruyama) on `grid`.
+    /// Prepares the kernel for `mixture` sampled by `sampler` (ancestral, Euler–Maruyama or DDIM
+    /// with η = 1: the samplers the online classifier is Bayes for) on `grid`.
     pub fn new(
         mixture: &GaussianMixture,
         spec: &InfoSpec,

@@ -5,6 +5,8 @@
 //! x' = a x + c s(x) + √var z, the class-conditional transition has mean shifted by c Δ_y, so
 //! ln π_y += [2 (x' − μ)·(c Δ_y) − c² ‖Δ_y‖²]/(2 var) = (c/√var) z·Δ_y − c²‖Δ_y‖²/(2 var),
 //! started at the prior and renormalised by log-sum-exp. Steps with var = 0 carry no update.
+//! The update is Bayes only along reverse-SDE paths (see
+//! [`crate::sde::Sampler::supports_online_classifier`]).
 
 use super::sums::{InfoSums, Layout, integral_weights};
 use super::{InfoSpec, decision_entropy, entropy};
@@ -259,13 +261,12 @@ pub fn measure_trajectories<M: crate::score::ScoreModel + ?Sized>(
     progress: Option<&(dyn Fn(usize) + Sync)>,
 ) -> Result<InfoSums> {
     use rayon::prelude::*;
-    if tracking == Tracking::Online && !sampler.is_stochastic() {
+    if tracking == Tracking::Online
+        && let Some(reason) = sampler.online_classifier_refusal()
+    {
         return Err(Error::Unsupported {
             op: "measure_trajectories",
-            reason: format!(
-                "the online classifier needs stochastic transitions; sampler {} is deterministic (use the exact posterior)",
-                sampler.name()
-            ),
+            reason: format!("{reason} (track the exact posterior instead)"),
         });
     }
     let batch = batch.max(1);

@@ -69,12 +69,41 @@ impl Sampler {
         }
     }
 
-    /// Whether the transitions are random (the online classifier needs that).
+    /// Whether the transitions are random.
     pub fn is_stochastic(&self) -> bool {
         match self {
             Sampler::Ancestral { .. } | Sampler::EulerMaruyama => true,
             Sampler::Ddim { eta } => *eta > 0.0,
             Sampler::HeunOde => false,
+        }
+    }
+
+    /// Whether the online classifier is Bayes along this sampler's paths: the sampler must
+    /// discretise the reverse SDE itself (diffusion g, drift f x − g² s), so that the mixture
+    /// over y of the class-conditional path laws is the unconditional one. Ancestral sampling,
+    /// Euler–Maruyama and DDIM with η = 1 do. DDIM with 0 < η < 1 is the SDE with drift
+    /// f x − ½(1+η²) g² s and diffusion η g: its transition ratio overstates the label information
+    /// by (1+η²)²/(4η²) per unit time, so it is not used; nor can deterministic samplers drive it.
+    pub fn supports_online_classifier(&self) -> bool {
+        match self {
+            Sampler::Ancestral { .. } | Sampler::EulerMaruyama => true,
+            Sampler::Ddim { eta } => *eta == 1.0,
+            Sampler::HeunOde => false,
+        }
+    }
+
+    /// Why the online classifier cannot run on this sampler (None where it can).
+    pub fn online_classifier_refusal(&self) -> Option<String> {
+        match self {
+            _ if self.supports_online_classifier() => None,
+            Sampler::Ddim { eta } if *eta > 0.0 => Some(format!(
+                "the online classifier is Bayes only along reverse-SDE paths (ancestral, euler_maruyama, ddim with eta = 1); \
+                 ddim with eta = {eta} overstates the label information by (1+η²)²/(4η²)"
+            )),
+            _ => Some(format!(
+                "the online classifier needs stochastic transitions; sampler {} is deterministic",
+                self.name()
+            )),
         }
     }
 
