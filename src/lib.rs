@@ -26,7 +26,7 @@
 //! let grid = Ddpm::new(1e-4, 0.02, 1000)?.grid(200)?;
 //! let sampler = Sampler::Ancestral { variance: AncestralVariance::Beta };
 //! let sums = measure_trajectories(&m, &spec, &grid, &sampler, Noise::new(0), 0, 1000, 128, Tracking::Online, None)?;
-//! let curves = Curves::from_sums(&sums, &spec, &grid, m.dim(), Tracking::Online);
+//! let curves = Curves::from_sums(&sums, &spec, &grid, Tracking::Online);
 //! assert!((bits(curves.h_online[0]) - 1.0).abs() < 1e-9); // the prior at the noise end
 //! assert!(curves.h_online[200] < 1e-3);                    // decided at the data end
 //! # Ok(())

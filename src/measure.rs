@@ -640,7 +640,7 @@ pub fn run(
         )?,
     };
     let wall_s = start.elapsed().as_secs_f64();
-    let curves = Curves::from_sums(&sums, &spec, &grid, mixture.dim(), tracking);
+    let curves = Curves::from_sums(&sums, &spec, &grid, tracking);
     Ok(Report {
         config: cfg.clone(),
         curves,
@@ -671,6 +671,7 @@ impl Report {
             "classes": c.class_h.len(),
             "prior_entropy_nats": c.prior_entropy,
             "prior_entropy_bits": bits(c.prior_entropy),
+            "x_T_information_nats": c.h_exact[0].map(|h| c.prior_entropy - h),
             "final": {
                 "h_online_nats": c.h_online[last],
                 "mi_entropy_nats": c.mi_entropy[last],

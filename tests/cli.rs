@@ -138,6 +138,14 @@ fn invalid_configs_are_refused_naming_the_field() {
         "partitions[0].b",
     );
     refused(
+        r#"{"partitions": [{"name": "x", "a": [0, 0], "b": [1]}]}"#,
+        "partitions[0].a[1]",
+    );
+    refused(
+        r#"{"partitions": [{"name": "x", "a": [0], "b": [1]}, {"name": "x", "a": [2], "b": [3]}]}"#,
+        "partitions[1].name",
+    );
+    refused(
         r#"{"process": {"kind": "ve", "sigma_min": 1, "sigma_max": 0.5}}"#,
         "process.sigma_max",
     );

@@ -262,6 +262,40 @@ fn entropy_production_equals_label_rate_for_point_masses() {
             c.t[j]
         );
     }
+    // Near the data end both are exponentially small: the production is computed without the
+    // cancellation of d/σ² against tr Σ⁻¹ (≈ 1e4 at t = 1), so it stays ≥ 0 and tiny.
+    for j in 990..1000 {
+        let a = c.hx0_rate[j].unwrap();
+        assert!((0.0..1e-9).contains(&a), "t={}: production {a}", c.t[j]);
+    }
+}
+
+/// The fused kernel refuses samplers along which the online classifier is not Bayes.
+#[test]
+fn fused_kernel_refuses_non_sde_samplers() {
+    use infodiff::cpu::mixture_trajectory::MixturePlan;
+    let cfg = measure::default_config();
+    let (m, spec, grid) = (
+        cfg.mixture().unwrap(),
+        cfg.spec().unwrap(),
+        cfg.grid().unwrap(),
+    );
+    for s in [
+        Sampler::Ddim { eta: 0.5 },
+        Sampler::Ddim { eta: 0.0 },
+        Sampler::HeunOde,
+    ] {
+        let e = MixturePlan::new(&m, &spec, &grid, &s, Noise::new(0)).unwrap_err();
+        assert!(
+            matches!(e, infodiff::Error::Unsupported { .. }),
+            "{s:?}: {e}"
+        );
+    }
+    let eta1 = Sampler::Ddim { eta: 1.0 };
+    assert!(MixturePlan::new(&m, &spec, &grid, &eta1, Noise::new(0)).is_ok());
+    // a prior that is not a distribution is refused
+    assert!(InfoSpec::new(vec![0.5, 0.6], vec![]).is_err());
+    assert!(InfoSpec::new(vec![1.0, 0.0], vec![]).is_err());
 }
 
 /// A shuffled-label null: every point carries both labels with equal weight, so Y is independent
@@ -313,7 +347,7 @@ fn shuffled_label_null_gives_zero_information() {
                 infodiff::cpu::mixture_trajectory::run(&plan, k, 0, 2000, None).unwrap()
             }
         };
-        let c = Curves::from_sums(&sums, &spec, &grid, 1, Tracking::Online);
+        let c = Curves::from_sums(&sums, &spec, &grid, Tracking::Online);
         for j in 0..c.t.len() {
             // nats; f32 scores make s(x|y) − s(x) a rounding residue
             assert!(

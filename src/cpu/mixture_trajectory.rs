@@ -16,6 +16,7 @@ use crate::info::sums::integral_weights;
 use crate::info::{InfoSpec, InfoSums, Layout};
 use crate::rng::{INIT_STEP, Noise};
 
+use crate::score::mixture::VAR_FLOOR;
 use crate::score::{GaussianMixture, ScoreModel};
 use crate::sde::{Grid, Sampler};
 
@@ -52,8 +53,10 @@ pub struct MixturePlan {
     inv: Vec<f32>,
     /// ln π_k − ½ Σ_d ln(2π Σ_kd). (S+1, Kc)
     lognorm: Vec<f32>,
-    /// tr Σ_k⁻¹. (S+1, Kc)
-    trace: Vec<f32>,
+    /// d/σ_t² − tr Σ_k⁻¹, computed in f64 (exactly 0 for a point mass). (S+1, Kc)
+    dtrace: Vec<f32>,
+    /// t of every grid point (for error messages). (S+1)
+    times: Vec<f64>,
     /// Per step: a, c, √var, c/√var, c²/(2 var). (S, 5)
     coef: Vec<[f32; 5]>,
     /// Initial state: s_T m_k and √(s_T² C_k + σ_T²). (Kc, D)
@@ -81,13 +84,10 @@ impl MixturePlan {
         sampler: &Sampler,
         noise: Noise,
     ) -> Result<Self> {
-        if !sampler.is_stochastic() {
+        if let Some(reason) = sampler.online_classifier_refusal() {
             return Err(Error::Unsupported {
                 op: "MixturePlan",
-                reason: format!(
-                    "the fused kernel runs stochastic samplers; {} is deterministic",
-                    sampler.name()
-                ),
+                reason,
             });
         }
         let (d, kc, k) = (mixture.dim(), mixture.components().len(), spec.classes());
@@ -97,7 +97,7 @@ impl MixturePlan {
         let mut sm = Vec::with_capacity((steps + 1) * kc * d);
         let mut inv = Vec::with_capacity((steps + 1) * kc * d);
         let mut lognorm = Vec::with_capacity((steps + 1) * kc);
-        let mut trace = Vec::with_capacity((steps + 1) * kc);
+        let mut dtrace = Vec::with_capacity((steps + 1) * kc);
         for p in pts {
             for (i, c) in mixture.components().iter().enumerate() {
                 let mut ln_det = 0.0;
@@ -110,7 +110,14 @@ impl MixturePlan {
                     tr += 1.0 / v;
                 }
                 lognorm.push((weights[i].ln() - 0.5 * ln_det) as f32);
-                trace.push(tr as f32);
+                // Point masses: Σ_k = σ² I exactly, so d/σ² − tr Σ_k⁻¹ = 0 without rounding.
+                let var_all_data = c.var.iter().all(|v| *v == 0.0);
+                let dt = if var_all_data {
+                    0.0
+                } else {
+                    d as f64 / (p.sigma * p.sigma).max(VAR_FLOOR) - tr
+                };
+                dtrace.push(dt as f32);
             }
         }
         let coef = (0..steps)
@@ -162,7 +169,8 @@ impl MixturePlan {
             sm,
             inv,
             lognorm,
-            trace,
+            dtrace,
+            times: pts.iter().map(|p| p.t).collect(),
             coef,
             init_mean,
             init_sd,
@@ -771,31 +779,40 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                 for q in 0..k * d {
                     cx.sto(tmp, tm.sy + q, zero);
                 }
-                let mut div = zero;
+                // Entropy production without cancellation (I5, I8):
+                // d/σ² + ∇·s = Σ_k w_k (d/σ² − tr Σ_k⁻¹) + Σ_k w_k ‖s_k − s‖².
+                let mut prod = zero;
                 let (sm, inv) = (
                     cx.row(&plan.sm, step, kc * d),
                     cx.row(&plan.inv, step, kc * d),
                 );
-                let trace = cx.row(&plan.trace, step, kc);
+                let dtrace = cx.row(&plan.dtrace, step, kc);
                 for (cc, &y) in plan.class_of[..kc].iter().enumerate() {
                     let e = cx.ld(tmp, tm.e + cc);
                     let wk = I::mul(e, inv_s);
-                    let mut n2 = zero;
                     for j in 0..d {
                         let diff = I::sub(cx.ld(st, cx.x_at(g, j)), I::splat(sm[cc * d + j]));
                         let sk = I::mul(I::sub(zero, diff), I::splat(inv[cc * d + j]));
-                        n2 = I::fma(sk, sk, n2);
                         cx.sto(tmp, tm.su + j, I::fma(wk, sk, cx.ld(tmp, tm.su + j)));
                         let oy = tm.sy + y * d + j;
                         cx.sto(tmp, oy, I::fma(e, sk, cx.ld(tmp, oy)));
                     }
-                    div = I::fma(wk, I::sub(n2, I::splat(trace[cc])), div);
+                    prod = I::fma(wk, I::splat(dtrace[cc]), prod);
                 }
-                for j in 0..d {
-                    let su = cx.ld(tmp, tm.su + j);
-                    div = I::sub(div, I::mul(su, su));
+                for cc in 0..kc {
+                    let wk = I::mul(cx.ld(tmp, tm.e + cc), inv_s);
+                    let mut n2 = zero;
+                    for j in 0..d {
+                        let diff = I::sub(cx.ld(st, cx.x_at(g, j)), I::splat(sm[cc * d + j]));
+                        let sk = I::mul(I::sub(zero, diff), I::splat(inv[cc * d + j]));
+                        let dk = I::sub(sk, cx.ld(tmp, tm.su + j));
+                        n2 = I::fma(dk, dk, n2);
+                    }
+                    prod = I::fma(wk, n2, prod);
                 }
-                // Δ_y = (Σ_{k∈y} e_k s_k)·(1/Σe)/p_y − s and ‖Δ_y‖².
+                // Δ_y = (Σ_{k∈y} e_k s_k)·(1/Σe)/p_y − s and ‖Δ_y‖². (A class with several
+                // components whose every e_k is floored at e^−86 gets the unweighted mean of its
+                // component scores; its posterior is below e^−86, so no estimate sees it.)
                 let mut rb = zero;
                 for y in 0..k {
                     let norm = I::div(inv_s, cx.ld(tmp, tm.py + y));
@@ -816,8 +833,8 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                 cx.acc_add(Layout::RBN, vmask, one);
                 cx.acc_add(Layout::RBC, vmask, run);
                 cx.acc_add(Layout::RBC2, vmask, I::mul(run, run));
-                cx.acc_add(Layout::DIV, vmask, div);
-                cx.acc_add(Layout::DIVN, vmask, one);
+                cx.acc_add(Layout::PROD, vmask, prod);
+                cx.acc_add(Layout::PRODN, vmask, one);
 
                 // x' = a x + c s + √var z
                 if fresh {
@@ -840,7 +857,7 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                     return Err(Error::NonFinite {
                         op: "mixture_trajectory",
                         step,
-                        t: f64::NAN,
+                        t: plan.times[step + 1],
                         what: format!(
                             "state in trajectories {}..{}",
                             first + (g * l) as u64,

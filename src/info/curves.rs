@@ -76,14 +76,8 @@ pub fn finite_difference(t: &[f64], y: &[f64]) -> Vec<f64> {
 }
 
 impl Curves {
-    /// Computes the curves from the sums of trajectories on `grid` (D = `dim`).
-    pub fn from_sums(
-        sums: &InfoSums,
-        spec: &InfoSpec,
-        grid: &Grid,
-        dim: usize,
-        tracking: Tracking,
-    ) -> Curves {
+    /// Computes the curves from the sums of trajectories on `grid`.
+    pub fn from_sums(sums: &InfoSums, spec: &InfoSpec, grid: &Grid, tracking: Tracking) -> Curves {
         let pts = &grid.points;
         let n = pts.len();
         let lay = sums.layout;
@@ -122,11 +116,8 @@ impl Curves {
             if r[Layout::RBN] > 0.0 {
                 c.rate_rb[j] = Some(0.5 * p.g2 * r[Layout::RB] / r[Layout::RBN]);
             }
-            if r[Layout::DIVN] > 0.0 && p.sigma > 0.0 {
-                c.hx0_rate[j] = Some(
-                    0.5 * p.g2
-                        * (dim as f64 / (p.sigma * p.sigma) + r[Layout::DIV] / r[Layout::DIVN]),
-                );
+            if r[Layout::PRODN] > 0.0 && p.sigma > 0.0 {
+                c.hx0_rate[j] = Some(0.5 * p.g2 * r[Layout::PROD] / r[Layout::PRODN]);
             }
             for (i, ph) in part_h.iter_mut().enumerate() {
                 let w = r[lay.part_w(i)];

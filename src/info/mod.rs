@@ -45,9 +45,24 @@ pub struct InfoSpec {
 }
 
 impl InfoSpec {
-    /// Validates the partitions against K = prior.len() classes.
+    /// Validates the prior (positive, summing to 1) and the partitions against K = prior.len()
+    /// classes.
     pub fn new(prior: Vec<f64>, partitions: Vec<Partition>) -> Result<Self> {
         let k = prior.len();
+        if k == 0 {
+            return Err(Error::config("classes", "at least one class", 0));
+        }
+        if let Some((y, p)) = prior
+            .iter()
+            .enumerate()
+            .find(|(_, p)| !(p.is_finite() && **p > 0.0))
+        {
+            return Err(Error::config(format!("prior[{y}]"), "a probability > 0", p));
+        }
+        let total: f64 = prior.iter().sum();
+        if (total - 1.0).abs() > 1e-9 {
+            return Err(Error::config("prior", "probabilities summing to 1", total));
+        }
         for (i, p) in partitions.iter().enumerate() {
             let f = |n: &str| format!("partitions[{i}].{n}");
             if p.name.is_empty()
@@ -78,6 +93,19 @@ impl InfoSpec {
                         f(name),
                         format!("classes in 0..{}", k.saturating_sub(1)),
                         format!("class {c}"),
+                    ));
+                }
+            }
+            for (set, name) in [(&p.a, "a"), (&p.b, "b")] {
+                if let Some((at, c)) = set
+                    .iter()
+                    .enumerate()
+                    .find(|(at, c)| set[..*at].contains(c))
+                {
+                    return Err(Error::config(
+                        f(&format!("{name}[{at}]")),
+                        "each class once",
+                        format!("class {c} repeated"),
                     ));
                 }
             }

@@ -168,8 +168,8 @@ impl Observer for InfoObserver<'_> {
             row[Layout::RBC] += run;
             row[Layout::RBC2] += run * run;
             if let Some(div) = &v.scores.divergence {
-                row[Layout::DIV] += div[b];
-                row[Layout::DIVN] += 1.0;
+                row[Layout::PROD] += d as f64 / (v.from.sigma * v.from.sigma) + div[b];
+                row[Layout::PRODN] += 1.0;
             }
             let t0 = (j * self.batch + b) * (1 + k);
             for (o, d2) in self.trail[t0 + 1..t0 + 1 + k].iter_mut().zip(&delta2) {

@@ -26,9 +26,9 @@ impl Layout {
     pub const RBN: usize = 7;
     /// Σ Σ_y π_y^final ‖Δ_y‖².
     pub const GIR: usize = 8;
-    /// Σ ∇·s and its count.
-    pub const DIV: usize = 9;
-    pub const DIVN: usize = 10;
+    /// Σ (d/σ_t² + ∇·s), the pathwise entropy production over g²/2 (I6), and its count.
+    pub const PROD: usize = 9;
+    pub const PRODN: usize = 10;
     /// Σ G_i(t)² of each trajectory's own Girsanov integral G_i(t) = ∫_t^T (g²/2) Σ_y π_y^final ‖Δ_y‖²
     /// (for the standard error of `mi_girsanov`).
     pub const GIRC2: usize = 11;

@@ -9,8 +9,8 @@
 //!   x' = s_{t'} x̂₀ + √(σ_{t'}² − σ_η²) ε̂ + σ_η z (Song et al. 2021);
 //! - Euler–Maruyama on the reverse SDE dx = [f x − g² s] dt + g dW̄, step h = t − t':
 //!   a = 1 − f h, c = g² h, var = g² h;
-//! - probability-flow ODE dx/dt = f x − ½g² s with Heun's method (Euler on a last step to σ = 0),
-//!   deterministic.
+//! - probability-flow ODE dx/dt = f x − ½g² s with Heun's method (Euler on a step to σ = 0,
+//!   where the score is not defined), deterministic.
 //!
 //! A class-conditional transition differs from the unconditional one only in its mean,
 //! by c·(s(x | y) − s(x)); the online classifier uses exactly that.
@@ -267,7 +267,7 @@ pub fn sample<M: ScoreModel + ?Sized, O: Observer + ?Sized>(
                 for i in 0..batch * d {
                     x_next[i] = (x[i] as f64 - h * drift(p, x[i], scores.uncond[i])) as f32;
                 }
-                if q.sigma > 0.0 && !last {
+                if q.sigma > 0.0 {
                     model.scores(&x_next, q, &mut scores2)?;
                     for i in 0..batch * d {
                         let d1 = drift(p, x[i], scores.uncond[i]);
