@@ -121,6 +121,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             let tick = |n: usize| bar.inc(n as u64);
             let report = measure::run(&cfg, None, Some(&tick))?;
             bar.finish_and_clear();
+            for w in report.warnings() {
+                eprintln!("infodiff: warning: {w}");
+            }
             report.write(&out)?;
             print!("{}", report.table());
             println!(

@@ -652,6 +652,40 @@ pub fn run(
 }
 
 impl Report {
+    /// Things the user should know about this run's numbers.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = vec![];
+        let c = &self.curves;
+        if c.tracking == Tracking::Online
+            && let Some(hx) = c.h_exact[0]
+            && bits(c.prior_entropy - hx) > 0.005
+        {
+            w.push(format!(
+                "x_T already holds {:.4} bits about Y, which the online classifier (started at the prior) cannot see; \
+                 h_online is biased up by about that much (raise the noise end, e.g. sigma_max)",
+                bits(c.prior_entropy - hx)
+            ));
+        }
+        if self.config.sampler == Sampler::EulerMaruyama
+            && let Ok(grid) = self.config.grid()
+        {
+            // The score term moves x by c·s ≈ −(g²h/σ²)·(x − s_t m): beyond 1 the step overshoots.
+            // (The last step, into the data end, is a denoising step with ratio ≈ 1 by design.)
+            let n = grid.points.len();
+            let worst = grid.points[..n - 1]
+                .windows(2)
+                .map(|p| p[0].g2 * (p[0].t - p[1].t) / (p[0].sigma * p[0].sigma))
+                .fold(0.0, f64::max);
+            if worst > 1.0 {
+                w.push(format!(
+                    "Euler–Maruyama steps reach g²·h/σ² = {worst:.2} (> 1): those steps overshoot and do not follow \
+                     the reverse SDE; use more steps or the ancestral sampler"
+                ));
+            }
+        }
+        w
+    }
+
     /// summary.json: the config, H(Y), the peaks of every rate, wall time and throughput.
     pub fn summary(&self) -> Value {
         let c = &self.curves;
@@ -672,6 +706,7 @@ impl Report {
             "prior_entropy_nats": c.prior_entropy,
             "prior_entropy_bits": bits(c.prior_entropy),
             "x_T_information_nats": c.h_exact[0].map(|h| c.prior_entropy - h),
+            "warnings": self.warnings(),
             "final": {
                 "h_online_nats": c.h_online[last],
                 "mi_entropy_nats": c.mi_entropy[last],

@@ -85,3 +85,35 @@ fn ddim_with_partial_noise_tracks_the_exact_posterior() {
             .starts_with("exact posterior")
     );
 }
+
+/// The job warns where its numbers are compromised: an unstable first Euler–Maruyama step, and
+/// information in x_T that the online classifier cannot see; the default job has no warning.
+#[test]
+fn warnings_flag_unstable_steps_and_informative_noise_ends() {
+    let run = |text: &str| {
+        measure::run(&Config::from_json_str(text, "test").unwrap(), None, None).unwrap()
+    };
+    assert!(run(r#"{"trajectories": 256}"#).warnings().is_empty());
+    let em_cosine = run(
+        r#"{"process": {"kind": "vp_cosine"}, "sampler": {"kind": "euler_maruyama", "steps": 500}, "trajectories": 256}"#,
+    );
+    assert!(
+        em_cosine.warnings().iter().any(|w| w.contains("overshoot")),
+        "{:?}",
+        em_cosine.warnings()
+    );
+    let ve = run(
+        r#"{"process": {"kind": "ve", "sigma_min": 0.01, "sigma_max": 20}, "trajectories": 256}"#,
+    );
+    assert!(
+        ve.warnings()
+            .iter()
+            .any(|w| w.contains("x_T already holds")),
+        "{:?}",
+        ve.warnings()
+    );
+    assert_eq!(
+        ve.summary()["warnings"].as_array().unwrap().len(),
+        ve.warnings().len()
+    );
+}

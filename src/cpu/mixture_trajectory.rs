@@ -216,71 +216,70 @@ pub fn run_with_progress(
         ));
     }
     let chunks = n.div_ceil(CHUNK);
-    const GROUP: usize = 16; // chunks summed sequentially per task
-    let mut xs: Vec<&mut [f32]> = match final_x {
-        Some(buf) => {
-            if buf.len() != n * d {
-                return Err(Error::shape("mixture_trajectory::run", n * d, buf.len()));
+    // Chunks summed sequentially per task: at most 16 tasks (their partial sums are O(steps)
+    // each), and a grouping that depends on n only, so the reduction order does not depend on
+    // the number of threads.
+    let group = chunks.div_ceil(16).max(1);
+    // The final-state slices of each task's chunks (empty lists when not asked for).
+    let n_groups = chunks.div_ceil(group);
+    let mut xs_groups: Vec<Vec<&mut [f32]>> = (0..n_groups).map(|_| Vec::new()).collect();
+    if let Some(buf) = final_x {
+        if buf.len() != n * d {
+            return Err(Error::shape("mixture_trajectory::run", n * d, buf.len()));
+        }
+        for (c, xs) in buf.chunks_mut(CHUNK * d).enumerate() {
+            xs_groups[c / group].push(xs);
+        }
+    }
+    // Scratch memory (a few MB each) is reused across tasks: at most one per running thread.
+    // Partial sums are merged in task order as soon as their predecessors are done, and their
+    // buffers reused, so only about one per thread is ever live (fresh pages are costly).
+    struct Merge {
+        next: usize,
+        ready: std::collections::BTreeMap<usize, InfoSums>,
+        free: Vec<InfoSums>,
+        scratch: Vec<Scratch>,
+        total: InfoSums,
+    }
+    let state = std::sync::Mutex::new(Merge {
+        next: 0,
+        ready: Default::default(),
+        free: vec![],
+        scratch: vec![],
+        total: InfoSums::new(plan.layout, plan.steps + 1),
+    });
+    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+    xs_groups
+        .par_iter_mut()
+        .enumerate()
+        .try_for_each(|(g, xg)| -> Result<()> {
+            let (scr, sums) = {
+                let mut st = lock();
+                (st.scratch.pop(), st.free.pop())
+            };
+            let mut scr = scr.unwrap_or_else(|| Scratch::new(plan, kind));
+            let mut sums = sums.unwrap_or_else(|| InfoSums::new(plan.layout, plan.steps + 1));
+            let chunks = g * group..((g + 1) * group).min(chunks);
+            run_group(
+                plan, kind, &mut scr, first, n, chunks, xg, &mut sums, progress,
+            )?;
+            let mut st = lock();
+            st.scratch.push(scr);
+            st.ready.insert(g, sums);
+            while let Some(mut done) = {
+                let next = st.next;
+                st.ready.remove(&next)
+            } {
+                st.total.merge(&done);
+                done.data.fill(0.0);
+                st.free.push(done);
+                st.next += 1;
             }
-            buf.chunks_mut(CHUNK * d).collect()
-        }
-        None => Vec::new(),
-    };
-    let mut xs_groups: Vec<Vec<&mut [f32]>> = Vec::new();
-    if !xs.is_empty() {
-        let mut it = xs.drain(..);
-        for _ in 0..chunks.div_ceil(GROUP) {
-            xs_groups.push(it.by_ref().take(GROUP).collect());
-        }
-    }
-    let groups: Vec<usize> = (0..chunks.div_ceil(GROUP)).collect();
-    let results: Vec<Result<InfoSums>> = if xs_groups.is_empty() {
-        groups
-            .par_iter()
-            .map_init(
-                || Scratch::new(plan, kind),
-                |scr, &g| {
-                    run_group(
-                        plan,
-                        kind,
-                        scr,
-                        first,
-                        n,
-                        g * GROUP,
-                        ((g + 1) * GROUP).min(chunks),
-                        &mut [],
-                        progress,
-                    )
-                },
-            )
-            .collect()
-    } else {
-        groups
-            .par_iter()
-            .zip(xs_groups.par_iter_mut())
-            .map_init(
-                || Scratch::new(plan, kind),
-                |scr, (&g, xg)| {
-                    run_group(
-                        plan,
-                        kind,
-                        scr,
-                        first,
-                        n,
-                        g * GROUP,
-                        ((g + 1) * GROUP).min(chunks),
-                        xg,
-                        progress,
-                    )
-                },
-            )
-            .collect()
-    };
-    let mut total = InfoSums::new(plan.layout, plan.steps + 1);
-    for r in results {
-        total.merge(&r?);
-    }
-    Ok(total)
+            Ok(())
+        })?;
+    let st = state.into_inner().unwrap_or_else(|e| e.into_inner());
+    debug_assert_eq!(st.next, n_groups);
+    Ok(st.total)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -290,22 +289,21 @@ fn run_group(
     scr: &mut Scratch,
     first: u64,
     n: usize,
-    c0: usize,
-    c1: usize,
+    chunks: std::ops::Range<usize>,
     xs: &mut [&mut [f32]],
+    sums: &mut InfoSums,
     progress: Option<&(dyn Fn(usize) + Sync)>,
-) -> Result<InfoSums> {
-    let mut sums = InfoSums::new(plan.layout, plan.steps + 1);
-    for (i, c) in (c0..c1).enumerate() {
+) -> Result<()> {
+    for (i, c) in chunks.enumerate() {
         let start = c * CHUNK;
         let count = CHUNK.min(n - start);
         let out = xs.get_mut(i).map(|s| &mut **s);
-        chunk(kind, plan, scr, first + start as u64, count, &mut sums, out)?;
+        chunk(kind, plan, scr, first + start as u64, count, sums, out)?;
         if let Some(p) = progress {
             p(count);
         }
     }
-    Ok(sums)
+    Ok(())
 }
 
 /// Per-task scratch memory, reused across chunks.
