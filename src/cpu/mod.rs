@@ -1,4 +1,4 @@
-//! CPU kernels: a scalar reference ([`reference`]) and hand-written SIMD kernels, one file per
+//! CPU kernels: a scalar reference ([`mod@reference`]) and hand-written SIMD kernels, one file per
 //! fused op, each one generic body over [`isa::Isa`] instantiated for AVX-512F, AVX2+FMA and
 //! scalar, with the ISA detected once ([`isa::detected`]).
 

@@ -8,6 +8,24 @@ use crate::rng::Noise;
 use crate::score::{ScoreModel, Scores};
 use crate::sde::GridPoint;
 
+/// ```
+/// use infodiff::info::hutchinson_divergence;
+/// use infodiff::rng::Noise;
+/// use infodiff::score::{Component, GaussianMixture, ScoreModel, Scores};
+/// use infodiff::sde::{Process, Vp};
+/// let m = GaussianMixture::new(vec![
+///     Component { weight: 1.0, mean: vec![-1.0, 0.5], var: vec![0.2, 0.1], class: 0 },
+///     Component { weight: 1.0, mean: vec![1.0, -0.5], var: vec![0.0, 0.3], class: 1 },
+/// ]).unwrap();
+/// let p = Vp::new(0.1, 20.0).unwrap().grid(10).unwrap().points[5];
+/// let x = [0.3f32, -0.2];
+/// let mut s = Scores::new(1, 2, 2);
+/// m.scores(&x, &p, &mut s).unwrap();
+/// let exact = s.divergence.unwrap()[0];
+/// let est = hutchinson_divergence(&m, &x, &p, 2000, 1e-2 * p.sigma, &Noise::new(3)).unwrap()[0];
+/// assert!((est - exact).abs() < 0.05 * exact.abs());
+/// ```
+///
 /// Per-state Hutchinson divergence of `model` at `x` (B, D) with `probes` probes and step `h`
 /// (choose h well above the f32 resolution of x, e.g. 1e-2·σ_t). Probes come from `noise` (trajectory = row,
 /// step = probe index), so the estimate is reproducible. Returns (B).

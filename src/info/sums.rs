@@ -98,8 +98,8 @@ impl InfoSums {
 }
 
 /// Quadrature weights of ∫_t^T (g²/2) γ(u) du on a grid (noise first): the integral at point p is
-/// Σ_{q≤p} (w[q][0] γ(q−1) + w[q][1] γ(q)), the trapezoid rule, except on the last interval
-/// (ending at the data, where no score is evaluated), which takes its left end. w[0] = [0, 0].
+/// `Σ_{q≤p} (w[q][0] γ(q−1) + w[q][1] γ(q))`, the trapezoid rule, except on the last interval
+/// (ending at the data, where no score is evaluated), which takes its left end. `w[0] = [0, 0]`.
 pub fn integral_weights(grid: &Grid) -> Vec<[f64; 2]> {
     let pts = &grid.points;
     let n = pts.len();

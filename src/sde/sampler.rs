@@ -182,6 +182,27 @@ pub struct EndView<'a> {
 }
 
 /// Sees every step of a sampler. The information layer is one; samplers do not depend on it.
+///
+/// ```
+/// use infodiff::score::{Component, GaussianMixture};
+/// use infodiff::sde::{sample, Observer, Process, Sampler, StepView, Vp};
+/// use infodiff::rng::Noise;
+/// /// Largest |x| seen, and the steps.
+/// struct Extent(f32, usize);
+/// impl Observer for Extent {
+///     fn on_step(&mut self, v: &StepView<'_>) -> infodiff::Result<()> {
+///         self.0 = v.x_next.iter().fold(self.0, |m, x| m.max(x.abs()));
+///         self.1 += 1;
+///         Ok(())
+///     }
+/// }
+/// let m = GaussianMixture::new(vec![Component { weight: 1.0, mean: vec![3.0], var: vec![0.0], class: 0 }]).unwrap();
+/// let grid = Vp::new(0.1, 20.0).unwrap().grid(100).unwrap();
+/// let mut obs = Extent(0.0, 0);
+/// sample(&m, &grid, &Sampler::EulerMaruyama, Noise::new(0), 0, 16, &mut obs).unwrap();
+/// assert_eq!(obs.1, 100);
+/// assert!(obs.0 > 2.5);
+/// ```
 pub trait Observer {
     fn on_step(&mut self, view: &StepView<'_>) -> Result<()>;
     fn on_end(&mut self, _view: &EndView<'_>) -> Result<()> {
