@@ -91,6 +91,20 @@ impl MixturePlan {
             });
         }
         let (d, kc, k) = (mixture.dim(), mixture.components().len(), spec.classes());
+        if k != mixture.num_classes() {
+            return Err(Error::shape(
+                "MixturePlan: classes of spec vs mixture",
+                mixture.num_classes(),
+                k,
+            ));
+        }
+        if grid.points.len() < 2 {
+            return Err(Error::shape(
+                "MixturePlan: grid points",
+                "at least 2",
+                grid.points.len(),
+            ));
+        }
         let pts = &grid.points;
         let steps = pts.len() - 1;
         let weights = mixture.weights();
@@ -111,8 +125,8 @@ impl MixturePlan {
                 }
                 lognorm.push((weights[i].ln() - 0.5 * ln_det) as f32);
                 // Point masses: Σ_k = σ² I exactly, so d/σ² − tr Σ_k⁻¹ = 0 without rounding.
-                let var_all_data = c.var.iter().all(|v| *v == 0.0);
-                let dt = if var_all_data {
+                let point_mass = c.var.iter().all(|v| *v == 0.0);
+                let dt = if point_mass {
                     0.0
                 } else {
                     d as f64 / (p.sigma * p.sigma).max(VAR_FLOOR) - tr
@@ -208,6 +222,12 @@ pub fn run_with_progress(
     progress: Option<&(dyn Fn(usize) + Sync)>,
 ) -> Result<InfoSums> {
     let d = plan.dim;
+    // An ISA this machine lacks runs as scalar (as `isa_dispatch!` does); size scratch for it.
+    let kind = if kind.available() {
+        kind
+    } else {
+        IsaKind::Scalar
+    };
     if first + n as u64 > (u32::MAX - 16) as u64 {
         return Err(Error::config(
             "trajectories",
