@@ -165,6 +165,9 @@ pub struct StepView<'a> {
     pub x_next: &'a [f32],
     /// Scores at `x` on `from` (for Heun: the first stage).
     pub scores: &'a Scores,
+    /// Heun's second stage: the scores at the Euler predictor on `to` (None for other samplers
+    /// and for a step to σ = 0).
+    pub corrector_scores: Option<&'a Scores>,
     /// The Gaussian transition, or None for a deterministic sampler.
     pub transition: Option<Transition>,
     /// The standard normals z of this step (zeros where var = 0). (B, D)
@@ -258,6 +261,7 @@ pub fn sample<M: ScoreModel + ?Sized, O: Observer + ?Sized>(
     let mut scores2 = Scores::new(batch, d, k);
     let steps = pts.len() - 1;
     for step in 0..steps {
+        let mut corrected = false;
         let (p, q) = (&pts[step], &pts[step + 1]);
         let last = step + 1 == steps;
         model.scores(&x, p, &mut scores)?;
@@ -290,6 +294,7 @@ pub fn sample<M: ScoreModel + ?Sized, O: Observer + ?Sized>(
                 }
                 if q.sigma > 0.0 {
                     model.scores(&x_next, q, &mut scores2)?;
+                    corrected = true;
                     for i in 0..batch * d {
                         let d1 = drift(p, x[i], scores.uncond[i]);
                         let d2 = drift(q, x_next[i], scores2.uncond[i]);
@@ -318,6 +323,7 @@ pub fn sample<M: ScoreModel + ?Sized, O: Observer + ?Sized>(
             x: &x,
             x_next: &x_next,
             scores: &scores,
+            corrector_scores: corrected.then_some(&scores2),
             transition: tr,
             noise: &z,
         })?;
