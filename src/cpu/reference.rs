@@ -106,3 +106,26 @@ pub fn mixture_trajectory(
         h_exact,
     }
 }
+
+/// C = A·B (+ C when `accumulate`) with f64 accumulation: the oracle of [`crate::cpu::gemm`].
+pub fn gemm(
+    a: crate::cpu::gemm::MatRef<'_>,
+    b: crate::cpu::gemm::MatRef<'_>,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    for i in 0..a.rows {
+        for j in 0..b.cols {
+            let mut s = if accumulate {
+                c[i * ldc + j] as f64
+            } else {
+                0.0
+            };
+            for p in 0..a.cols {
+                s += a.data[i * a.rs + p * a.cs] as f64 * b.data[p * b.rs + j * b.cs] as f64;
+            }
+            c[i * ldc + j] = s as f32;
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! Single-precision GEMM: C ← A·B (+ C when accumulating), A (M, K), B (K, N), C (M, N), each
+//! addressed by row and column strides (so transposed operands cost nothing).
+//!
+//! GotoBLAS structure: B is packed once per K-block into NR-column panels, each task packs its
+//! MC-row block of A into MR-row panels, and a register-blocked micro-kernel computes an MR × NR
+//! tile of C with MR·NR/LANES accumulators (AVX-512: 12 × 32 in 24 zmm registers; AVX2+FMA:
+//! 6 × 16 in 12 ymm; scalar: 4 × 2). One generic body serves every ISA; tasks (blocks of C) run
+//! on rayon's pool. Its slow twin is [`crate::cpu::reference::gemm`] (f64 accumulation).
+
+use rayon::prelude::*;
+
+use super::isa::{Isa, IsaKind};
+use crate::error::{Error, Result};
+
+/// A matrix operand: element (i, j) is at `data[i * rs + j * cs]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major (rows, cols) matrix.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+    /// The transpose (no copy).
+    pub fn t(self) -> Self {
+        MatRef {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+    /// Largest index touched + 1 (0 for an empty matrix).
+    fn extent(&self) -> usize {
+        if self.rows == 0 || self.cols == 0 {
+            0
+        } else {
+            (self.rows - 1) * self.rs + (self.cols - 1) * self.cs + 1
+        }
+    }
+}
+
+/// Register tile and cache blocks of one ISA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocking {
+    pub mr: usize,
+    pub nr: usize,
+    pub kc: usize,
+    pub mc: usize,
+    pub nc: usize,
+}
+
+/// The blocking used for `kind`: KC·NR·4 bytes of B panel and MR·KC·4 of A panel stay in L1,
+/// the MC × KC block of A in L2.
+pub fn blocking(kind: IsaKind) -> Blocking {
+    match kind {
+        IsaKind::Avx512 => Blocking {
+            mr: 12,
+            nr: 32,
+            kc: 256,
+            mc: 144,
+            nc: 1024,
+        },
+        IsaKind::Avx2Fma => Blocking {
+            mr: 6,
+            nr: 16,
+            kc: 256,
+            mc: 144,
+            nc: 1024,
+        },
+        IsaKind::Scalar => Blocking {
+            mr: 4,
+            nr: 2,
+            kc: 256,
+            mc: 128,
+            nc: 1024,
+        },
+    }
+}
+
+/// C ← A·B, or C ← C + A·B when `accumulate`, with C row-major (M, N) of row stride `ldc`.
+///
+/// ```
+/// use infodiff::cpu::gemm::{sgemm, MatRef};
+/// let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // (2, 3)
+/// let b = [1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0]; // (3, 2)
+/// let mut c = [0.0f32; 4];
+/// sgemm(infodiff::cpu::detected(), MatRef::row_major(&a, 2, 3), MatRef::row_major(&b, 3, 2), &mut c, 2, false).unwrap();
+/// assert_eq!(c, [4.0, 5.0, 10.0, 11.0]);
+/// ```
+pub fn sgemm(
+    kind: IsaKind,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) -> Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k {
+        return Err(Error::shape(
+            "sgemm: A (M, K) · B (K, N)",
+            (m, k, k, n),
+            (m, k, b.rows, n),
+        ));
+    }
+    if a.data.len() < a.extent() || b.data.len() < b.extent() {
+        return Err(Error::shape(
+            "sgemm: operand storage",
+            (a.extent(), b.extent()),
+            (a.data.len(), b.data.len()),
+        ));
+    }
+    if m > 0 && n > 0 && (ldc < n || c.len() < (m - 1) * ldc + n) {
+        return Err(Error::shape(
+            "sgemm: C (M, N) with row stride ldc",
+            (m, n, ldc),
+            c.len(),
+        ));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
+        }
+        return Ok(());
+    }
+    let kind = if kind.available() {
+        kind
+    } else {
+        IsaKind::Scalar
+    };
+    let bl = blocking(kind);
+    let mut bpack = vec![0.0f32; bl.kc * n.div_ceil(bl.nr) * bl.nr];
+    // C as a pointer shared by tasks that write disjoint tiles.
+    let cptr = SendPtr(c.as_mut_ptr());
+    for pc in (0..k).step_by(bl.kc) {
+        let kc = bl.kc.min(k - pc);
+        // Pack B[pc..pc+kc, :] into NR-column panels, (N/NR, kc, NR), in parallel.
+        bpack[..kc * n.div_ceil(bl.nr) * bl.nr]
+            .par_chunks_mut(kc * bl.nr)
+            .enumerate()
+            .for_each(|(jp, panel)| pack_b(b, pc, kc, jp * bl.nr, bl.nr, panel));
+        let first = pc == 0 && !accumulate;
+        // Tasks: (MC rows) × (NC columns) blocks of C.
+        let mb = m.div_ceil(bl.mc);
+        let nb = n.div_ceil(bl.nc);
+        let bpack = &bpack;
+        (0..mb * nb).into_par_iter().for_each_init(
+            || vec![0.0f32; bl.mc.div_ceil(bl.mr) * bl.mr * bl.kc],
+            |apack, task| {
+                let (ib, jb) = (task / nb, task % nb);
+                let (i0, j0) = (ib * bl.mc, jb * bl.nc);
+                let (mc, nc) = (bl.mc.min(m - i0), bl.nc.min(n - j0));
+                pack_a(a, i0, mc, pc, kc, bl.mr, apack);
+                // SAFETY: tasks write disjoint (rows i0..i0+mc, cols j0..j0+nc) tiles of C, whose
+                // extent was checked above; bpack/apack hold the packed panels sized for them.
+                unsafe {
+                    macro_kernel(
+                        kind,
+                        apack,
+                        bpack,
+                        cptr.get(),
+                        ldc,
+                        i0,
+                        mc,
+                        j0,
+                        nc,
+                        kc,
+                        first,
+                    );
+                }
+            },
+        );
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper, not the field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+// SAFETY: the pointer is only used to write disjoint tiles (see `sgemm`).
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+/// Packs B[pc..pc+kc, j0..j0+nr] as (kc, nr), zero-padding columns past N.
+fn pack_b(b: MatRef<'_>, pc: usize, kc: usize, j0: usize, nr: usize, panel: &mut [f32]) {
+    let cols = nr.min(b.cols.saturating_sub(j0));
+    for p in 0..kc {
+        let row = &mut panel[p * nr..(p + 1) * nr];
+        let base = (pc + p) * b.rs + j0 * b.cs;
+        if b.cs == 1 {
+            row[..cols].copy_from_slice(&b.data[base..base + cols]);
+        } else {
+            for (j, v) in row[..cols].iter_mut().enumerate() {
+                *v = b.data[base + j * b.cs];
+            }
+        }
+        row[cols..].fill(0.0);
+    }
+}
+
+/// Packs A[i0..i0+mc, pc..pc+kc] into MR-row panels (mc/MR, kc, MR), zero-padding rows past mc.
+fn pack_a(a: MatRef<'_>, i0: usize, mc: usize, pc: usize, kc: usize, mr: usize, out: &mut [f32]) {
+    for (ip, panel) in out.chunks_mut(kc * mr).take(mc.div_ceil(mr)).enumerate() {
+        let rows = mr.min(mc - ip * mr);
+        for p in 0..kc {
+            let col = &mut panel[p * mr..(p + 1) * mr];
+            let base = (i0 + ip * mr) * a.rs + (pc + p) * a.cs;
+            for (i, v) in col[..rows].iter_mut().enumerate() {
+                *v = a.data[base + i * a.rs];
+            }
+            col[rows..].fill(0.0);
+        }
+    }
+}
+
+crate::isa_dispatch! {
+    /// The MC × NC block of C at (i0, j0) from packed panels.
+    fn macro_kernel_dispatch(apack: &[f32], bpack: &[f32], c: SendPtr, ldc: usize, i0: usize, mc: usize, j0: usize, nc: usize, kc: usize, first: bool) -> () => macro_kernel_generic
+}
+
+/// # Safety
+/// `c` must be valid for the (i0..i0+mc, j0..j0+nc) tile with row stride `ldc`, written by no
+/// other thread meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn macro_kernel(
+    kind: IsaKind,
+    apack: &[f32],
+    bpack: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    i0: usize,
+    mc: usize,
+    j0: usize,
+    nc: usize,
+    kc: usize,
+    first: bool,
+) {
+    macro_kernel_dispatch(
+        kind,
+        apack,
+        bpack,
+        SendPtr(c),
+        ldc,
+        i0,
+        mc,
+        j0,
+        nc,
+        kc,
+        first,
+    )
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn macro_kernel_generic<I: Isa>(
+    apack: &[f32],
+    bpack: &[f32],
+    c: SendPtr,
+    ldc: usize,
+    i0: usize,
+    mc: usize,
+    j0: usize,
+    nc: usize,
+    kc: usize,
+    first: bool,
+) {
+    // SAFETY: forwarded from `macro_kernel`.
+    unsafe {
+        match I::LANES {
+            16 => macro_tiles::<I, 12>(apack, bpack, c.0, ldc, i0, mc, j0, nc, kc, first),
+            8 => macro_tiles::<I, 6>(apack, bpack, c.0, ldc, i0, mc, j0, nc, kc, first),
+            _ => macro_tiles::<I, 4>(apack, bpack, c.0, ldc, i0, mc, j0, nc, kc, first),
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn macro_tiles<I: Isa, const MR: usize>(
+    apack: &[f32],
+    bpack: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    i0: usize,
+    mc: usize,
+    j0: usize,
+    nc: usize,
+    kc: usize,
+    first: bool,
+) {
+    let nr = 2 * I::LANES;
+    let mut edge = [0.0f32; 12 * 32];
+    for jr in (0..nc).step_by(nr) {
+        let bpanel = &bpack[((j0 + jr) / nr) * kc * nr..][..kc * nr];
+        let ncols = nr.min(nc - jr);
+        for ir in (0..mc).step_by(MR) {
+            let apanel = &apack[(ir / MR) * kc * MR..][..kc * MR];
+            let nrows = MR.min(mc - ir);
+            // SAFETY: the tile (i0+ir.., j0+jr..) lies inside the caller's block; edge tiles go
+            // through `edge` (MR × nr ≤ 12 × 32).
+            unsafe {
+                let cij = c.add((i0 + ir) * ldc + j0 + jr);
+                if nrows == MR && ncols == nr {
+                    micro_kernel::<I, MR>(apanel, bpanel, kc, cij, ldc, first);
+                } else {
+                    for i in 0..nrows {
+                        for j in 0..ncols {
+                            edge[i * nr + j] = if first { 0.0 } else { *cij.add(i * ldc + j) };
+                        }
+                    }
+                    micro_kernel::<I, MR>(apanel, bpanel, kc, edge.as_mut_ptr(), nr, false);
+                    for i in 0..nrows {
+                        for j in 0..ncols {
+                            *cij.add(i * ldc + j) = edge[i * nr + j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The MR × (2·LANES) tile: acc[i][h] += a[p][i] · b[p][h·LANES..], p = 0..kc, then C (+)= acc.
+#[inline(always)]
+unsafe fn micro_kernel<I: Isa, const MR: usize>(
+    a: &[f32],
+    b: &[f32],
+    kc: usize,
+    c: *mut f32,
+    ldc: usize,
+    first: bool,
+) {
+    let l = I::LANES;
+    // SAFETY: `a` holds kc·MR and `b` kc·2L packed values; `c` is valid for MR rows of 2L.
+    unsafe {
+        let mut acc = [[I::splat(0.0); 2]; MR];
+        let (mut pa, mut pb) = (a.as_ptr(), b.as_ptr());
+        for _ in 0..kc {
+            let b0 = I::load(pb);
+            let b1 = I::load(pb.add(l));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = I::splat(*pa.add(i));
+                row[0] = I::fma(ai, b0, row[0]);
+                row[1] = I::fma(ai, b1, row[1]);
+            }
+            pa = pa.add(MR);
+            pb = pb.add(2 * l);
+        }
+        for (i, row) in acc.iter().enumerate() {
+            let ci = c.add(i * ldc);
+            if first {
+                I::store(ci, row[0]);
+                I::store(ci.add(l), row[1]);
+            } else {
+                I::store(ci, I::add(I::load(ci), row[0]));
+                I::store(ci.add(l), I::add(I::load(ci.add(l)), row[1]));
+            }
+        }
+    }
+}
+
+crate::isa_dispatch! {
+    /// Runs `iters` × 24 independent fused multiply-adds on 2·LANES-lane registers (no memory
+    /// traffic) and returns the FLOPs done: with one call per core, flops / seconds is the
+    /// machine's measured FP32 FMA peak, the yardstick of GEMM efficiency.
+    pub fn fma_peak_probe(iters: usize) -> f64 => fma_peak_kernel
+}
+
+#[inline(always)]
+unsafe fn fma_peak_kernel<I: Isa>(iters: usize) -> f64 {
+    // SAFETY: register-only arithmetic on an available ISA.
+    unsafe {
+        let mut acc = [I::splat(0.0); 24];
+        let (x, y) = (I::splat(1.000_000_1), I::splat(1e-7));
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = I::fma(*a, x, y);
+            }
+        }
+        let mut out = [0.0f32; 16];
+        let mut s = I::splat(0.0);
+        for a in acc {
+            s = I::add(s, a);
+        }
+        I::store(out.as_mut_ptr(), s);
+        // Keep the result observable so the loop is not removed.
+        std::hint::black_box(out);
+        (iters * 24 * I::LANES * 2) as f64
+    }
+}
