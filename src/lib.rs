@@ -37,8 +37,10 @@ pub mod cpu;
 pub mod error;
 pub mod info;
 pub mod measure;
+pub mod nn;
 pub mod rng;
 pub mod score;
 pub mod sde;
+pub mod tensor;
 
 pub use error::{Error, Result};

@@ -1,0 +1,637 @@
+//! A UNet2DModel compatible with diffusers' `config.json` and `diffusion_pytorch_model.safetensors`:
+//! ε̂ = UNet(x_t, timestep, class label).
+//!
+//! Supported: DownBlock2D, AttnDownBlock2D, UpBlock2D, AttnUpBlock2D, UNetMidBlock2D (with or
+//! without attention); layers_per_block, block_out_channels, norm_num_groups, norm_eps,
+//! attention_head_dim, attn_norm_num_groups, num_class_embeds (class-conditional, any label
+//! including a null class), positional time embedding with flip_sin_to_cos and freq_shift,
+//! time_embedding_dim, resnet_time_scale_shift "default", conv down/upsampling with
+//! downsample_padding, mid_block_scale_factor, center_input_sample. Any other value is refused
+//! with an error naming the key and the value.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::Weights;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use crate::tensor::ops::{
+    add, add_channel_bias, concat_channels, conv2d, embedding, group_norm, linear, silu,
+    spatial_attention, timestep_embedding, upsample_nearest2x,
+};
+
+/// A block of the down or up path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockKind {
+    Plain,
+    Attn,
+}
+
+/// The supported part of diffusers' UNet2DModel config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UNetConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub sample_size: Option<usize>,
+    pub center_input_sample: bool,
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: f64,
+    pub down_blocks: Vec<BlockKind>,
+    pub up_blocks: Vec<BlockKind>,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    pub mid_block_scale_factor: f64,
+    pub downsample_padding: usize,
+    pub attention_head_dim: Option<usize>,
+    pub norm_num_groups: usize,
+    pub attn_norm_num_groups: Option<usize>,
+    pub norm_eps: f32,
+    pub add_attention: bool,
+    pub num_class_embeds: Option<usize>,
+    pub time_embed_dim: usize,
+}
+
+fn cfg_err(key: &str, expected: &str, found: &Value) -> Error {
+    Error::config(format!("config.json: {key}"), expected, found.to_string())
+}
+
+impl UNetConfig {
+    /// Parses diffusers' config.json; every key is either used, checked to hold the one value
+    /// the engine implements, or refused.
+    pub fn from_json(v: &Value) -> Result<UNetConfig> {
+        let m = v
+            .as_object()
+            .ok_or_else(|| cfg_err("(top level)", "an object", v))?;
+        let null = Value::Null;
+        let get = |k: &str| m.get(k).unwrap_or(&null);
+        let usize_of = |k: &str, default: Option<usize>| -> Result<usize> {
+            match m.get(k) {
+                None | Some(Value::Null) => {
+                    default.ok_or_else(|| cfg_err(k, "a whole number", get(k)))
+                }
+                Some(x) => x
+                    .as_u64()
+                    .map(|u| u as usize)
+                    .ok_or_else(|| cfg_err(k, "a whole number", x)),
+            }
+        };
+        let opt_usize = |k: &str| -> Result<Option<usize>> {
+            match m.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(x) => x
+                    .as_u64()
+                    .map(|u| Some(u as usize))
+                    .ok_or_else(|| cfg_err(k, "a whole number or null", x)),
+            }
+        };
+        let bool_of = |k: &str, default: bool| -> Result<bool> {
+            match m.get(k) {
+                None => Ok(default),
+                Some(x) => x.as_bool().ok_or_else(|| cfg_err(k, "true or false", x)),
+            }
+        };
+        let f64_of = |k: &str, default: f64| -> Result<f64> {
+            match m.get(k) {
+                None => Ok(default),
+                Some(x) => x.as_f64().ok_or_else(|| cfg_err(k, "a number", x)),
+            }
+        };
+        let must = |k: &str, allowed: &[Value]| -> Result<()> {
+            match m.get(k) {
+                None => Ok(()),
+                Some(x) if allowed.contains(x) => Ok(()),
+                Some(x) => Err(cfg_err(
+                    k,
+                    &format!(
+                        "{} (the only value supported)",
+                        allowed
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                    x,
+                )),
+            }
+        };
+        const KNOWN: [&str; 31] = [
+            "_class_name",
+            "_diffusers_version",
+            "_name_or_path",
+            "act_fn",
+            "add_attention",
+            "attention_head_dim",
+            "attn_norm_num_groups",
+            "block_out_channels",
+            "center_input_sample",
+            "class_embed_type",
+            "down_block_types",
+            "downsample_padding",
+            "downsample_type",
+            "dropout",
+            "flip_sin_to_cos",
+            "freq_shift",
+            "in_channels",
+            "layers_per_block",
+            "mid_block_scale_factor",
+            "mid_block_type",
+            "norm_eps",
+            "norm_num_groups",
+            "num_class_embeds",
+            "num_train_timesteps",
+            "out_channels",
+            "resnet_time_scale_shift",
+            "sample_size",
+            "time_embedding_dim",
+            "time_embedding_type",
+            "up_block_types",
+            "upsample_type",
+        ];
+        if let Some(k) = m.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(cfg_err(
+                k,
+                "a UNet2DModel key this engine implements",
+                &m[k],
+            ));
+        }
+        must("_class_name", &["UNet2DModel".into()])?;
+        must("act_fn", &["silu".into()])?;
+        must("time_embedding_type", &["positional".into()])?;
+        must("resnet_time_scale_shift", &["default".into()])?;
+        must("class_embed_type", &[Value::Null])?;
+        must("downsample_type", &["conv".into()])?;
+        must("upsample_type", &["conv".into()])?;
+        must("mid_block_type", &["UNetMidBlock2D".into(), Value::Null])?;
+        let blocks = |k: &str, plain: &str, attn: &str| -> Result<Vec<BlockKind>> {
+            let list = get(k)
+                .as_array()
+                .ok_or_else(|| cfg_err(k, "a list of block types", get(k)))?;
+            list.iter()
+                .map(|b| match b.as_str() {
+                    Some(s) if s == plain => Ok(BlockKind::Plain),
+                    Some(s) if s == attn => Ok(BlockKind::Attn),
+                    _ => Err(cfg_err(k, &format!("\"{plain}\" or \"{attn}\" entries"), b)),
+                })
+                .collect()
+        };
+        let down_blocks = blocks("down_block_types", "DownBlock2D", "AttnDownBlock2D")?;
+        let up_blocks = blocks("up_block_types", "UpBlock2D", "AttnUpBlock2D")?;
+        let boc = get("block_out_channels");
+        let block_out_channels: Vec<usize> = boc
+            .as_array()
+            .ok_or_else(|| cfg_err("block_out_channels", "a list of channel counts", boc))?
+            .iter()
+            .map(|c| {
+                c.as_u64()
+                    .filter(|c| *c > 0)
+                    .map(|c| c as usize)
+                    .ok_or_else(|| cfg_err("block_out_channels", "positive whole numbers", c))
+            })
+            .collect::<Result<_>>()?;
+        if block_out_channels.is_empty()
+            || down_blocks.len() != block_out_channels.len()
+            || up_blocks.len() != block_out_channels.len()
+        {
+            return Err(cfg_err(
+                "down_block_types",
+                &format!(
+                    "as many down and up blocks as block_out_channels ({})",
+                    block_out_channels.len()
+                ),
+                &Value::from(format!(
+                    "{} down, {} up",
+                    down_blocks.len(),
+                    up_blocks.len()
+                )),
+            ));
+        }
+        let norm_num_groups = usize_of("norm_num_groups", Some(32))?;
+        if let Some(c) = block_out_channels
+            .iter()
+            .find(|c| norm_num_groups == 0 || *c % norm_num_groups != 0)
+        {
+            return Err(cfg_err(
+                "norm_num_groups",
+                &format!("a divisor of every block_out_channels entry (not of {c})"),
+                get("norm_num_groups"),
+            ));
+        }
+        let attention_head_dim = opt_usize("attention_head_dim")?;
+        if let Some(d) = attention_head_dim
+            && let Some(c) = block_out_channels.iter().find(|c| d == 0 || *c % d != 0)
+        {
+            return Err(cfg_err(
+                "attention_head_dim",
+                &format!("a divisor of every attention block's channels (not of {c})"),
+                get("attention_head_dim"),
+            ));
+        }
+        let time_embed_dim = opt_usize("time_embedding_dim")?.unwrap_or(block_out_channels[0] * 4);
+        Ok(UNetConfig {
+            in_channels: usize_of("in_channels", Some(3))?,
+            out_channels: usize_of("out_channels", Some(3))?,
+            sample_size: opt_usize("sample_size")?,
+            center_input_sample: bool_of("center_input_sample", false)?,
+            flip_sin_to_cos: bool_of("flip_sin_to_cos", true)?,
+            freq_shift: f64_of("freq_shift", 0.0)?,
+            down_blocks,
+            up_blocks,
+            block_out_channels,
+            layers_per_block: usize_of("layers_per_block", Some(2))?,
+            mid_block_scale_factor: f64_of("mid_block_scale_factor", 1.0)?,
+            downsample_padding: usize_of("downsample_padding", Some(1))?,
+            attention_head_dim,
+            norm_num_groups,
+            attn_norm_num_groups: opt_usize("attn_norm_num_groups")?,
+            norm_eps: f64_of("norm_eps", 1e-5)? as f32,
+            add_attention: bool_of("add_attention", true)?,
+            num_class_embeds: opt_usize("num_class_embeds")?,
+            time_embed_dim,
+        })
+    }
+
+    /// Heads of an attention block with `channels` channels.
+    fn heads(&self, channels: usize) -> usize {
+        self.attention_head_dim.map_or(1, |d| channels / d)
+    }
+}
+
+/// The network: config and weights.
+pub struct UNet {
+    pub config: UNetConfig,
+    w: Weights,
+}
+
+impl UNet {
+    /// Loads `dir/config.json` and `dir/diffusion_pytorch_model.safetensors`; checks every
+    /// tensor the architecture needs (name and shape) and refuses unexpected ones.
+    pub fn load(dir: &Path) -> Result<UNet> {
+        let cpath = dir.join("config.json");
+        let text = std::fs::read_to_string(&cpath).map_err(|e| Error::io(&cpath, e))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+            path: cpath.display().to_string(),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        let config = UNetConfig::from_json(&v)?;
+        let w = Weights::load(&dir.join("diffusion_pytorch_model.safetensors"))?;
+        let expected = expected_tensors(&config);
+        for (name, shape) in &expected {
+            w.get(name, shape)?;
+        }
+        if let Some(extra) = w
+            .tensors
+            .keys()
+            .find(|k| !expected.iter().any(|(n, _)| n == *k))
+        {
+            return Err(Error::Unsupported {
+                op: "UNet::load",
+                reason: format!(
+                    "{}: tensor `{extra}` is not part of the configured architecture",
+                    w.path
+                ),
+            });
+        }
+        Ok(UNet { config, w })
+    }
+
+    fn t(&self, name: &str) -> Result<&Tensor> {
+        let t = self.w.tensors.get(name).ok_or_else(|| Error::Unsupported {
+            op: "UNet",
+            reason: format!("tensor `{name}` missing"),
+        })?;
+        Ok(t)
+    }
+
+    fn conv(&self, x: &Tensor, prefix: &str, stride: usize, pad: usize) -> Result<Tensor> {
+        conv2d(
+            x,
+            self.t(&format!("{prefix}.weight"))?,
+            Some(self.t(&format!("{prefix}.bias"))?),
+            stride,
+            pad,
+        )
+    }
+
+    fn norm(&self, x: &Tensor, prefix: &str, groups: usize, silu_after: bool) -> Result<Tensor> {
+        group_norm(
+            x,
+            groups,
+            self.t(&format!("{prefix}.weight"))?,
+            self.t(&format!("{prefix}.bias"))?,
+            self.config.norm_eps,
+            silu_after,
+        )
+    }
+
+    /// ResnetBlock2D: h = conv1(SiLU(GN(x))) + proj(SiLU(emb)); h = conv2(SiLU(GN(h)));
+    /// (shortcut(x) + h) / scale.
+    fn resnet(&self, x: &Tensor, emb_act: &Tensor, p: &str, scale: f64) -> Result<Tensor> {
+        let g = self.config.norm_num_groups;
+        let h = self.norm(x, &format!("{p}.norm1"), g, true)?;
+        let mut h = self.conv(&h, &format!("{p}.conv1"), 1, 1)?;
+        let tproj = linear(
+            emb_act,
+            self.t(&format!("{p}.time_emb_proj.weight"))?,
+            Some(self.t(&format!("{p}.time_emb_proj.bias"))?),
+        )?;
+        add_channel_bias(&mut h, &tproj)?;
+        let h = self.norm(&h, &format!("{p}.norm2"), g, true)?;
+        let h = self.conv(&h, &format!("{p}.conv2"), 1, 1)?;
+        let short = if self
+            .w
+            .tensors
+            .contains_key(&format!("{p}.conv_shortcut.weight"))
+        {
+            self.conv(x, &format!("{p}.conv_shortcut"), 1, 0)?
+        } else {
+            x.clone()
+        };
+        let mut y = add(&short, &h)?;
+        if scale != 1.0 {
+            y.data
+                .iter_mut()
+                .for_each(|v| *v = (*v as f64 / scale) as f32);
+        }
+        Ok(y)
+    }
+
+    fn attention(&self, x: &Tensor, p: &str, groups: usize, scale: f64) -> Result<Tensor> {
+        let c = x.shape[1];
+        let pr = |n: &str| -> Result<(&Tensor, &Tensor)> {
+            Ok((
+                self.t(&format!("{p}.{n}.weight"))?,
+                self.t(&format!("{p}.{n}.bias"))?,
+            ))
+        };
+        let (gw, gb) = pr("group_norm")?;
+        let mut y = spatial_attention(
+            x,
+            self.config.heads(c),
+            (gw, gb, groups, self.config.norm_eps),
+            pr("to_q")?,
+            pr("to_k")?,
+            pr("to_v")?,
+            pr("to_out.0")?,
+        )?;
+        if scale != 1.0 {
+            y.data
+                .iter_mut()
+                .for_each(|v| *v = (*v as f64 / scale) as f32);
+        }
+        Ok(y)
+    }
+
+    /// ε̂ for x (B, C, H, W), diffusers timesteps (B) and class labels (B) for class-conditional
+    /// models. Returns (B, out_channels, H, W).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        timesteps: &[f32],
+        class_labels: Option<&[i64]>,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (b, c, h, w) = x.dims4("UNet::forward: sample")?;
+        if c != cfg.in_channels {
+            return Err(Error::shape(
+                "UNet::forward: sample channels",
+                cfg.in_channels,
+                c,
+            ));
+        }
+        let levels = cfg.block_out_channels.len();
+        let div = 1usize << (levels - 1);
+        if h % div != 0 || w % div != 0 {
+            return Err(Error::shape(
+                "UNet::forward: H and W divisible by 2^(levels−1)",
+                div,
+                (h, w),
+            ));
+        }
+        if timesteps.len() != b {
+            return Err(Error::shape(
+                "UNet::forward: timesteps (B)",
+                b,
+                timesteps.len(),
+            ));
+        }
+        let mut x = x.clone();
+        if cfg.center_input_sample {
+            x.data.iter_mut().for_each(|v| *v = 2.0 * *v - 1.0);
+        }
+        // Time (and class) embedding. (B, time_embed_dim)
+        let c0 = cfg.block_out_channels[0];
+        let temb = timestep_embedding(timesteps, c0, cfg.flip_sin_to_cos, cfg.freq_shift, 10000.0);
+        let mut emb = linear(
+            &temb,
+            self.t("time_embedding.linear_1.weight")?,
+            Some(self.t("time_embedding.linear_1.bias")?),
+        )?;
+        silu(&mut emb);
+        let mut emb = linear(
+            &emb,
+            self.t("time_embedding.linear_2.weight")?,
+            Some(self.t("time_embedding.linear_2.bias")?),
+        )?;
+        if let Some(n) = cfg.num_class_embeds {
+            let labels = class_labels.ok_or_else(|| Error::Unsupported {
+                op: "UNet::forward",
+                reason: "class_labels are required by a class-conditional model (num_class_embeds is set)".into(),
+            })?;
+            if labels.len() != b {
+                return Err(Error::shape(
+                    "UNet::forward: class_labels (B)",
+                    b,
+                    labels.len(),
+                ));
+            }
+            let ids: Vec<usize> = labels
+                .iter()
+                .map(|&l| {
+                    usize::try_from(l).ok().filter(|&l| l < n).ok_or_else(|| {
+                        Error::shape("UNet::forward: class label in 0..num_class_embeds", n, l)
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let cemb = embedding(self.t("class_embedding.weight")?, &ids)?;
+            emb = add(&emb, &cemb)?;
+        }
+        let mut emb_act = emb;
+        silu(&mut emb_act); // every ResNet's time_emb_proj sees SiLU(emb)
+
+        let mut sample = self.conv(&x, "conv_in", 1, 1)?;
+        let mut skips = vec![sample.clone()];
+        for (i, kind) in cfg.down_blocks.iter().enumerate() {
+            for l in 0..cfg.layers_per_block {
+                sample = self.resnet(
+                    &sample,
+                    &emb_act,
+                    &format!("down_blocks.{i}.resnets.{l}"),
+                    1.0,
+                )?;
+                if *kind == BlockKind::Attn {
+                    sample = self.attention(
+                        &sample,
+                        &format!("down_blocks.{i}.attentions.{l}"),
+                        cfg.norm_num_groups,
+                        1.0,
+                    )?;
+                }
+                skips.push(sample.clone());
+            }
+            if i + 1 < levels {
+                sample = self.conv(
+                    &sample,
+                    &format!("down_blocks.{i}.downsamplers.0.conv"),
+                    2,
+                    cfg.downsample_padding,
+                )?;
+                skips.push(sample.clone());
+            }
+        }
+        // Middle.
+        let ms = cfg.mid_block_scale_factor;
+        sample = self.resnet(&sample, &emb_act, "mid_block.resnets.0", ms)?;
+        if cfg.add_attention {
+            let g = cfg.attn_norm_num_groups.unwrap_or(cfg.norm_num_groups);
+            sample = self.attention(&sample, "mid_block.attentions.0", g, ms)?;
+        }
+        sample = self.resnet(&sample, &emb_act, "mid_block.resnets.1", ms)?;
+        // Up path: each block consumes layers_per_block + 1 skips, last in first out.
+        for (i, kind) in cfg.up_blocks.iter().enumerate() {
+            for l in 0..=cfg.layers_per_block {
+                let skip = skips.pop().ok_or_else(|| {
+                    Error::shape("UNet::forward: skip connections", "one more", 0)
+                })?;
+                sample = concat_channels(&sample, &skip)?;
+                sample = self.resnet(
+                    &sample,
+                    &emb_act,
+                    &format!("up_blocks.{i}.resnets.{l}"),
+                    1.0,
+                )?;
+                if *kind == BlockKind::Attn {
+                    sample = self.attention(
+                        &sample,
+                        &format!("up_blocks.{i}.attentions.{l}"),
+                        cfg.norm_num_groups,
+                        1.0,
+                    )?;
+                }
+            }
+            if i + 1 < levels {
+                sample = upsample_nearest2x(&sample)?;
+                sample = self.conv(&sample, &format!("up_blocks.{i}.upsamplers.0.conv"), 1, 1)?;
+            }
+        }
+        let sample = self.norm(&sample, "conv_norm_out", cfg.norm_num_groups, true)?;
+        self.conv(&sample, "conv_out", 1, 1)
+    }
+}
+
+/// Every tensor the configured architecture needs, with its shape.
+pub fn expected_tensors(cfg: &UNetConfig) -> Vec<(String, Vec<usize>)> {
+    let mut out: Vec<(String, Vec<usize>)> = vec![];
+    let mut push = |n: String, s: Vec<usize>| out.push((n, s));
+    let te = cfg.time_embed_dim;
+    let ch = &cfg.block_out_channels;
+    let conv = |push: &mut dyn FnMut(String, Vec<usize>), p: &str, o: usize, i: usize, k: usize| {
+        push(format!("{p}.weight"), vec![o, i, k, k]);
+        push(format!("{p}.bias"), vec![o]);
+    };
+    let vecs = |push: &mut dyn FnMut(String, Vec<usize>), p: &str, n: usize| {
+        push(format!("{p}.weight"), vec![n]);
+        push(format!("{p}.bias"), vec![n]);
+    };
+    let lin = |push: &mut dyn FnMut(String, Vec<usize>), p: &str, o: usize, i: usize| {
+        push(format!("{p}.weight"), vec![o, i]);
+        push(format!("{p}.bias"), vec![o]);
+    };
+    let resnet = |push: &mut dyn FnMut(String, Vec<usize>), p: &str, i: usize, o: usize| {
+        vecs(push, &format!("{p}.norm1"), i);
+        conv(push, &format!("{p}.conv1"), o, i, 3);
+        lin(push, &format!("{p}.time_emb_proj"), o, te);
+        vecs(push, &format!("{p}.norm2"), o);
+        conv(push, &format!("{p}.conv2"), o, o, 3);
+        if i != o {
+            conv(push, &format!("{p}.conv_shortcut"), o, i, 1);
+        }
+    };
+    let attn = |push: &mut dyn FnMut(String, Vec<usize>), p: &str, c: usize| {
+        vecs(push, &format!("{p}.group_norm"), c);
+        for n in ["to_q", "to_k", "to_v", "to_out.0"] {
+            lin(push, &format!("{p}.{n}"), c, c);
+        }
+    };
+    lin(&mut push, "time_embedding.linear_1", te, ch[0]);
+    lin(&mut push, "time_embedding.linear_2", te, te);
+    if let Some(n) = cfg.num_class_embeds {
+        push("class_embedding.weight".into(), vec![n, te]);
+    }
+    conv(&mut push, "conv_in", ch[0], cfg.in_channels, 3);
+    let levels = ch.len();
+    let mut skip_ch = vec![ch[0]];
+    let mut prev = ch[0];
+    for (i, kind) in cfg.down_blocks.iter().enumerate() {
+        for l in 0..cfg.layers_per_block {
+            let cin = if l == 0 { prev } else { ch[i] };
+            resnet(
+                &mut push,
+                &format!("down_blocks.{i}.resnets.{l}"),
+                cin,
+                ch[i],
+            );
+            if *kind == BlockKind::Attn {
+                attn(&mut push, &format!("down_blocks.{i}.attentions.{l}"), ch[i]);
+            }
+            skip_ch.push(ch[i]);
+        }
+        if i + 1 < levels {
+            conv(
+                &mut push,
+                &format!("down_blocks.{i}.downsamplers.0.conv"),
+                ch[i],
+                ch[i],
+                3,
+            );
+            skip_ch.push(ch[i]);
+        }
+        prev = ch[i];
+    }
+    let cm = ch[levels - 1];
+    resnet(&mut push, "mid_block.resnets.0", cm, cm);
+    if cfg.add_attention {
+        attn(&mut push, "mid_block.attentions.0", cm);
+    }
+    resnet(&mut push, "mid_block.resnets.1", cm, cm);
+    let rev: Vec<usize> = ch.iter().rev().cloned().collect();
+    let mut cur = rev[0];
+    for (i, kind) in cfg.up_blocks.iter().enumerate() {
+        let out_ch = rev[i];
+        for l in 0..=cfg.layers_per_block {
+            let skip = skip_ch.pop().unwrap_or(0);
+            resnet(
+                &mut push,
+                &format!("up_blocks.{i}.resnets.{l}"),
+                cur + skip,
+                out_ch,
+            );
+            if *kind == BlockKind::Attn {
+                attn(&mut push, &format!("up_blocks.{i}.attentions.{l}"), out_ch);
+            }
+            cur = out_ch;
+        }
+        if i + 1 < levels {
+            conv(
+                &mut push,
+                &format!("up_blocks.{i}.upsamplers.0.conv"),
+                out_ch,
+                out_ch,
+                3,
+            );
+        }
+    }
+    vecs(&mut push, "conv_norm_out", ch[0]);
+    conv(&mut push, "conv_out", cfg.out_channels, ch[0], 3);
+    out
+}

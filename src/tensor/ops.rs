@@ -1,0 +1,421 @@
+//! Tensor operations (see the module docs of [`crate::tensor`]). Shapes are written where data
+//! is declared; statistics accumulate in f64.
+
+use rayon::prelude::*;
+
+use super::Tensor;
+use crate::cpu::detected;
+use crate::cpu::gemm::{MatRef, sgemm};
+use crate::error::{Error, Result};
+
+/// y = x · Wᵀ + b for x (N, in), W (out, in), b (out).
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let (n, fin) = match x.shape[..] {
+        [n, f] => (n, f),
+        _ => return Err(Error::shape("linear: x", "(N, in)", &x.shape)),
+    };
+    let (fout, win) = match w.shape[..] {
+        [o, i] => (o, i),
+        _ => return Err(Error::shape("linear: weight", "(out, in)", &w.shape)),
+    };
+    if win != fin {
+        return Err(Error::shape(
+            "linear: weight (out, in) vs x (N, in)",
+            (fout, fin),
+            (fout, win),
+        ));
+    }
+    let mut y = Tensor::zeros(vec![n, fout]); // (N, out)
+    if let Some(b) = b {
+        if b.shape != [fout] {
+            return Err(Error::shape("linear: bias", [fout], &b.shape));
+        }
+        y.data
+            .chunks_mut(fout)
+            .for_each(|row| row.copy_from_slice(&b.data));
+    }
+    let wt = MatRef::row_major(&w.data, fout, fin).t(); // (in, out)
+    sgemm(
+        detected(),
+        MatRef::row_major(&x.data, n, fin),
+        wt,
+        &mut y.data,
+        fout,
+        b.is_some(),
+    )?;
+    Ok(y)
+}
+
+/// 2-D convolution, x (B, C, H, W) * w (O, C, kh, kw) + b (O), stride and zero padding.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
+    let (bn, c, h, wd) = x.dims4("conv2d: x")?;
+    let (o, wc, kh, kw) = w.dims4("conv2d: weight")?;
+    if wc != c {
+        return Err(Error::shape(
+            "conv2d: weight (O, C, kh, kw) vs x (B, C, H, W)",
+            (o, c, kh, kw),
+            (o, wc, kh, kw),
+        ));
+    }
+    if stride == 0 || h + 2 * pad < kh || wd + 2 * pad < kw {
+        return Err(Error::shape(
+            "conv2d: kernel larger than padded input",
+            (kh, kw),
+            (h + 2 * pad, wd + 2 * pad),
+        ));
+    }
+    let ho = (h + 2 * pad - kh) / stride + 1;
+    let wo = (wd + 2 * pad - kw) / stride + 1;
+    let (hw_out, ckk) = (ho * wo, c * kh * kw);
+    let mut y = Tensor::zeros(vec![bn, o, ho, wo]); // (B, O, Ho, Wo)
+    if let Some(bias) = b {
+        if bias.shape != [o] {
+            return Err(Error::shape("conv2d: bias", [o], &bias.shape));
+        }
+    }
+    let direct = kh == 1 && kw == 1 && stride == 1 && pad == 0;
+    let mut col = if direct {
+        vec![]
+    } else {
+        vec![0.0f32; ckk * hw_out]
+    }; // (C·kh·kw, Ho·Wo)
+    for bi in 0..bn {
+        let xb = &x.data[bi * c * h * wd..(bi + 1) * c * h * wd];
+        let yb = &mut y.data[bi * o * hw_out..(bi + 1) * o * hw_out];
+        if let Some(bias) = b {
+            yb.chunks_mut(hw_out)
+                .zip(&bias.data)
+                .for_each(|(row, v)| row.fill(*v));
+        }
+        let src: &[f32] = if direct {
+            xb
+        } else {
+            im2col(xb, h, wd, kh, kw, stride, pad, ho, wo, &mut col);
+            &col
+        };
+        sgemm(
+            detected(),
+            MatRef::row_major(&w.data, o, ckk),
+            MatRef::row_major(src, ckk, hw_out),
+            yb,
+            hw_out,
+            b.is_some(),
+        )?;
+    }
+    Ok(y)
+}
+
+/// col[(ci, i, j), (oy, ox)] = x[ci, oy·s + i − p, ox·s + j − p] (0 outside).
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    s: usize,
+    p: usize,
+    ho: usize,
+    wo: usize,
+    col: &mut [f32],
+) {
+    col.par_chunks_mut(ho * wo)
+        .enumerate()
+        .for_each(|(r, out)| {
+            let (ci, i, j) = (r / (kh * kw), (r / kw) % kh, r % kw);
+            let xc = &x[ci * h * w..(ci + 1) * h * w];
+            for oy in 0..ho {
+                let iy = (oy * s + i) as isize - p as isize;
+                let row = &mut out[oy * wo..(oy + 1) * wo];
+                if iy < 0 || iy >= h as isize {
+                    row.fill(0.0);
+                    continue;
+                }
+                let xr = &xc[iy as usize * w..(iy as usize + 1) * w];
+                for (ox, v) in row.iter_mut().enumerate() {
+                    let ix = (ox * s + j) as isize - p as isize;
+                    *v = if ix < 0 || ix >= w as isize {
+                        0.0
+                    } else {
+                        xr[ix as usize]
+                    };
+                }
+            }
+        });
+}
+
+/// SiLU x·σ(x).
+#[inline]
+pub fn silu_scalar(v: f32) -> f32 {
+    v / (1.0 + (-v).exp())
+}
+
+/// SiLU in place.
+pub fn silu(x: &mut Tensor) {
+    x.data.par_iter_mut().for_each(|v| *v = silu_scalar(*v));
+}
+
+/// GroupNorm over (C/G, H, W) per (batch, group), then ·γ + β per channel, then SiLU when
+/// `silu_after` (the fused pair of every ResNet block). x (B, C, H, W) or (B, C).
+pub fn group_norm(
+    x: &Tensor,
+    groups: usize,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+    silu_after: bool,
+) -> Result<Tensor> {
+    let (bn, c) = (
+        x.shape[0],
+        *x.shape
+            .get(1)
+            .ok_or_else(|| Error::shape("group_norm: x", "(B, C, …)", &x.shape))?,
+    );
+    if groups == 0 || c % groups != 0 {
+        return Err(Error::shape(
+            "group_norm: channels divisible by groups",
+            groups,
+            c,
+        ));
+    }
+    if gamma.shape != [c] || beta.shape != [c] {
+        return Err(Error::shape(
+            "group_norm: weight/bias",
+            [c],
+            (&gamma.shape, &beta.shape),
+        ));
+    }
+    let spatial = x.numel() / (bn * c);
+    let cg = c / groups;
+    let mut y = x.clone();
+    y.data
+        .par_chunks_mut(cg * spatial)
+        .enumerate()
+        .for_each(|(bg, chunk)| {
+            let g = bg % groups;
+            let n = chunk.len() as f64;
+            let mean = chunk.iter().map(|v| *v as f64).sum::<f64>() / n;
+            let var = chunk
+                .iter()
+                .map(|v| (*v as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            let inv = 1.0 / (var + eps as f64).sqrt();
+            for (ci, ch) in chunk.chunks_mut(spatial).enumerate() {
+                let ch_idx = g * cg + ci;
+                let (ga, be) = (gamma.data[ch_idx] as f64, beta.data[ch_idx] as f64);
+                for v in ch.iter_mut() {
+                    let z = ((*v as f64 - mean) * inv * ga + be) as f32;
+                    *v = if silu_after { silu_scalar(z) } else { z };
+                }
+            }
+        });
+    Ok(y)
+}
+
+/// Element-wise a + b (same shape).
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.shape != b.shape {
+        return Err(Error::shape("add", &a.shape, &b.shape));
+    }
+    Ok(Tensor {
+        shape: a.shape.clone(),
+        data: a.data.iter().zip(&b.data).map(|(x, y)| x + y).collect(),
+    })
+}
+
+/// Adds v (B, C) to every position of x (B, C, H, W) in place.
+pub fn add_channel_bias(x: &mut Tensor, v: &Tensor) -> Result<()> {
+    let (bn, c, h, w) = x.dims4("add_channel_bias: x")?;
+    if v.shape != [bn, c] {
+        return Err(Error::shape("add_channel_bias: v", [bn, c], &v.shape));
+    }
+    for (i, plane) in x.data.chunks_mut(h * w).enumerate() {
+        let add = v.data[i];
+        plane.iter_mut().for_each(|p| *p += add);
+    }
+    Ok(())
+}
+
+/// Concatenation along channels of (B, C1, H, W) and (B, C2, H, W).
+pub fn concat_channels(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (bn, c1, h, w) = a.dims4("concat_channels: a")?;
+    let (bn2, c2, h2, w2) = b.dims4("concat_channels: b")?;
+    if (bn, h, w) != (bn2, h2, w2) {
+        return Err(Error::shape(
+            "concat_channels: (B, ·, H, W)",
+            (bn, h, w),
+            (bn2, h2, w2),
+        ));
+    }
+    let mut data = Vec::with_capacity(a.numel() + b.numel());
+    for i in 0..bn {
+        data.extend_from_slice(&a.data[i * c1 * h * w..(i + 1) * c1 * h * w]);
+        data.extend_from_slice(&b.data[i * c2 * h * w..(i + 1) * c2 * h * w]);
+    }
+    Tensor::new(vec![bn, c1 + c2, h, w], data)
+}
+
+/// Nearest-neighbour 2× upsampling of (B, C, H, W).
+pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
+    let (bn, c, h, w) = x.dims4("upsample_nearest2x")?;
+    let mut y = Tensor::zeros(vec![bn, c, 2 * h, 2 * w]); // (B, C, 2H, 2W)
+    for (src, dst) in x.data.chunks(h * w).zip(y.data.chunks_mut(4 * h * w)) {
+        for yy in 0..2 * h {
+            for xx in 0..2 * w {
+                dst[yy * 2 * w + xx] = src[(yy / 2) * w + xx / 2];
+            }
+        }
+    }
+    Ok(y)
+}
+
+/// diffusers' sinusoidal timestep embedding of t (B) into `dim` features:
+/// freqs_i = exp(−ln(max_period)·i/(half − shift)), emb = [sin(t·f), cos(t·f)] (or [cos, sin]
+/// when `flip_sin_to_cos`), zero-padded for odd `dim`. (B, dim)
+pub fn timestep_embedding(
+    t: &[f32],
+    dim: usize,
+    flip_sin_to_cos: bool,
+    shift: f64,
+    max_period: f64,
+) -> Tensor {
+    let half = dim / 2;
+    let mut y = Tensor::zeros(vec![t.len(), dim]);
+    for (row, &tv) in y.data.chunks_mut(dim).zip(t) {
+        for i in 0..half {
+            // diffusers computes the exponent, the frequency and t·f in f32 (even in float64 mode).
+            let exponent = (-(max_period.ln() as f32) * i as f32) / (half as f64 - shift) as f32;
+            let arg = tv * exponent.exp();
+            let (s, c) = (arg.sin(), arg.cos());
+            if flip_sin_to_cos {
+                row[i] = c;
+                row[half + i] = s;
+            } else {
+                row[i] = s;
+                row[half + i] = c;
+            }
+        }
+    }
+    y
+}
+
+/// Rows `ids` of an embedding table (N, D). (len(ids), D)
+pub fn embedding(table: &Tensor, ids: &[usize]) -> Result<Tensor> {
+    let (n, d) = match table.shape[..] {
+        [n, d] => (n, d),
+        _ => return Err(Error::shape("embedding: table", "(N, D)", &table.shape)),
+    };
+    let mut out = Vec::with_capacity(ids.len() * d);
+    for &i in ids {
+        if i >= n {
+            return Err(Error::shape("embedding: index < table rows", n, i));
+        }
+        out.extend_from_slice(&table.data[i * d..(i + 1) * d]);
+    }
+    Tensor::new(vec![ids.len(), d], out)
+}
+
+/// Multi-head self-attention over the H·W positions of x (B, C, H, W) with `heads` heads:
+/// X = GroupNorm(x) as (HW, C); Q, K, V = X·Wᵀ + b; per head softmax(Q_h K_hᵀ/√d_h) V_h; out =
+/// O·W_oᵀ + b_o, back to (B, C, H, W), plus the residual x.
+#[allow(clippy::too_many_arguments)]
+pub fn spatial_attention(
+    x: &Tensor,
+    heads: usize,
+    norm: (&Tensor, &Tensor, usize, f32),
+    q: (&Tensor, &Tensor),
+    k: (&Tensor, &Tensor),
+    v: (&Tensor, &Tensor),
+    o: (&Tensor, &Tensor),
+) -> Result<Tensor> {
+    let (bn, c, h, w) = x.dims4("attention: x")?;
+    if heads == 0 || c % heads != 0 {
+        return Err(Error::shape(
+            "attention: channels divisible by heads",
+            heads,
+            c,
+        ));
+    }
+    let (n, dh) = (h * w, c / heads);
+    let hn = group_norm(x, norm.2, norm.0, norm.1, norm.3, false)?;
+    let mut out = x.clone();
+    for bi in 0..bn {
+        // (HW, C): transpose of the (C, HW) plane of batch bi
+        let plane = &hn.data[bi * c * n..(bi + 1) * c * n];
+        let mut xt = vec![0.0f32; n * c];
+        for ci in 0..c {
+            for p in 0..n {
+                xt[p * c + ci] = plane[ci * n + p];
+            }
+        }
+        let xt = Tensor::new(vec![n, c], xt)?;
+        let (qm, km, vm) = (
+            linear(&xt, q.0, Some(q.1))?,
+            linear(&xt, k.0, Some(k.1))?,
+            linear(&xt, v.0, Some(v.1))?,
+        );
+        let scale = 1.0 / (dh as f32).sqrt();
+        let mut att = vec![0.0f32; n * c]; // (HW, C)
+        let mut s = vec![0.0f32; n * n]; // (HW, HW)
+        for hd in 0..heads {
+            // S = Q_h K_hᵀ: rows of Q and K with column stride 1, offset hd·dh.
+            let qh = MatRef {
+                data: &qm.data[hd * dh..],
+                rows: n,
+                cols: dh,
+                rs: c,
+                cs: 1,
+            };
+            let kh = MatRef {
+                data: &km.data[hd * dh..],
+                rows: n,
+                cols: dh,
+                rs: c,
+                cs: 1,
+            }
+            .t();
+            sgemm(detected(), qh, kh, &mut s, n, false)?;
+            for row in s.chunks_mut(n) {
+                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b * scale));
+                let mut z = 0.0f64;
+                for v in row.iter_mut() {
+                    *v = (*v * scale - m).exp();
+                    z += *v as f64;
+                }
+                let inv = (1.0 / z) as f32;
+                row.iter_mut().for_each(|v| *v *= inv);
+            }
+            let vh = MatRef {
+                data: &vm.data[hd * dh..],
+                rows: n,
+                cols: dh,
+                rs: c,
+                cs: 1,
+            };
+            sgemm(
+                detected(),
+                MatRef::row_major(&s, n, n),
+                vh,
+                &mut att[hd * dh..],
+                c,
+                false,
+            )?;
+        }
+        let att = Tensor::new(vec![n, c], att)?;
+        let proj = linear(&att, o.0, Some(o.1))?; // (HW, C)
+        let ob = &mut out.data[bi * c * n..(bi + 1) * c * n];
+        for ci in 0..c {
+            for p in 0..n {
+                ob[ci * n + p] += proj.data[p * c + ci];
+            }
+        }
+    }
+    Ok(out)
+}
