@@ -46,6 +46,18 @@ enum Command {
         #[arg(long)]
         print_default_config: bool,
     },
+    /// Run a diffusers UNet2DModel on the inputs of a safetensors file and write its output.
+    Denoise {
+        /// Folder with config.json and diffusion_pytorch_model.safetensors.
+        #[arg(long)]
+        model: PathBuf,
+        /// safetensors with `sample` (B, C, H, W), `timestep` (B) and optional `class_labels` (B).
+        #[arg(long)]
+        input: PathBuf,
+        /// safetensors to write, holding tensor `out`.
+        #[arg(long)]
+        output: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +76,15 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
+        Command::Denoise {
+            model,
+            input,
+            output,
+        } => {
+            infodiff::nn::unet::denoise_file(&model, &input, &output)?;
+            println!("wrote {}", output.display());
+            Ok(())
+        }
         Command::Measure {
             config,
             out,

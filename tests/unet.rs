@@ -43,3 +43,160 @@ fn unet_matches_diffusers_on_every_fixture() {
         assert!(rel <= 1e-4, "{}: relative L2 error {rel:e}", case.display());
     }
 }
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("infodiff-unet-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A copy of the tiny-class model with config.json edited by `edit` and the weights by `weights`.
+fn variant(
+    name: &str,
+    edit: impl Fn(&mut serde_json::Value),
+    weights: impl Fn(Vec<u8>) -> Vec<u8>,
+) -> PathBuf {
+    let src = fixtures().join("tiny-class");
+    let dir = tempdir(name);
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let w = std::fs::read(src.join("diffusion_pytorch_model.safetensors")).unwrap();
+    std::fs::write(dir.join("diffusion_pytorch_model.safetensors"), weights(w)).unwrap();
+    dir
+}
+
+fn load_err(dir: &PathBuf) -> String {
+    match UNet::load(dir) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn unsupported_config_values_are_refused_by_key_and_value() {
+    for (key, value, what) in [
+        ("act_fn", serde_json::json!("gelu"), "act_fn"),
+        (
+            "resnet_time_scale_shift",
+            serde_json::json!("scale_shift"),
+            "resnet_time_scale_shift",
+        ),
+        (
+            "time_embedding_type",
+            serde_json::json!("fourier"),
+            "time_embedding_type",
+        ),
+        (
+            "class_embed_type",
+            serde_json::json!("timestep"),
+            "class_embed_type",
+        ),
+        (
+            "down_block_types",
+            serde_json::json!(["DownBlock2D", "SkipDownBlock2D", "DownBlock2D"]),
+            "down_block_types",
+        ),
+        ("some_new_option", serde_json::json!(1), "some_new_option"),
+        ("norm_num_groups", serde_json::json!(7), "norm_num_groups"),
+    ] {
+        let dir = variant(what, |c| c[key] = value.clone(), |w| w);
+        let e = load_err(&dir);
+        // the key, and the offending value (for a list: the offending entry)
+        let shown = match &value {
+            serde_json::Value::Array(_) => "\"SkipDownBlock2D\"".to_string(),
+            v => v.to_string(),
+        };
+        assert!(e.contains(what) && e.contains(&shown), "{key}: {e}");
+    }
+}
+
+#[test]
+fn missing_misshaped_and_corrupt_weights_are_errors() {
+    // a config with one more layer per block expects tensors the file lacks
+    let e = load_err(&variant(
+        "layers",
+        |c| c["layers_per_block"] = serde_json::json!(2),
+        |w| w,
+    ));
+    assert!(
+        e.contains("down_blocks.0.resnets.1") && e.contains("missing"),
+        "{e}"
+    );
+    // more classes than the embedding table has: both shapes named
+    let e = load_err(&variant(
+        "classes",
+        |c| c["num_class_embeds"] = serde_json::json!(12),
+        |w| w,
+    ));
+    assert!(
+        e.contains("class_embedding.weight") && e.contains("[12, 128]") && e.contains("[11, 128]"),
+        "{e}"
+    );
+    // a truncated file
+    let e = load_err(&variant("truncated", |_| {}, |w| w[..w.len() / 2].to_vec()));
+    assert!(e.contains("safetensors"), "{e}");
+    // garbage
+    let e = load_err(&variant(
+        "garbage",
+        |_| {},
+        |_| b"not a safetensors file".to_vec(),
+    ));
+    assert!(e.contains("safetensors"), "{e}");
+}
+
+#[test]
+fn denoise_command_writes_the_reference_output() {
+    let case = fixtures().join("tiny-uncond");
+    let out = tempdir("denoise").join("out.safetensors");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_infodiff"))
+        .args(["denoise", "--model"])
+        .arg(&case)
+        .arg("--input")
+        .arg(case.join("io.safetensors"))
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = Weights::load(&out).unwrap();
+    let want = Weights::load(&case.join("io.safetensors")).unwrap();
+    let (g, w) = (&got.tensors["out"], &want.tensors["out"]);
+    assert_eq!(g.shape, w.shape);
+    let num: f64 = g
+        .data
+        .iter()
+        .zip(&w.data)
+        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+        .sum();
+    let den: f64 = w.data.iter().map(|b| (*b as f64).powi(2)).sum();
+    assert!((num / den).sqrt() <= 1e-4);
+    // wrong inputs are errors naming what is wrong, not panics: 1-channel samples for a
+    // 3-channel model, and a class-conditional model without labels
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_infodiff"))
+        .args(["denoise", "--model"])
+        .arg(fixtures().join("tiny-class"))
+        .arg("--input")
+        .arg(case.join("io.safetensors"))
+        .arg("--output")
+        .arg(tempdir("denoise2").join("o.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("sample channels"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let net = UNet::load(&fixtures().join("tiny-class")).unwrap();
+    let x = Tensor::zeros(vec![2, 3, 16, 16]);
+    let e = net.forward(&x, &[1.0, 2.0], None).unwrap_err().to_string();
+    assert!(e.contains("class_labels"), "{e}");
+    let e = net
+        .forward(&x, &[1.0, 2.0], Some(&[0, 11]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("class label"), "{e}");
+}

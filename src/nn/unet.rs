@@ -635,3 +635,36 @@ pub fn expected_tensors(cfg: &UNetConfig) -> Vec<(String, Vec<usize>)> {
     conv(&mut push, "conv_out", cfg.out_channels, ch[0], 3);
     out
 }
+
+/// `infodiff denoise`: runs the network in `model_dir` on `input` (safetensors with `sample`
+/// (B, C, H, W) f32, `timestep` (B), optional `class_labels` (B) integers) and writes tensor
+/// `out` (B, out_channels, H, W) f32 to `output` atomically.
+pub fn denoise_file(model_dir: &Path, input: &Path, output: &Path) -> Result<()> {
+    let net = UNet::load(model_dir)?;
+    let io = Weights::load(input)?;
+    let name = input.display().to_string();
+    let missing = |k: &str| Error::Unsupported {
+        op: "denoise",
+        reason: format!("{name}: tensor `{k}` is missing"),
+    };
+    let x = io.tensors.get("sample").ok_or_else(|| missing("sample"))?;
+    let t: Vec<f32> = match (io.tensors.get("timestep"), io.ints.get("timestep")) {
+        (Some(t), _) => t.data.clone(),
+        (None, Some((_, v))) => v.iter().map(|&i| i as f32).collect(),
+        _ => return Err(missing("timestep")),
+    };
+    let labels = io.ints.get("class_labels").map(|(_, v)| v.as_slice());
+    let out = net.forward(x, &t, labels)?;
+    let bytes: Vec<u8> = out.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, out.shape.clone(), &bytes)
+            .map_err(|e| Error::Unsupported {
+                op: "denoise",
+                reason: format!("output tensor: {e}"),
+            })?;
+    let data = safetensors::serialize([("out", view)], &None).map_err(|e| Error::Unsupported {
+        op: "denoise",
+        reason: format!("serialising `out`: {e}"),
+    })?;
+    crate::measure::write_atomic(output, &data)
+}
