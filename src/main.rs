@@ -42,6 +42,9 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Measure a class-conditional diffusers UNet2DModel folder instead of the mixture.
+        #[arg(long)]
+        model: Option<PathBuf>,
         /// Print the default config as JSON and exit.
         #[arg(long)]
         print_default_config: bool,
@@ -92,6 +95,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             steps,
             seed,
             threads,
+            model,
             print_default_config,
         } => {
             if print_default_config {
@@ -110,6 +114,15 @@ fn run(cli: Cli) -> Result<(), Error> {
                 None => measure::default_config(),
             };
             let mut v = cfg.to_json();
+            if let Some(dir) = &model {
+                let m = v.as_object_mut().expect("object");
+                m.remove("mixture");
+                if config.is_none() {
+                    // the default decision problems belong to the default mixture
+                    m.insert("partitions".into(), serde_json::json!([]));
+                }
+                m.insert("model".into(), serde_json::json!(dir.display().to_string()));
+            }
             if let Some(n) = trajectories {
                 v["trajectories"] = n.into();
             }

@@ -113,7 +113,10 @@ impl ProcessConfig {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub process: ProcessConfig,
+    /// The exact mixture (empty when `model` is set).
     pub components: Vec<Component>,
+    /// A diffusers UNet2DModel folder to measure instead of a mixture.
+    pub model: Option<std::path::PathBuf>,
     pub sampler: Sampler,
     /// Sampler steps (grid transitions).
     pub steps: usize,
@@ -139,6 +142,7 @@ pub fn default_config() -> Config {
             steps: 1000,
         },
         components: vec![comp(-8.0, 0), comp(-4.0, 1), comp(6.0, 2), comp(8.0, 3)],
+        model: None,
         sampler: Sampler::Ancestral {
             variance: AncestralVariance::Beta,
         },
@@ -281,6 +285,7 @@ impl Config {
             &[
                 "process",
                 "mixture",
+                "model",
                 "sampler",
                 "partitions",
                 "trajectories",
@@ -342,8 +347,28 @@ impl Config {
             }
         };
         process.build()?; // validates values, naming the field
-        // mixture
+        // model or mixture
+        let model = match top.get("model") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(p)) => Some(std::path::PathBuf::from(p)),
+            Some(other) => return Err(Error::config("model", "a folder path", type_name(other))),
+        };
+        if model.is_some() && top.get("mixture").is_some() {
+            return Err(Error::config(
+                "model",
+                "either `model` or `mixture`",
+                "both",
+            ));
+        }
+        if model.is_some() && !matches!(process, ProcessConfig::Ddpm { .. }) {
+            return Err(Error::config(
+                "process.kind",
+                "\"ddpm\" for a model (networks take diffusers' DDPM timestep i − 1 for state x_i)",
+                format!("{:?}", process.to_json()["kind"].as_str().unwrap_or("?")),
+            ));
+        }
         let components = match top.get("mixture") {
+            None if model.is_some() => vec![],
             None => d.components.clone(),
             Some(mv) => {
                 let mm = as_obj(mv, "mixture", &["components"])?;
@@ -427,7 +452,11 @@ impl Config {
                 comps
             }
         };
-        let mixture = GaussianMixture::new(components.clone())?;
+        // The class prior: the mixture's, or uniform over the model's classes.
+        let prior = match &model {
+            Some(dir) => model_prior(dir)?,
+            None => GaussianMixture::new(components.clone())?.class_prior(),
+        };
         // sampler
         let (sampler, steps) = match top.get("sampler") {
             None => (
@@ -493,7 +522,7 @@ impl Config {
         };
         // partitions
         let partitions = match top.get("partitions") {
-            None if top.get("mixture").is_none() => d.partitions.clone(),
+            None if top.get("mixture").is_none() && model.is_none() => d.partitions.clone(),
             None => vec![],
             Some(pv) => {
                 let list = pv
@@ -529,7 +558,16 @@ impl Config {
                 out
             }
         };
-        InfoSpec::new(mixture.class_prior(), partitions.clone())?;
+        InfoSpec::new(prior, partitions.clone())?;
+        if model.is_some()
+            && let Some(why) = sampler.online_classifier_refusal()
+        {
+            return Err(Error::config(
+                "sampler.kind",
+                "a reverse-SDE sampler for a model (it has no exact posterior)",
+                why,
+            ));
+        }
         let trajectories = count(top, "", "trajectories", Some(d.trajectories as u64))? as usize;
         if trajectories == 0 {
             return Err(Error::config("trajectories", "at least 1", 0));
@@ -538,6 +576,7 @@ impl Config {
         let cfg = Config {
             process,
             components,
+            model,
             sampler,
             steps,
             partitions,
@@ -570,25 +609,54 @@ impl Config {
             Sampler::EulerMaruyama => json!({"kind": "euler_maruyama", "steps": self.steps}),
             Sampler::HeunOde => json!({"kind": "heun_ode", "steps": self.steps}),
         };
-        json!({
+        let mut v = json!({
             "process": self.process.to_json(),
             "mixture": {"components": comps},
             "sampler": sampler,
             "partitions": self.partitions,
             "trajectories": self.trajectories,
             "seed": self.seed,
-        })
+        });
+        if let Some(dir) = &self.model {
+            let m = v.as_object_mut().expect("object");
+            m.remove("mixture");
+            m.insert("model".into(), json!(dir.display().to_string()));
+        }
+        v
     }
 
     pub fn grid(&self) -> Result<Grid> {
         self.process.build()?.grid(self.steps)
     }
     pub fn mixture(&self) -> Result<GaussianMixture> {
+        if self.model.is_some() {
+            return Err(Error::Unsupported {
+                op: "Config::mixture",
+                reason: "this job measures a network (`model`), not a mixture".into(),
+            });
+        }
         GaussianMixture::new(self.components.clone())
     }
     pub fn spec(&self) -> Result<InfoSpec> {
-        InfoSpec::new(self.mixture()?.class_prior(), self.partitions.clone())
+        let prior = match &self.model {
+            Some(dir) => model_prior(dir)?,
+            None => self.mixture()?.class_prior(),
+        };
+        InfoSpec::new(prior, self.partitions.clone())
     }
+}
+
+/// Uniform prior over the classes of the model in `dir` (reads config.json only).
+fn model_prior(dir: &std::path::Path) -> Result<Vec<f64>> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+        path: path.display().to_string(),
+        message: format!("not valid JSON: {e}"),
+    })?;
+    let k =
+        crate::score::unet::UNetScore::classes_of(&crate::nn::unet::UNetConfig::from_json(&v)?)?;
+    Ok(vec![1.0 / k as f64; k])
 }
 
 /// Which implementation ran the trajectories.
@@ -625,10 +693,36 @@ pub fn run(
     engine: Option<Engine>,
     progress: Option<&(dyn Fn(usize) + Sync)>,
 ) -> Result<Report> {
-    let mixture = cfg.mixture()?;
     let spec = cfg.spec()?;
     let grid = cfg.grid()?;
     let noise = Noise::new(cfg.seed);
+    if let Some(dir) = &cfg.model {
+        let net = crate::score::unet::UNetScore::load(dir)?;
+        let start = Instant::now();
+        // Batches of 8 trajectories: each step is one forward of 8·(K+1) images.
+        let sums = measure_trajectories(
+            &net,
+            &spec,
+            &grid,
+            &cfg.sampler,
+            noise,
+            0,
+            cfg.trajectories,
+            8,
+            Tracking::Online,
+            progress,
+        )?;
+        let wall_s = start.elapsed().as_secs_f64();
+        return Ok(Report {
+            config: cfg.clone(),
+            curves: Curves::from_sums(&sums, &spec, &grid, Tracking::Online),
+            engine: Engine::Generic,
+            wall_s,
+            trajectory_steps_per_s: (cfg.trajectories * grid.steps()) as f64 / wall_s,
+            threads: rayon::current_num_threads(),
+        });
+    }
+    let mixture = cfg.mixture()?;
     let engine = engine.unwrap_or(if cfg.sampler.supports_online_classifier() {
         Engine::Fused(detected())
     } else {

@@ -5,6 +5,7 @@
 //! ground truth of every estimator; neural models implement the same trait.
 
 pub mod mixture;
+pub mod unet;
 
 pub use mixture::{Component, GaussianMixture};
 
