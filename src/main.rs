@@ -49,6 +49,24 @@ enum Command {
         #[arg(long)]
         print_default_config: bool,
     },
+    /// Throughput of the engine's own kernels on this machine.
+    Bench {
+        /// gemm (square SGEMM), conv (3×3, 64→64, 32×32) or unet (full forward).
+        #[arg(value_enum)]
+        what: BenchWhat,
+        /// Model folder for `unet` (default: the DDPM CIFAR-10 architecture, random weights).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Batch for conv and unet (default 16 and 64).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Matrix size for gemm (default 1024).
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a diffusers UNet2DModel on the inputs of a safetensors file and write its output.
     Denoise {
         /// Folder with config.json and diffusion_pytorch_model.safetensors.
@@ -61,6 +79,13 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum BenchWhat {
+    Gemm,
+    Conv,
+    Unet,
 }
 
 fn main() -> ExitCode {
@@ -79,6 +104,36 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
+        Command::Bench {
+            what,
+            model,
+            batch,
+            size,
+            json,
+        } => {
+            use infodiff::nn::bench;
+            if batch == Some(0) || size == 0 {
+                return Err(Error::config("--batch/--size", "at least 1", 0));
+            }
+            let r = match what {
+                BenchWhat::Gemm => bench::gemm(size)?,
+                BenchWhat::Conv => bench::conv(batch.unwrap_or(16))?,
+                BenchWhat::Unet => bench::unet(model.as_deref(), batch.unwrap_or(64))?,
+            };
+            if json {
+                println!("{}", serde_json::to_string(&r).expect("serialisable"));
+            } else {
+                print!("{}: {:.4} s", r.what, r.seconds);
+                if let Some(g) = r.gflops {
+                    print!(", {g:.1} GFLOP/s");
+                }
+                if let Some(i) = r.images_per_s {
+                    print!(", {i:.2} images/s");
+                }
+                println!();
+            }
+            Ok(())
+        }
         Command::Denoise {
             model,
             input,

@@ -1,6 +1,7 @@
 //! Networks: a compact UNet2DModel compatible with diffusers' weights ([`unet`]), and the
 //! safetensors reader they load through ([`Weights`]).
 
+pub mod bench;
 pub mod unet;
 
 use std::collections::HashMap;

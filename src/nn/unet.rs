@@ -17,8 +17,8 @@ use super::Weights;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use crate::tensor::ops::{
-    add, add_channel_bias, concat_channels, conv2d, embedding, group_norm, linear, silu,
-    spatial_attention, timestep_embedding, upsample_nearest2x,
+    add, add_channel_bias, concat_channels, conv2d, conv2d_padded, embedding, group_norm, linear,
+    silu, spatial_attention, timestep_embedding, upsample_nearest2x,
 };
 
 /// A block of the down or up path.
@@ -480,12 +480,15 @@ impl UNet {
                 skips.push(sample.clone());
             }
             if i + 1 < levels {
-                sample = self.conv(
-                    &sample,
-                    &format!("down_blocks.{i}.downsamplers.0.conv"),
-                    2,
-                    cfg.downsample_padding,
-                )?;
+                // diffusers: padding 0 means an asymmetric (0, 1, 0, 1) pad before the conv.
+                let p = cfg.downsample_padding;
+                let pad = if p == 0 { [0, 1, 0, 1] } else { [p; 4] };
+                let pfx = format!("down_blocks.{i}.downsamplers.0.conv");
+                let (w, b) = (
+                    self.t(&format!("{pfx}.weight"))?,
+                    self.t(&format!("{pfx}.bias"))?,
+                );
+                sample = conv2d_padded(&sample, w, Some(b), 2, pad)?;
                 skips.push(sample.clone());
             }
         }
@@ -667,4 +670,60 @@ pub fn denoise_file(model_dir: &Path, input: &Path, output: &Path) -> Result<()>
         reason: format!("serialising `out`: {e}"),
     })?;
     crate::measure::write_atomic(output, &data)
+}
+
+impl UNetConfig {
+    /// The DDPM CIFAR-10 architecture (diffusers' google/ddpm-cifar10-32): 32×32×3,
+    /// block_out_channels 128/256/256/256, 2 layers per block, attention at 16×16, 35.7M
+    /// parameters.
+    pub fn ddpm_cifar10() -> UNetConfig {
+        use BlockKind::{Attn, Plain};
+        UNetConfig {
+            in_channels: 3,
+            out_channels: 3,
+            sample_size: Some(32),
+            center_input_sample: false,
+            flip_sin_to_cos: false,
+            freq_shift: 1.0,
+            down_blocks: vec![Plain, Attn, Plain, Plain],
+            up_blocks: vec![Plain, Plain, Attn, Plain],
+            block_out_channels: vec![128, 256, 256, 256],
+            layers_per_block: 2,
+            mid_block_scale_factor: 1.0,
+            downsample_padding: 0,
+            attention_head_dim: None,
+            norm_num_groups: 32,
+            attn_norm_num_groups: None,
+            norm_eps: 1e-6,
+            add_attention: true,
+            num_class_embeds: None,
+            time_embed_dim: 512,
+        }
+    }
+}
+
+impl UNet {
+    /// A network of `config` with random weights N(0, 0.05²) (Philox, `seed`): for benchmarks.
+    pub fn random(config: UNetConfig, seed: u64) -> Result<UNet> {
+        let noise = crate::rng::Noise::new(seed);
+        let mut tensors = std::collections::HashMap::new();
+        for (i, (name, shape)) in expected_tensors(&config).into_iter().enumerate() {
+            let n: usize = shape.iter().product();
+            let data = (0..n)
+                .map(|e| 0.05 * noise.normal(i as u64, 0, e))
+                .collect();
+            tensors.insert(name, Tensor::new(shape, data)?);
+        }
+        let w = Weights {
+            tensors,
+            ints: Default::default(),
+            path: format!("<random weights, seed {seed}>"),
+        };
+        Ok(UNet { config, w })
+    }
+
+    /// Number of parameters.
+    pub fn parameters(&self) -> usize {
+        self.w.tensors.values().map(|t| t.numel()).sum()
+    }
 }

@@ -5,14 +5,34 @@
 //! embedding lookup. Every op checks shapes and returns `Result`.
 
 pub mod ops;
+pub mod pool;
 
 use crate::error::{Error, Result};
 
-/// A dense f32 tensor.
-#[derive(Clone, Debug, PartialEq)]
+/// A dense f32 tensor. Its storage returns to the buffer [`pool`] when dropped, so the layers
+/// of a network reuse activation memory instead of asking the allocator (and the kernel, for
+/// fresh pages) every time.
+#[derive(Debug, PartialEq)]
 pub struct Tensor {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,
+}
+
+impl Clone for Tensor {
+    fn clone(&self) -> Tensor {
+        let mut data = pool::take(self.data.len());
+        data.extend_from_slice(&self.data);
+        Tensor {
+            shape: self.shape.clone(),
+            data,
+        }
+    }
+}
+
+impl Drop for Tensor {
+    fn drop(&mut self) {
+        pool::give(std::mem::take(&mut self.data));
+    }
 }
 
 impl Tensor {
@@ -24,11 +44,12 @@ impl Tensor {
         }
         Ok(Tensor { shape, data })
     }
+    /// A zero tensor whose storage comes from the buffer [`pool`].
     pub fn zeros(shape: Vec<usize>) -> Tensor {
         let n = shape.iter().product();
         Tensor {
             shape,
-            data: vec![0.0; n],
+            data: pool::take_zeroed(n),
         }
     }
     pub fn numel(&self) -> usize {

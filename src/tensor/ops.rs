@@ -54,7 +54,20 @@ pub fn conv2d(
     stride: usize,
     pad: usize,
 ) -> Result<Tensor> {
-    let (bn, c, h, wd) = x.dims4("conv2d: x")?;
+    conv2d_padded(x, w, b, stride, [pad; 4])
+}
+
+/// [`conv2d`] with zero padding (top, bottom, left, right), e.g. diffusers' downsampling with
+/// `downsample_padding = 0`, which pads only bottom and right by one.
+pub fn conv2d_padded(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    pad: [usize; 4],
+) -> Result<Tensor> {
+    let [pt, pb, pl, pr] = pad;
+    let (bn, c, h, wd) = x.dims4("conv2d: x")?; // bn: images, run in parallel below
     let (o, wc, kh, kw) = w.dims4("conv2d: weight")?;
     if wc != c {
         return Err(Error::shape(
@@ -63,15 +76,15 @@ pub fn conv2d(
             (o, wc, kh, kw),
         ));
     }
-    if stride == 0 || h + 2 * pad < kh || wd + 2 * pad < kw {
+    if stride == 0 || h + pt + pb < kh || wd + pl + pr < kw {
         return Err(Error::shape(
             "conv2d: kernel larger than padded input",
             (kh, kw),
-            (h + 2 * pad, wd + 2 * pad),
+            (h + pt + pb, wd + pl + pr),
         ));
     }
-    let ho = (h + 2 * pad - kh) / stride + 1;
-    let wo = (wd + 2 * pad - kw) / stride + 1;
+    let ho = (h + pt + pb - kh) / stride + 1;
+    let wo = (wd + pl + pr - kw) / stride + 1;
     let (hw_out, ckk) = (ho * wo, c * kh * kw);
     let mut y = Tensor::zeros(vec![bn, o, ho, wo]); // (B, O, Ho, Wo)
     if let Some(bias) = b {
@@ -79,39 +92,40 @@ pub fn conv2d(
             return Err(Error::shape("conv2d: bias", [o], &bias.shape));
         }
     }
-    let direct = kh == 1 && kw == 1 && stride == 1 && pad == 0;
-    let mut col = if direct {
-        vec![]
-    } else {
-        vec![0.0f32; ckk * hw_out]
-    }; // (C·kh·kw, Ho·Wo)
-    for bi in 0..bn {
-        let xb = &x.data[bi * c * h * wd..(bi + 1) * c * h * wd];
-        let yb = &mut y.data[bi * o * hw_out..(bi + 1) * o * hw_out];
-        if let Some(bias) = b {
-            yb.chunks_mut(hw_out)
-                .zip(&bias.data)
-                .for_each(|(row, v)| row.fill(*v));
-        }
-        let src: &[f32] = if direct {
-            xb
-        } else {
-            im2col(xb, h, wd, kh, kw, stride, pad, ho, wo, &mut col);
-            &col
-        };
-        sgemm(
-            detected(),
-            MatRef::row_major(&w.data, o, ckk),
-            MatRef::row_major(src, ckk, hw_out),
-            yb,
-            hw_out,
-            b.is_some(),
+    let direct = kh == 1 && kw == 1 && stride == 1 && pad == [0; 4];
+    // Images run in parallel (each GEMM is parallel too; rayon nests), with one im2col buffer
+    // (C·kh·kw, Ho·Wo) per worker.
+    y.data
+        .par_chunks_mut(o * hw_out)
+        .zip(x.data.par_chunks(c * h * wd))
+        .try_for_each_init(
+            || super::pool::Scratch::zeroed(if direct { 0 } else { ckk * hw_out }),
+            |col, (yb, xb)| -> Result<()> {
+                if let Some(bias) = b {
+                    yb.chunks_mut(hw_out)
+                        .zip(&bias.data)
+                        .for_each(|(row, v)| row.fill(*v));
+                }
+                let src: &[f32] = if direct {
+                    xb
+                } else {
+                    im2col(xb, h, wd, kh, kw, stride, (pt, pl), ho, wo, &mut col.0);
+                    &col.0
+                };
+                sgemm(
+                    detected(),
+                    MatRef::row_major(&w.data, o, ckk),
+                    MatRef::row_major(src, ckk, hw_out),
+                    yb,
+                    hw_out,
+                    b.is_some(),
+                )
+            },
         )?;
-    }
     Ok(y)
 }
 
-/// col[(ci, i, j), (oy, ox)] = x[ci, oy·s + i − p, ox·s + j − p] (0 outside).
+/// col[(ci, i, j), (oy, ox)] = x[ci, oy·s + i − p_top, ox·s + j − p_left] (0 outside).
 #[allow(clippy::too_many_arguments)]
 fn im2col(
     x: &[f32],
@@ -120,7 +134,7 @@ fn im2col(
     kh: usize,
     kw: usize,
     s: usize,
-    p: usize,
+    (pt, pl): (usize, usize),
     ho: usize,
     wo: usize,
     col: &mut [f32],
@@ -131,7 +145,7 @@ fn im2col(
             let (ci, i, j) = (r / (kh * kw), (r / kw) % kh, r % kw);
             let xc = &x[ci * h * w..(ci + 1) * h * w];
             for oy in 0..ho {
-                let iy = (oy * s + i) as isize - p as isize;
+                let iy = (oy * s + i) as isize - pt as isize;
                 let row = &mut out[oy * wo..(oy + 1) * wo];
                 if iy < 0 || iy >= h as isize {
                     row.fill(0.0);
@@ -139,7 +153,7 @@ fn im2col(
                 }
                 let xr = &xc[iy as usize * w..(iy as usize + 1) * w];
                 for (ox, v) in row.iter_mut().enumerate() {
-                    let ix = (ox * s + j) as isize - p as isize;
+                    let ix = (ox * s + j) as isize - pl as isize;
                     *v = if ix < 0 || ix >= w as isize {
                         0.0
                     } else {
@@ -224,9 +238,11 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.shape != b.shape {
         return Err(Error::shape("add", &a.shape, &b.shape));
     }
+    let mut data = super::pool::take(a.numel());
+    data.extend(a.data.iter().zip(&b.data).map(|(x, y)| x + y));
     Ok(Tensor {
         shape: a.shape.clone(),
-        data: a.data.iter().zip(&b.data).map(|(x, y)| x + y).collect(),
+        data,
     })
 }
 
@@ -254,7 +270,7 @@ pub fn concat_channels(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             (bn2, h2, w2),
         ));
     }
-    let mut data = Vec::with_capacity(a.numel() + b.numel());
+    let mut data = super::pool::take(a.numel() + b.numel());
     for i in 0..bn {
         data.extend_from_slice(&a.data[i * c1 * h * w..(i + 1) * c1 * h * w]);
         data.extend_from_slice(&b.data[i * c2 * h * w..(i + 1) * c2 * h * w]);

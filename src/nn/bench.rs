@@ -1,0 +1,112 @@
+//! `infodiff bench`: throughput of the engine's own kernels on this machine.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::cpu::detected;
+use crate::cpu::gemm::{MatRef, sgemm};
+use crate::error::Result;
+use crate::nn::unet::{UNet, UNetConfig};
+use crate::tensor::Tensor;
+use crate::tensor::ops::conv2d;
+
+/// What a benchmark measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchResult {
+    pub what: String,
+    pub seconds: f64,
+    pub images_per_s: Option<f64>,
+    pub gflops: Option<f64>,
+}
+
+/// Best wall time of `reps` runs of `f` after one warm-up.
+fn best_of(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..reps {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn fill(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 2654435761usize) % 1000) as f32 / 1000.0 - 0.5)
+        .collect()
+}
+
+/// Square SGEMM of size n: 2n³ flops.
+pub fn gemm(n: usize) -> Result<BenchResult> {
+    let (a, b) = (fill(n * n), fill(n * n));
+    let mut c = vec![0.0f32; n * n];
+    let s = best_of(5, || {
+        sgemm(
+            detected(),
+            MatRef::row_major(&a, n, n),
+            MatRef::row_major(&b, n, n),
+            &mut c,
+            n,
+            false,
+        )
+    })?;
+    Ok(BenchResult {
+        what: format!("sgemm {n}x{n}x{n} ({})", detected().name()),
+        seconds: s,
+        images_per_s: None,
+        gflops: Some(2.0 * (n as f64).powi(3) / s / 1e9),
+    })
+}
+
+/// conv2d 3×3, 64→64 channels, 32×32, padding 1: 2·B·64·64·9·32·32 flops.
+pub fn conv(batch: usize) -> Result<BenchResult> {
+    let x = Tensor::new(vec![batch, 64, 32, 32], fill(batch * 64 * 32 * 32))?;
+    let w = Tensor::new(vec![64, 64, 3, 3], fill(64 * 64 * 9))?;
+    let b = Tensor::new(vec![64], fill(64))?;
+    let s = best_of(5, || conv2d(&x, &w, Some(&b), 1, 1).map(|_| ()))?;
+    let flops = 2.0 * batch as f64 * 64.0 * 64.0 * 9.0 * 32.0 * 32.0;
+    Ok(BenchResult {
+        what: format!("conv2d 3x3 64->64 32x32 batch {batch}"),
+        seconds: s,
+        images_per_s: Some(batch as f64 / s),
+        gflops: Some(flops / s / 1e9),
+    })
+}
+
+/// The full U-Net forward on a batch: the model in `dir`, or the DDPM CIFAR-10 architecture with
+/// random weights.
+pub fn unet(dir: Option<&Path>, batch: usize) -> Result<BenchResult> {
+    let net = match dir {
+        Some(d) => UNet::load(d)?,
+        None => UNet::random(UNetConfig::ddpm_cifar10(), 0)?,
+    };
+    let cfg = net.config.clone();
+    let size = cfg.sample_size.unwrap_or(32);
+    let x = Tensor::new(
+        vec![batch, cfg.in_channels, size, size],
+        fill(batch * cfg.in_channels * size * size),
+    )?;
+    let t: Vec<f32> = (0..batch).map(|i| (i * 37 % 1000) as f32).collect();
+    let labels: Option<Vec<i64>> = cfg
+        .num_class_embeds
+        .map(|n| (0..batch).map(|i| (i % n) as i64).collect());
+    let s = best_of(2, || net.forward(&x, &t, labels.as_deref()).map(|_| ()))?;
+    let what = match dir {
+        Some(d) => format!(
+            "UNet {} ({} parameters) batch {batch}",
+            d.display(),
+            net.parameters()
+        ),
+        None => format!(
+            "UNet DDPM CIFAR-10 architecture ({} parameters, random weights) batch {batch}",
+            net.parameters()
+        ),
+    };
+    Ok(BenchResult {
+        what,
+        seconds: s,
+        images_per_s: Some(batch as f64 / s),
+        gflops: None,
+    })
+}

@@ -1,0 +1,83 @@
+//! A process-wide pool of f32 buffers keyed by length: activations of one layer reuse the
+//! storage of earlier ones of the same size. Buffers above the pool's cap (1 GiB held in total)
+//! go back to the allocator.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+const CAP_BYTES: usize = 1 << 30;
+
+struct Pool {
+    free: HashMap<usize, Vec<Vec<f32>>>,
+    held: usize,
+}
+
+static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+
+fn with<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
+    let mut g = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    f(g.get_or_insert_with(|| Pool {
+        free: HashMap::new(),
+        held: 0,
+    }))
+}
+
+/// An empty buffer with capacity ≥ n (reused when the pool has one of length n).
+pub fn take(n: usize) -> Vec<f32> {
+    let v = with(|p| {
+        let v = p.free.get_mut(&n).and_then(|l| l.pop());
+        if v.is_some() {
+            p.held -= n * 4;
+        }
+        v
+    });
+    match v {
+        Some(mut v) => {
+            v.clear();
+            v
+        }
+        None => Vec::with_capacity(n),
+    }
+}
+
+/// A buffer of n zeros.
+pub fn take_zeroed(n: usize) -> Vec<f32> {
+    let mut v = take(n);
+    v.resize(n, 0.0);
+    v
+}
+
+/// Returns a buffer to the pool (keyed by its capacity), unless the pool is full or the buffer
+/// is small (< 16 KiB, which the allocator serves well).
+pub fn give(v: Vec<f32>) {
+    let n = v.capacity();
+    if n < 4096 {
+        return;
+    }
+    with(|p| {
+        if p.held + n * 4 <= CAP_BYTES {
+            p.held += n * 4;
+            p.free.entry(n).or_default().push(v);
+        }
+    });
+}
+
+/// Bytes held by the pool.
+pub fn held_bytes() -> usize {
+    with(|p| p.held)
+}
+
+/// A scratch buffer from the pool that returns there when dropped.
+pub struct Scratch(pub Vec<f32>);
+
+impl Scratch {
+    pub fn zeroed(n: usize) -> Scratch {
+        Scratch(take_zeroed(n))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        give(std::mem::take(&mut self.0));
+    }
+}
