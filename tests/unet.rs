@@ -280,3 +280,38 @@ fn measure_runs_on_a_network() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("num_class_embeds"));
 }
+
+/// The DDPM CIFAR-10 architecture has the 35.7M parameters of google/ddpm-cifar10-32, and
+/// `infodiff bench` reports its figures as JSON.
+#[test]
+fn cifar_architecture_and_bench_command() {
+    use infodiff::nn::unet::UNetConfig;
+    let net = UNet::random(UNetConfig::ddpm_cifar10(), 1).unwrap();
+    assert_eq!(net.parameters(), 35_746_307);
+    let y = net
+        .forward(&Tensor::zeros(vec![1, 3, 32, 32]), &[10.0], None)
+        .unwrap();
+    assert_eq!(y.shape, vec![1, 3, 32, 32]);
+    assert!(y.data.iter().all(|v| v.is_finite()));
+    for args in [
+        vec!["bench", "gemm", "--size", "96", "--json"],
+        vec!["bench", "conv", "--batch", "2", "--json"],
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_infodiff"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(v["gflops"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(v.get("images_per_s").is_some());
+    }
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_infodiff"))
+        .args(["bench", "unet", "--batch", "1", "--json", "--model"])
+        .arg(fixtures().join("tiny-uncond"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["images_per_s"].as_f64().unwrap() > 0.0);
+}
