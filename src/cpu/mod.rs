@@ -3,6 +3,7 @@
 //! scalar, with the ISA detected once ([`isa::detected`]).
 
 pub mod gemm;
+pub mod group_norm;
 pub mod isa;
 pub mod math;
 pub mod mixture_trajectory;

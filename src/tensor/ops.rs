@@ -207,28 +207,22 @@ pub fn group_norm(
     }
     let spatial = x.numel() / (bn * c);
     let cg = c / groups;
-    let mut y = x.clone();
+    // The fused SIMD kernel per (batch, group) slice, slices in parallel.
+    let mut y = Tensor::zeros(x.shape.clone());
+    let kind = crate::cpu::detected();
     y.data
         .par_chunks_mut(cg * spatial)
+        .zip(x.data.par_chunks(cg * spatial))
         .enumerate()
-        .for_each(|(bg, chunk)| {
+        .for_each(|(bg, (out, inp))| {
             let g = bg % groups;
-            let n = chunk.len() as f64;
-            let mean = chunk.iter().map(|v| *v as f64).sum::<f64>() / n;
-            let var = chunk
-                .iter()
-                .map(|v| (*v as f64 - mean).powi(2))
-                .sum::<f64>()
-                / n;
-            let inv = 1.0 / (var + eps as f64).sqrt();
-            for (ci, ch) in chunk.chunks_mut(spatial).enumerate() {
-                let ch_idx = g * cg + ci;
-                let (ga, be) = (gamma.data[ch_idx] as f64, beta.data[ch_idx] as f64);
-                for v in ch.iter_mut() {
-                    let z = ((*v as f64 - mean) * inv * ga + be) as f32;
-                    *v = if silu_after { silu_scalar(z) } else { z };
-                }
-            }
+            let (ga, be) = (
+                &gamma.data[g * cg..(g + 1) * cg],
+                &beta.data[g * cg..(g + 1) * cg],
+            );
+            crate::cpu::group_norm::group_norm_slice(
+                kind, inp, out, spatial, ga, be, eps, silu_after,
+            );
         });
     Ok(y)
 }
