@@ -152,13 +152,23 @@ fn im2col(
                     continue;
                 }
                 let xr = &xc[iy as usize * w..(iy as usize + 1) * w];
-                for (ox, v) in row.iter_mut().enumerate() {
-                    let ix = (ox * s + j) as isize - pl as isize;
-                    *v = if ix < 0 || ix >= w as isize {
-                        0.0
-                    } else {
-                        xr[ix as usize]
-                    };
+                // Valid outputs ox have 0 ≤ ox·s + j − pl < w: a contiguous range.
+                let lo = pl.saturating_sub(j).div_ceil(s).min(wo);
+                let hi = if w + pl > j {
+                    ((w + pl - j - 1) / s + 1).min(wo)
+                } else {
+                    0
+                }
+                .max(lo);
+                row[..lo].fill(0.0);
+                row[hi..].fill(0.0);
+                let x0 = lo * s + j - pl;
+                if s == 1 {
+                    row[lo..hi].copy_from_slice(&xr[x0..x0 + (hi - lo)]);
+                } else {
+                    for (k, v) in row[lo..hi].iter_mut().enumerate() {
+                        *v = xr[x0 + k * s];
+                    }
                 }
             }
         });
