@@ -7,6 +7,18 @@ use infodiff::nn::Weights;
 use infodiff::nn::unet::UNet;
 use infodiff::tensor::Tensor;
 
+/// ‖got − want‖₂ / ‖want‖₂ in f64.
+fn rel_l2(got: &Tensor, want: &Tensor) -> f64 {
+    let num: f64 = got
+        .data
+        .iter()
+        .zip(&want.data)
+        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+        .sum();
+    let den: f64 = want.data.iter().map(|b| (*b as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/unet")
 }
@@ -30,14 +42,7 @@ fn unet_matches_diffusers_on_every_fixture() {
         let want = &io.tensors["out"];
         let got = net.forward(x, t, labels).unwrap();
         assert_eq!(got.shape, want.shape);
-        let num: f64 = got
-            .data
-            .iter()
-            .zip(&want.data)
-            .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
-            .sum();
-        let den: f64 = want.data.iter().map(|b| (*b as f64).powi(2)).sum();
-        let rel = (num / den).sqrt();
+        let rel = rel_l2(&got, want);
         eprintln!("{}: relative L2 error {rel:.3e}", case.display());
         // issue: ≤ 1e-4 relative L2 against the float64 reference
         assert!(rel <= 1e-4, "{}: relative L2 error {rel:e}", case.display());
@@ -165,14 +170,7 @@ fn denoise_command_writes_the_reference_output() {
     let want = Weights::load(&case.join("io.safetensors")).unwrap();
     let (g, w) = (&got.tensors["out"], &want.tensors["out"]);
     assert_eq!(g.shape, w.shape);
-    let num: f64 = g
-        .data
-        .iter()
-        .zip(&w.data)
-        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
-        .sum();
-    let den: f64 = w.data.iter().map(|b| (*b as f64).powi(2)).sum();
-    assert!((num / den).sqrt() <= 1e-4);
+    assert!(rel_l2(g, w) <= 1e-4);
     // wrong inputs are errors naming what is wrong, not panics: 1-channel samples for a
     // 3-channel model, and a class-conditional model without labels
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_infodiff"))

@@ -342,6 +342,17 @@ pub fn embedding(table: &Tensor, ids: &[usize]) -> Result<Tensor> {
     Tensor::new(vec![ids.len(), d], out)
 }
 
+/// Head `hd` of a (N, C) matrix: its columns hd·dh .. (hd+1)·dh.
+fn head_of(m: &Tensor, hd: usize, dh: usize, n: usize, c: usize) -> MatRef<'_> {
+    MatRef {
+        data: &m.data[hd * dh..],
+        rows: n,
+        cols: dh,
+        rs: c,
+        cs: 1,
+    }
+}
+
 /// Multi-head self-attention over the H·W positions of x (B, C, H, W) with `heads` heads:
 /// X = GroupNorm(x) as (HW, C); Q, K, V = X·Wᵀ + b; per head softmax(Q_h K_hᵀ/√d_h) V_h; out =
 /// O·W_oᵀ + b_o, back to (B, C, H, W), plus the residual x.
@@ -385,22 +396,9 @@ pub fn spatial_attention(
         let mut att = vec![0.0f32; n * c]; // (HW, C)
         let mut s = vec![0.0f32; n * n]; // (HW, HW)
         for hd in 0..heads {
-            // S = Q_h K_hᵀ: rows of Q and K with column stride 1, offset hd·dh.
-            let qh = MatRef {
-                data: &qm.data[hd * dh..],
-                rows: n,
-                cols: dh,
-                rs: c,
-                cs: 1,
-            };
-            let kh = MatRef {
-                data: &km.data[hd * dh..],
-                rows: n,
-                cols: dh,
-                rs: c,
-                cs: 1,
-            }
-            .t();
+            // S = Q_h K_hᵀ: head hd is the column block hd·dh.. of the (HW, C) matrices.
+            let head = |m| head_of(m, hd, dh, n, c);
+            let (qh, kh) = (head(&qm), head(&km).t());
             sgemm(detected(), qh, kh, &mut s, n, false)?;
             for row in s.chunks_mut(n) {
                 let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b * scale));
@@ -412,13 +410,7 @@ pub fn spatial_attention(
                 let inv = (1.0 / z) as f32;
                 row.iter_mut().for_each(|v| *v *= inv);
             }
-            let vh = MatRef {
-                data: &vm.data[hd * dh..],
-                rows: n,
-                cols: dh,
-                rs: c,
-                cs: 1,
-            };
+            let vh = head(&vm);
             sgemm(
                 detected(),
                 MatRef::row_major(&s, n, n),
