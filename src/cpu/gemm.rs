@@ -3,7 +3,7 @@
 //!
 //! GotoBLAS structure: B is packed once per K-block into NR-column panels, each task packs its
 //! MC-row block of A into MR-row panels, and a register-blocked micro-kernel computes an MR × NR
-//! tile of C with MR·NR/LANES accumulators (AVX-512: 12 × 32 in 24 zmm registers; AVX2+FMA:
+//! tile of C with MR·NR/LANES accumulators (AVX-512: 14 × 32 in 28 zmm registers; AVX2+FMA:
 //! 6 × 16 in 12 ymm; scalar: 4 × 2). One generic body serves every ISA; tasks (blocks of C) run
 //! on rayon's pool. Its slow twin is [`crate::cpu::reference::gemm`] (f64 accumulation).
 
@@ -53,6 +53,10 @@ impl<'a> MatRef<'a> {
     }
 }
 
+/// AVX-512 register tile: MR512 rows × NV512 vectors of 16 lanes (MR512·NV512 accumulators).
+const MR512: usize = 14;
+const NV512: usize = 2;
+
 /// Register tile and cache blocks of one ISA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blocking {
@@ -68,10 +72,10 @@ pub struct Blocking {
 pub fn blocking(kind: IsaKind) -> Blocking {
     match kind {
         IsaKind::Avx512 => Blocking {
-            mr: 12,
-            nr: 32,
+            mr: MR512,
+            nr: NV512 * 16,
             kc: 256,
-            mc: 144,
+            mc: MR512 * 12,
             nc: 1024,
         },
         IsaKind::Avx2Fma => Blocking {
@@ -291,16 +295,16 @@ unsafe fn macro_kernel_generic<I: Isa>(
     // SAFETY: forwarded from `macro_kernel`.
     unsafe {
         match I::LANES {
-            16 => macro_tiles::<I, 12>(apack, bpack, c.0, ldc, i0, mc, j0, nc, kc, first),
-            8 => macro_tiles::<I, 6>(apack, bpack, c.0, ldc, i0, mc, j0, nc, kc, first),
-            _ => macro_tiles::<I, 4>(apack, bpack, c.0, ldc, i0, mc, j0, nc, kc, first),
+            16 => macro_tiles::<I, MR512, NV512>(apack, bpack, c.0, ldc, i0, mc, j0, nc, kc, first),
+            8 => macro_tiles::<I, 6, 2>(apack, bpack, c.0, ldc, i0, mc, j0, nc, kc, first),
+            _ => macro_tiles::<I, 4, 2>(apack, bpack, c.0, ldc, i0, mc, j0, nc, kc, first),
         }
     }
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn macro_tiles<I: Isa, const MR: usize>(
+unsafe fn macro_tiles<I: Isa, const MR: usize, const NV: usize>(
     apack: &[f32],
     bpack: &[f32],
     c: *mut f32,
@@ -312,8 +316,8 @@ unsafe fn macro_tiles<I: Isa, const MR: usize>(
     kc: usize,
     first: bool,
 ) {
-    let nr = 2 * I::LANES;
-    let mut edge = [0.0f32; 12 * 32];
+    let nr = NV * I::LANES;
+    let mut edge = [0.0f32; 512];
     for jr in (0..nc).step_by(nr) {
         let bpanel = &bpack[((j0 + jr) / nr) * kc * nr..][..kc * nr];
         let ncols = nr.min(nc - jr);
@@ -325,14 +329,14 @@ unsafe fn macro_tiles<I: Isa, const MR: usize>(
             unsafe {
                 let cij = c.add((i0 + ir) * ldc + j0 + jr);
                 if nrows == MR && ncols == nr {
-                    micro_kernel::<I, MR>(apanel, bpanel, kc, cij, ldc, first);
+                    micro_kernel::<I, MR, NV>(apanel, bpanel, kc, cij, ldc, first);
                 } else {
                     for i in 0..nrows {
                         for j in 0..ncols {
                             edge[i * nr + j] = if first { 0.0 } else { *cij.add(i * ldc + j) };
                         }
                     }
-                    micro_kernel::<I, MR>(apanel, bpanel, kc, edge.as_mut_ptr(), nr, false);
+                    micro_kernel::<I, MR, NV>(apanel, bpanel, kc, edge.as_mut_ptr(), nr, false);
                     for i in 0..nrows {
                         for j in 0..ncols {
                             *cij.add(i * ldc + j) = edge[i * nr + j];
@@ -344,9 +348,9 @@ unsafe fn macro_tiles<I: Isa, const MR: usize>(
     }
 }
 
-/// The MR × (2·LANES) tile: acc[i][h] += a[p][i] · b[p][h·LANES..], p = 0..kc, then C (+)= acc.
+/// The MR × (NV·LANES) tile: acc[i][v] += a[p][i] · b[p][v·LANES..], p = 0..kc, then C (+)= acc.
 #[inline(always)]
-unsafe fn micro_kernel<I: Isa, const MR: usize>(
+unsafe fn micro_kernel<I: Isa, const MR: usize, const NV: usize>(
     a: &[f32],
     b: &[f32],
     kc: usize,
@@ -355,29 +359,33 @@ unsafe fn micro_kernel<I: Isa, const MR: usize>(
     first: bool,
 ) {
     let l = I::LANES;
-    // SAFETY: `a` holds kc·MR and `b` kc·2L packed values; `c` is valid for MR rows of 2L.
+    // SAFETY: `a` holds kc·MR and `b` kc·NV·L packed values; `c` is valid for MR rows of NV·L.
     unsafe {
-        let mut acc = [[I::splat(0.0); 2]; MR];
+        let mut acc = [[I::splat(0.0); NV]; MR];
         let (mut pa, mut pb) = (a.as_ptr(), b.as_ptr());
         for _ in 0..kc {
-            let b0 = I::load(pb);
-            let b1 = I::load(pb.add(l));
+            let mut bv = [I::splat(0.0); NV];
+            for (v, x) in bv.iter_mut().enumerate() {
+                *x = I::load(pb.add(v * l));
+            }
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = I::splat(*pa.add(i));
-                row[0] = I::fma(ai, b0, row[0]);
-                row[1] = I::fma(ai, b1, row[1]);
+                for (v, r) in row.iter_mut().enumerate() {
+                    *r = I::fma(ai, bv[v], *r);
+                }
             }
             pa = pa.add(MR);
-            pb = pb.add(2 * l);
+            pb = pb.add(NV * l);
         }
         for (i, row) in acc.iter().enumerate() {
             let ci = c.add(i * ldc);
-            if first {
-                I::store(ci, row[0]);
-                I::store(ci.add(l), row[1]);
-            } else {
-                I::store(ci, I::add(I::load(ci), row[0]));
-                I::store(ci.add(l), I::add(I::load(ci.add(l)), row[1]));
+            for (v, r) in row.iter().enumerate() {
+                let p = ci.add(v * l);
+                if first {
+                    I::store(p, *r);
+                } else {
+                    I::store(p, I::add(I::load(p), *r));
+                }
             }
         }
     }
