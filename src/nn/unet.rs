@@ -162,7 +162,8 @@ impl UNetConfig {
         must("class_embed_type", &[Value::Null])?;
         must("downsample_type", &["conv".into()])?;
         must("upsample_type", &["conv".into()])?;
-        must("mid_block_type", &["UNetMidBlock2D".into(), Value::Null])?;
+        // (diffusers builds no middle block for null: not supported here.)
+        must("mid_block_type", &["UNetMidBlock2D".into()])?;
         let blocks = |k: &str, plain: &str, attn: &str| -> Result<Vec<BlockKind>> {
             let list = get(k)
                 .as_array()
@@ -218,8 +219,19 @@ impl UNetConfig {
             ));
         }
         let attention_head_dim = opt_usize("attention_head_dim")?;
+        // Channels of every attention: the attention blocks' and the middle block's.
+        let attn_channels: Vec<usize> = down_blocks
+            .iter()
+            .zip(&block_out_channels)
+            .chain(up_blocks.iter().zip(block_out_channels.iter().rev()))
+            .filter(|(k, _)| **k == BlockKind::Attn)
+            .map(|(_, c)| *c)
+            .chain(std::iter::once(
+                block_out_channels[block_out_channels.len() - 1],
+            ))
+            .collect();
         if let Some(d) = attention_head_dim
-            && let Some(c) = block_out_channels.iter().find(|c| d == 0 || *c % d != 0)
+            && let Some(c) = attn_channels.iter().find(|c| d == 0 || *c % d != 0)
         {
             return Err(cfg_err(
                 "attention_head_dim",
