@@ -197,3 +197,34 @@ fn group_norm_kernel_matches_reference_on_every_isa() {
         }
     }
 }
+
+/// Row softmax (scaled) and SiLU on every ISA against the f64 reference on odd sizes
+/// (tolerance: 2e-6 relative for softmax, 1e-6·(1+|x|) for SiLU).
+#[test]
+fn softmax_and_silu_match_reference_on_every_isa() {
+    use infodiff::cpu::softmax::{silu, softmax_rows};
+    for &(rows, cols) in &[(1usize, 1usize), (3, 7), (5, 17), (2, 257), (4, 1031)] {
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 2003) as f32 / 2003.0 - 0.5) * 20.0)
+            .collect();
+        let want = reference::softmax_rows(&x, cols, 0.37);
+        for kind in kinds() {
+            let mut y = x.clone();
+            softmax_rows(kind, &mut y, cols, 0.37);
+            for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 2e-6 * b.abs() + 1e-12,
+                    "{kind:?} softmax {rows}x{cols} at {i}: {a} vs {b}"
+                );
+            }
+            let mut z = x.clone();
+            silu(kind, &mut z);
+            for (i, (a, b)) in z.iter().zip(reference::silu(&x)).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-6 * (1.0 + x[i].abs()),
+                    "{kind:?} silu at {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}

@@ -8,5 +8,6 @@ pub mod isa;
 pub mod math;
 pub mod mixture_trajectory;
 pub mod reference;
+pub mod softmax;
 
 pub use isa::{IsaKind, detected};

@@ -153,3 +153,29 @@ pub fn group_norm(
         })
         .collect()
 }
+
+/// Row softmax of `x` (rows of `cols`) after scaling, in f64: the oracle of
+/// [`crate::cpu::softmax::softmax_rows`].
+pub fn softmax_rows(x: &[f32], cols: usize, scale: f32) -> Vec<f32> {
+    x.chunks(cols)
+        .flat_map(|row| {
+            let m = row
+                .iter()
+                .map(|v| *v as f64 * scale as f64)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = row
+                .iter()
+                .map(|v| (*v as f64 * scale as f64 - m).exp())
+                .collect();
+            let z: f64 = e.iter().sum();
+            e.into_iter().map(move |v| (v / z) as f32)
+        })
+        .collect()
+}
+
+/// SiLU x·σ(x) in f64: the oracle of [`crate::cpu::softmax::silu`].
+pub fn silu(x: &[f32]) -> Vec<f32> {
+    x.iter()
+        .map(|v| (*v as f64 / (1.0 + (-*v as f64).exp())) as f32)
+        .collect()
+}

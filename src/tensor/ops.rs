@@ -174,15 +174,12 @@ fn im2col(
         });
 }
 
-/// SiLU x·σ(x).
-#[inline]
-pub fn silu_scalar(v: f32) -> f32 {
-    v / (1.0 + (-v).exp())
-}
-
 /// SiLU in place.
 pub fn silu(x: &mut Tensor) {
-    x.data.par_iter_mut().for_each(|v| *v = silu_scalar(*v));
+    let kind = detected();
+    x.data
+        .par_chunks_mut(1 << 14)
+        .for_each(|c| crate::cpu::softmax::silu(kind, c));
 }
 
 /// GroupNorm over (C/G, H, W) per (batch, group), then ·γ + β per channel, then SiLU when
@@ -400,16 +397,7 @@ pub fn spatial_attention(
             let head = |m| head_of(m, hd, dh, n, c);
             let (qh, kh) = (head(&qm), head(&km).t());
             sgemm(detected(), qh, kh, &mut s, n, false)?;
-            for row in s.chunks_mut(n) {
-                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b * scale));
-                let mut z = 0.0f64;
-                for v in row.iter_mut() {
-                    *v = (*v * scale - m).exp();
-                    z += *v as f64;
-                }
-                let inv = (1.0 / z) as f32;
-                row.iter_mut().for_each(|v| *v *= inv);
-            }
+            crate::cpu::softmax::softmax_rows(detected(), &mut s, n, scale);
             let vh = head(&vm);
             sgemm(
                 detected(),
