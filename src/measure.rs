@@ -648,14 +648,7 @@ impl Config {
 
 /// Uniform prior over the classes of the model in `dir` (reads config.json only).
 fn model_prior(dir: &std::path::Path) -> Result<Vec<f64>> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
-        path: path.display().to_string(),
-        message: format!("not valid JSON: {e}"),
-    })?;
-    let k =
-        crate::score::unet::UNetScore::classes_of(&crate::nn::unet::UNetConfig::from_json(&v)?)?;
+    let k = crate::score::unet::UNetScore::classes_of(&crate::nn::unet::UNetConfig::load(dir)?)?;
     Ok(vec![1.0 / k as f64; k])
 }
 

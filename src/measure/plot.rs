@@ -37,6 +37,38 @@ fn series(l: &[f64], v: impl Iterator<Item = Option<f64>>) -> Vec<(f64, f64)> {
         .collect()
 }
 
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// Draws named curves (series from index `thin_from` on in thin lines) and their legend.
+fn draw_curves<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    series: Vec<(String, Vec<(f64, f64)>)>,
+    thin_from: usize,
+    legend: SeriesLabelPosition,
+) -> Result<()> {
+    for (i, (name, pts)) in series.into_iter().enumerate() {
+        let col = COLORS[i % COLORS.len()];
+        let width = if i >= thin_from { 1 } else { 2 };
+        chart
+            .draw_series(LineSeries::new(pts, col.stroke_width(width)))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(legend)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
 /// Renders the plot as SVG text.
 pub fn entropy_svg(c: &Curves) -> Result<String> {
     let mut svg = String::new();
@@ -97,29 +129,14 @@ pub fn entropy_svg(c: &Curves) -> Result<String> {
             .y_desc("bits")
             .draw()
             .map_err(err)?;
-        for (i, (name, pts)) in h_series.into_iter().enumerate() {
-            let col = COLORS[i % COLORS.len()];
-            let dashed = i >= 2 + c.partitions.len();
-            let style = if dashed {
-                col.stroke_width(1)
-            } else {
-                col.stroke_width(2)
-            };
-            chart
-                .draw_series(LineSeries::new(pts, style))
-                .map_err(err)?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(err)?;
+        // Per-class curves (after the tracked, exact and partition ones) in thin lines.
+        let thin_from = 2 + c.partitions.len();
+        draw_curves(
+            &mut chart,
+            h_series,
+            thin_from,
+            SeriesLabelPosition::UpperLeft,
+        )?;
 
         // Rates per unit log-SNR: −dH/dλ = (dH/dt)/(−dλ/dt).
         let dl = crate::info::curves::finite_difference(&c.t, lam);
@@ -173,23 +190,12 @@ pub fn entropy_svg(c: &Curves) -> Result<String> {
             .y_desc("bits per unit log-SNR")
             .draw()
             .map_err(err)?;
-        for (i, (name, pts)) in r_series.into_iter().enumerate() {
-            let col = COLORS[i % COLORS.len()];
-            chart
-                .draw_series(LineSeries::new(pts, col.stroke_width(2)))
-                .map_err(err)?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(err)?;
+        draw_curves(
+            &mut chart,
+            r_series,
+            usize::MAX,
+            SeriesLabelPosition::UpperRight,
+        )?;
         root.present().map_err(err)?;
     }
     Ok(svg)

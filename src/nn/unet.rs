@@ -263,6 +263,17 @@ impl UNetConfig {
         })
     }
 
+    /// Reads and validates `dir/config.json`.
+    pub fn load(dir: &Path) -> Result<UNetConfig> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+            path: path.display().to_string(),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        UNetConfig::from_json(&v)
+    }
+
     /// Heads of an attention block with `channels` channels.
     fn heads(&self, channels: usize) -> usize {
         self.attention_head_dim.map_or(1, |d| channels / d)
@@ -279,13 +290,7 @@ impl UNet {
     /// Loads `dir/config.json` and `dir/diffusion_pytorch_model.safetensors`; checks every
     /// tensor the architecture needs (name and shape) and refuses unexpected ones.
     pub fn load(dir: &Path) -> Result<UNet> {
-        let cpath = dir.join("config.json");
-        let text = std::fs::read_to_string(&cpath).map_err(|e| Error::io(&cpath, e))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
-            path: cpath.display().to_string(),
-            message: format!("not valid JSON: {e}"),
-        })?;
-        let config = UNetConfig::from_json(&v)?;
+        let config = UNetConfig::load(dir)?;
         let w = Weights::load(&dir.join("diffusion_pytorch_model.safetensors"))?;
         let expected = expected_tensors(&config);
         for (name, shape) in &expected {
