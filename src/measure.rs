@@ -252,6 +252,17 @@ fn kind<'a>(m: &'a Map<String, Value>, path: &str, kinds: &[&str]) -> Result<&'a
     Ok(s)
 }
 
+/// A JSON list of numbers; an entry that is not one is named `path[j]`.
+fn number_list(a: &[Value], path: &str) -> Result<Vec<f64>> {
+    a.iter()
+        .enumerate()
+        .map(|(j, x)| {
+            x.as_f64()
+                .ok_or_else(|| Error::config(format!("{path}[{j}]"), "a number", type_name(x)))
+        })
+        .collect()
+}
+
 fn class_list(v: Option<&Value>, path: &str) -> Result<Vec<usize>> {
     let v = v.ok_or_else(|| Error::config(path, "a list of class numbers", "nothing (missing)"))?;
     let a = v
@@ -395,19 +406,7 @@ impl Config {
                         )
                     })?;
                     let mean: Vec<f64> = match mv {
-                        Value::Array(a) => a
-                            .iter()
-                            .enumerate()
-                            .map(|(j, x)| {
-                                x.as_f64().ok_or_else(|| {
-                                    Error::config(
-                                        format!("{path}.mean[{j}]"),
-                                        "a number",
-                                        type_name(x),
-                                    )
-                                })
-                            })
-                            .collect::<Result<_>>()?,
+                        Value::Array(a) => number_list(a, &join(&path, "mean"))?,
                         Value::Number(n) => vec![n.as_f64().unwrap_or(f64::NAN)],
                         other => {
                             return Err(Error::config(
@@ -420,19 +419,7 @@ impl Config {
                     let var = match cm.get("var") {
                         None => vec![0.0; mean.len()],
                         Some(Value::Number(n)) => vec![n.as_f64().unwrap_or(f64::NAN); mean.len()],
-                        Some(Value::Array(a)) => a
-                            .iter()
-                            .enumerate()
-                            .map(|(j, x)| {
-                                x.as_f64().ok_or_else(|| {
-                                    Error::config(
-                                        format!("{path}.var[{j}]"),
-                                        "a number",
-                                        type_name(x),
-                                    )
-                                })
-                            })
-                            .collect::<Result<_>>()?,
+                        Some(Value::Array(a)) => number_list(a, &join(&path, "var"))?,
                         Some(other) => {
                             return Err(Error::config(
                                 join(&path, "var"),

@@ -17,8 +17,8 @@ use super::Weights;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use crate::tensor::ops::{
-    add, add_channel_bias, concat_channels, conv2d, conv2d_padded, embedding, group_norm, linear,
-    silu, spatial_attention, timestep_embedding, upsample_nearest2x,
+    add, add_channel_bias, concat_channels, conv2d_padded, embedding, group_norm, linear, silu,
+    spatial_attention, timestep_embedding, upsample_nearest2x,
 };
 
 /// A block of the down or up path.
@@ -321,13 +321,22 @@ impl UNet {
     }
 
     fn conv(&self, x: &Tensor, prefix: &str, stride: usize, pad: usize) -> Result<Tensor> {
-        conv2d(
-            x,
+        self.conv_padded(x, prefix, stride, [pad; 4])
+    }
+
+    /// The conv `prefix` (weight and bias) with padding (top, bottom, left, right).
+    fn conv_padded(
+        &self,
+        x: &Tensor,
+        prefix: &str,
+        stride: usize,
+        pad: [usize; 4],
+    ) -> Result<Tensor> {
+        let (w, b) = (
             self.t(&format!("{prefix}.weight"))?,
-            Some(self.t(&format!("{prefix}.bias"))?),
-            stride,
-            pad,
-        )
+            self.t(&format!("{prefix}.bias"))?,
+        );
+        conv2d_padded(x, w, Some(b), stride, pad)
     }
 
     fn norm(&self, x: &Tensor, prefix: &str, groups: usize, silu_after: bool) -> Result<Tensor> {
@@ -500,12 +509,12 @@ impl UNet {
                 // diffusers: padding 0 means an asymmetric (0, 1, 0, 1) pad before the conv.
                 let p = cfg.downsample_padding;
                 let pad = if p == 0 { [0, 1, 0, 1] } else { [p; 4] };
-                let pfx = format!("down_blocks.{i}.downsamplers.0.conv");
-                let (w, b) = (
-                    self.t(&format!("{pfx}.weight"))?,
-                    self.t(&format!("{pfx}.bias"))?,
-                );
-                sample = conv2d_padded(&sample, w, Some(b), 2, pad)?;
+                sample = self.conv_padded(
+                    &sample,
+                    &format!("down_blocks.{i}.downsamplers.0.conv"),
+                    2,
+                    pad,
+                )?;
                 skips.push(sample.clone());
             }
         }
