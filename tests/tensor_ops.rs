@@ -22,6 +22,9 @@ fn conv2d_matches_direct_convolution() {
         (3, 5, 5, 6, 7, 1, 1, 0),
         (1, 2, 9, 7, 4, 3, 2, 2),
         (2, 3, 4, 4, 2, 1, 2, 0),
+        // K = 37·9 = 333 spans two GEMM K blocks; N = 11·13 = 143 spans output rows in a panel
+        (1, 37, 11, 13, 6, 3, 1, 1),
+        (2, 29, 13, 11, 5, 3, 2, 1),
     ] {
         let x = fill(vec![b, c, h, w], 1);
         let wt = fill(vec![o, c, k, k], 2);

@@ -1,5 +1,6 @@
-//! The U-Net against diffusers: every case in ../shared/fixtures/unet (reference computed in
-//! float64) matched to relative L2 error ≤ 1e-4.
+//! The U-Net against diffusers: every case in ../shared/fixtures/unet and in tests/fixtures/unet
+//! (the DDPM CIFAR-10 layout options, made by tests/fixtures/make_ddpm_fixture.py; reference
+//! computed in float64) matched to relative L2 error ≤ 1e-4.
 
 use std::path::PathBuf;
 
@@ -23,17 +24,28 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/unet")
 }
 
-#[test]
-fn unet_matches_diffusers_on_every_fixture() {
-    let root = fixtures();
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+/// The reference cases (folders holding io.safetensors) under `root`, sorted.
+fn cases_in(root: &std::path::Path) -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(root)
         .unwrap_or_else(|e| panic!("fixtures at {}: {e}", root.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.join("io.safetensors").exists())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 2, "fixture cases in {}", root.display());
-    for case in cases {
+    cases
+}
+
+#[test]
+fn unet_matches_diffusers_on_every_fixture() {
+    let shared = cases_in(&fixtures());
+    assert!(
+        shared.len() >= 2,
+        "fixture cases in {}",
+        fixtures().display()
+    );
+    let own = cases_in(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet"));
+    assert_eq!(own.len(), 1, "tests/fixtures/unet/tiny-ddpm");
+    for case in shared.into_iter().chain(own) {
         let net = UNet::load(&case).unwrap();
         let io = Weights::load(&case.join("io.safetensors")).unwrap();
         let x: &Tensor = &io.tensors["sample"];

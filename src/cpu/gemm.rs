@@ -68,7 +68,9 @@ pub struct Blocking {
 }
 
 /// The blocking used for `kind`: KC·NR·4 bytes of B panel and MR·KC·4 of A panel stay in L1,
-/// the MC × KC block of A in L2.
+/// the MC × KC block of A in L2, the KC × NC block of packed B (4 MiB) in L3. A task packs its
+/// block of A once and sweeps all NC columns with it; `sgemm` narrows NC only when there are too
+/// few row blocks to keep every core busy.
 pub fn blocking(kind: IsaKind) -> Blocking {
     match kind {
         IsaKind::Avx512 => Blocking {
@@ -76,21 +78,21 @@ pub fn blocking(kind: IsaKind) -> Blocking {
             nr: NV512 * 16,
             kc: 256,
             mc: MR512 * 12,
-            nc: 1024,
+            nc: 4096,
         },
         IsaKind::Avx2Fma => Blocking {
             mr: 6,
             nr: 16,
             kc: 256,
             mc: 144,
-            nc: 1024,
+            nc: 4096,
         },
         IsaKind::Scalar => Blocking {
             mr: 4,
             nr: 2,
             kc: 256,
             mc: 128,
-            nc: 1024,
+            nc: 4096,
         },
     }
 }
@@ -113,21 +115,233 @@ pub fn sgemm(
     ldc: usize,
     accumulate: bool,
 ) -> Result<()> {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.rows != k {
+    sgemm_with(kind, a, &b, c, ldc, accumulate)
+}
+
+/// A B operand of the GEMM: anything that can pack its (kc, NR) panels. Stored matrices
+/// ([`MatRef`]) and the implicit im2col matrix of a convolution ([`Im2col`]) are the two kinds.
+pub trait BOperand: Sync {
+    /// (K, N).
+    fn dims(&self) -> (usize, usize);
+    /// Checks the operand's storage against its dimensions.
+    fn check(&self) -> Result<()>;
+    /// Packs B[pc..pc+kc, j0..j0+nr] as (kc, nr), zero-padding columns past N.
+    fn pack(&self, pc: usize, kc: usize, j0: usize, nr: usize, panel: &mut [f32]);
+}
+
+impl BOperand for MatRef<'_> {
+    fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+    fn check(&self) -> Result<()> {
+        if self.data.len() < self.extent() {
+            return Err(Error::shape(
+                "sgemm: B operand storage",
+                self.extent(),
+                self.data.len(),
+            ));
+        }
+        Ok(())
+    }
+    fn pack(&self, pc: usize, kc: usize, j0: usize, nr: usize, panel: &mut [f32]) {
+        pack_b(*self, pc, kc, j0, nr, panel)
+    }
+}
+
+/// The im2col matrix of one image, never stored: row (ci, i, j), column (oy, ox) holds
+/// x[ci, oy·s + i − pad_top, ox·s + j − pad_left] (0 outside), so conv2d is W (O, C·kh·kw) ·
+/// Im2col (C·kh·kw, Ho·Wo) and the GEMM reads the image straight into its packed panels.
+#[derive(Clone, Copy, Debug)]
+pub struct Im2col<'a> {
+    /// One image, (C, H, W).
+    pub x: &'a [f32],
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl BOperand for Im2col<'_> {
+    fn dims(&self) -> (usize, usize) {
+        (self.c * self.kh * self.kw, self.ho * self.wo)
+    }
+    fn check(&self) -> Result<()> {
+        if self.x.len() != self.c * self.h * self.w || self.stride == 0 {
+            return Err(Error::shape(
+                "sgemm: im2col image (C, H, W), stride ≥ 1",
+                (self.c * self.h * self.w, 1),
+                (self.x.len(), self.stride),
+            ));
+        }
+        Ok(())
+    }
+    fn pack(&self, pc: usize, kc: usize, j0: usize, nr: usize, panel: &mut [f32]) {
+        let n = self.ho * self.wo;
+        let (s, w) = (self.stride, self.w);
+        for p in 0..kc {
+            let r = pc + p;
+            let (ci, i, j) = (
+                r / (self.kh * self.kw),
+                (r / self.kw) % self.kh,
+                r % self.kw,
+            );
+            let xc = &self.x[ci * self.h * w..(ci + 1) * self.h * w];
+            let row = &mut panel[p * nr..(p + 1) * nr];
+            // Walk the panel's columns in runs that stay on one output row oy.
+            let mut q = j0;
+            let end = (j0 + nr).min(n);
+            while q < end {
+                let (oy, ox0) = (q / self.wo, q % self.wo);
+                let ox1 = self.wo.min(ox0 + end - q); // this run: ox0..ox1
+                let out = &mut row[q - j0..q - j0 + (ox1 - ox0)];
+                let iy = (oy * s + i) as isize - self.pad_top as isize;
+                if iy < 0 || iy >= self.h as isize {
+                    out.fill(0.0);
+                } else {
+                    let xr = &xc[iy as usize * w..(iy as usize + 1) * w];
+                    // Valid ox have 0 ≤ ox·s + j − pad_left < w: a contiguous range lo..hi.
+                    let pl = self.pad_left;
+                    let lo = pl.saturating_sub(j).div_ceil(s).clamp(ox0, ox1);
+                    let hi = if w + pl > j {
+                        ((w + pl - j - 1) / s + 1).clamp(lo, ox1)
+                    } else {
+                        lo
+                    };
+                    out[..lo - ox0].fill(0.0);
+                    out[hi - ox0..].fill(0.0);
+                    let x0 = lo * s + j - pl;
+                    let valid = &mut out[lo - ox0..hi - ox0];
+                    if s == 1 {
+                        valid.copy_from_slice(&xr[x0..x0 + (hi - lo)]);
+                    } else {
+                        for (k, v) in valid.iter_mut().enumerate() {
+                            *v = xr[x0 + k * s];
+                        }
+                    }
+                }
+                q += ox1 - ox0;
+            }
+            row[end.max(j0) - j0..].fill(0.0);
+        }
+    }
+}
+
+/// A matrix packed once into the GEMM's A panels, for reuse across many products with the
+/// same left operand (a layer's weights against every image of a batch).
+#[derive(Clone, Debug)]
+pub struct PackedA {
+    kind: IsaKind,
+    m: usize,
+    k: usize,
+    /// Block (ib, kb) (MC rows × KC columns) at `(ib · kblocks + kb) · block_len`, laid out as
+    /// `pack_a` writes it.
+    data: Vec<f32>,
+    block_len: usize,
+}
+
+impl PackedA {
+    /// Packs `a` (M, K) for GEMMs run with `kind` (or the scalar kernel if `kind` is absent).
+    pub fn new(kind: IsaKind, a: MatRef<'_>) -> Result<PackedA> {
+        if a.data.len() < a.extent() {
+            return Err(Error::shape(
+                "sgemm: A operand storage",
+                a.extent(),
+                a.data.len(),
+            ));
+        }
+        let kind = if kind.available() {
+            kind
+        } else {
+            IsaKind::Scalar
+        };
+        let bl = blocking(kind);
+        let block_len = bl.mc.div_ceil(bl.mr) * bl.mr * bl.kc;
+        let (mb, kb) = (a.rows.div_ceil(bl.mc), a.cols.div_ceil(bl.kc));
+        let mut data = vec![0.0f32; mb * kb * block_len];
+        data.par_chunks_mut(block_len.max(1))
+            .enumerate()
+            .for_each(|(blk, out)| {
+                let (i0, pc) = ((blk / kb) * bl.mc, (blk % kb) * bl.kc);
+                let (mc, kc) = (bl.mc.min(a.rows - i0), bl.kc.min(a.cols - pc));
+                pack_a(a, i0, mc, pc, kc, bl.mr, out);
+            });
+        Ok(PackedA {
+            kind,
+            m: a.rows,
+            k: a.cols,
+            data,
+            block_len,
+        })
+    }
+
+    /// (M, K).
+    pub fn dims(&self) -> (usize, usize) {
+        (self.m, self.k)
+    }
+}
+
+/// The A operand of one product: packed per task, or packed beforehand.
+#[derive(Clone, Copy)]
+enum AOp<'a> {
+    Mat(MatRef<'a>),
+    Packed(&'a PackedA),
+}
+
+/// [`sgemm`] with any [`BOperand`] as B.
+pub fn sgemm_with<B: BOperand>(
+    kind: IsaKind,
+    a: MatRef<'_>,
+    b: &B,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) -> Result<()> {
+    if a.data.len() < a.extent() {
+        return Err(Error::shape(
+            "sgemm: A operand storage",
+            a.extent(),
+            a.data.len(),
+        ));
+    }
+    gemm(kind, AOp::Mat(a), (a.rows, a.cols), b, c, ldc, accumulate)
+}
+
+/// [`sgemm`] with A packed beforehand ([`PackedA`]) and any [`BOperand`] as B; runs with the ISA
+/// that A was packed for.
+pub fn sgemm_packed<B: BOperand>(
+    a: &PackedA,
+    b: &B,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) -> Result<()> {
+    gemm(a.kind, AOp::Packed(a), a.dims(), b, c, ldc, accumulate)
+}
+
+fn gemm<B: BOperand>(
+    kind: IsaKind,
+    a: AOp<'_>,
+    (m, k): (usize, usize),
+    b: &B,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) -> Result<()> {
+    let (bk, n) = b.dims();
+    if bk != k {
         return Err(Error::shape(
             "sgemm: A (M, K) · B (K, N)",
             (m, k, k, n),
-            (m, k, b.rows, n),
+            (m, k, bk, n),
         ));
     }
-    if a.data.len() < a.extent() || b.data.len() < b.extent() {
-        return Err(Error::shape(
-            "sgemm: operand storage",
-            (a.extent(), b.extent()),
-            (a.data.len(), b.data.len()),
-        ));
-    }
+    b.check()?;
     if m > 0 && n > 0 && (ldc < n || c.len() < (m - 1) * ldc + n) {
         return Err(Error::shape(
             "sgemm: C (M, N) with row stride ldc",
@@ -150,28 +364,41 @@ pub fn sgemm(
         IsaKind::Scalar
     };
     let bl = blocking(kind);
-    let mut bpack = vec![0.0f32; bl.kc * n.div_ceil(bl.nr) * bl.nr];
+    let mut bpack = crate::tensor::pool::Scratch::zeroed(bl.kc * n.div_ceil(bl.nr) * bl.nr);
     // C as a pointer shared by tasks that write disjoint tiles.
     let cptr = SendPtr(c.as_mut_ptr());
     for pc in (0..k).step_by(bl.kc) {
         let kc = bl.kc.min(k - pc);
         // Pack B[pc..pc+kc, :] into NR-column panels, (N/NR, kc, NR), in parallel.
-        bpack[..kc * n.div_ceil(bl.nr) * bl.nr]
+        bpack.0[..kc * n.div_ceil(bl.nr) * bl.nr]
             .par_chunks_mut(kc * bl.nr)
             .enumerate()
-            .for_each(|(jp, panel)| pack_b(b, pc, kc, jp * bl.nr, bl.nr, panel));
+            .for_each(|(jp, panel)| b.pack(pc, kc, jp * bl.nr, bl.nr, panel));
         let first = pc == 0 && !accumulate;
         // Tasks: (MC rows) × (NC columns) blocks of C.
         let mb = m.div_ceil(bl.mc);
-        let nb = n.div_ceil(bl.nc);
-        let bpack = &bpack;
-        (0..mb * nb).into_par_iter().for_each_init(
-            || vec![0.0f32; bl.mc.div_ceil(bl.mr) * bl.mr * bl.kc],
-            |apack, task| {
+        // Enough tasks for every thread twice over; split columns only when rows alone fall short.
+        let col_split = (2 * rayon::current_num_threads()).div_ceil(mb);
+        let ncb = bl.nc.min(n.div_ceil(col_split).div_ceil(bl.nr) * bl.nr);
+        let nb = n.div_ceil(ncb);
+        let bpack = &bpack.0;
+        (0..mb * nb)
+            .into_par_iter()
+            .for_each_init(Vec::new, |scratch: &mut Vec<f32>, task| {
                 let (ib, jb) = (task / nb, task % nb);
-                let (i0, j0) = (ib * bl.mc, jb * bl.nc);
-                let (mc, nc) = (bl.mc.min(m - i0), bl.nc.min(n - j0));
-                pack_a(a, i0, mc, pc, kc, bl.mr, apack);
+                let (i0, j0) = (ib * bl.mc, jb * ncb);
+                let (mc, nc) = (bl.mc.min(m - i0), ncb.min(n - j0));
+                let apack: &[f32] = match a {
+                    AOp::Mat(a) => {
+                        scratch.resize(bl.mc.div_ceil(bl.mr) * bl.mr * bl.kc, 0.0);
+                        pack_a(a, i0, mc, pc, kc, bl.mr, scratch);
+                        scratch
+                    }
+                    AOp::Packed(p) => {
+                        let blk = ib * k.div_ceil(bl.kc) + pc / bl.kc;
+                        &p.data[blk * p.block_len..][..p.block_len]
+                    }
+                };
                 // SAFETY: tasks write disjoint (rows i0..i0+mc, cols j0..j0+nc) tiles of C, whose
                 // extent was checked above; bpack/apack hold the packed panels sized for them.
                 unsafe {
@@ -189,8 +416,7 @@ pub fn sgemm(
                         first,
                     );
                 }
-            },
-        );
+            });
     }
     Ok(())
 }
@@ -216,6 +442,11 @@ fn pack_b(b: MatRef<'_>, pc: usize, kc: usize, j0: usize, nr: usize, panel: &mut
         let row = &mut panel[p * nr..(p + 1) * nr];
         let base = (pc + p) * b.rs + j0 * b.cs;
         if b.cs == 1 {
+            // Rows lie b.rs apart: fetch a few rows ahead (hardware prefetch misses the stride).
+            if p + 8 < kc {
+                prefetch(b.data[base + 8 * b.rs..].as_ptr());
+                prefetch(b.data[base + 8 * b.rs..].as_ptr().wrapping_add(cols - 1));
+            }
             row[..cols].copy_from_slice(&b.data[base..base + cols]);
         } else {
             for (j, v) in row[..cols].iter_mut().enumerate() {
@@ -226,10 +457,43 @@ fn pack_b(b: MatRef<'_>, pc: usize, kc: usize, j0: usize, nr: usize, panel: &mut
     }
 }
 
+/// Hints the cache line holding `p` into L1 (a no-op off x86_64).
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults, whatever the address.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Packs A[i0..i0+mc, pc..pc+kc] into MR-row panels (mc/MR, kc, MR), zero-padding rows past mc.
 fn pack_a(a: MatRef<'_>, i0: usize, mc: usize, pc: usize, kc: usize, mr: usize, out: &mut [f32]) {
     for (ip, panel) in out.chunks_mut(kc * mr).take(mc.div_ceil(mr)).enumerate() {
         let rows = mr.min(mc - ip * mr);
+        if a.cs == 1 {
+            // Row-major A: read each row contiguously, write it down the panel with stride MR.
+            for i in 0..rows {
+                let base = (i0 + ip * mr + i) * a.rs + pc;
+                // A streams from memory: ask for the same row of the next panel ahead of time.
+                if ip * mr + i + mr < mc {
+                    let ahead = a.data[base + mr * a.rs..][..kc].as_ptr();
+                    for q in (0..kc).step_by(16) {
+                        prefetch(ahead.wrapping_add(q));
+                    }
+                }
+                for (p, &v) in a.data[base..base + kc].iter().enumerate() {
+                    panel[p * mr + i] = v;
+                }
+            }
+            for p in 0..kc {
+                panel[p * mr + rows..(p + 1) * mr].fill(0.0);
+            }
+            continue;
+        }
         for p in 0..kc {
             let col = &mut panel[p * mr..(p + 1) * mr];
             let base = (i0 + ip * mr) * a.rs + (pc + p) * a.cs;
@@ -361,6 +625,14 @@ unsafe fn micro_kernel<I: Isa, const MR: usize, const NV: usize>(
     let l = I::LANES;
     // SAFETY: `a` holds kc·MR and `b` kc·NV·L packed values; `c` is valid for MR rows of NV·L.
     unsafe {
+        if !first {
+            // The C tile is read only after the K loop: start fetching its rows now.
+            for i in 0..MR {
+                for v in 0..NV {
+                    prefetch(c.add(i * ldc + v * l));
+                }
+            }
+        }
         let mut acc = [[I::splat(0.0); NV]; MR];
         let (mut pa, mut pb) = (a.as_ptr(), b.as_ptr());
         for _ in 0..kc {

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::Tensor;
 use crate::cpu::detected;
-use crate::cpu::gemm::{MatRef, sgemm};
+use crate::cpu::gemm::{Im2col, MatRef, PackedA, sgemm, sgemm_packed};
 use crate::error::{Error, Result};
 
 /// y = x · Wᵀ + b for x (N, in), W (out, in), b (out).
@@ -92,86 +92,40 @@ pub fn conv2d_padded(
             return Err(Error::shape("conv2d: bias", [o], &bias.shape));
         }
     }
-    let direct = kh == 1 && kw == 1 && stride == 1 && pad == [0; 4];
-    // Images run in parallel (each GEMM is parallel too; rayon nests), with one im2col buffer
-    // (C·kh·kw, Ho·Wo) per worker.
+    // The weights are packed into GEMM panels once for the whole batch. Images run in parallel
+    // (each GEMM is parallel too; rayon nests); the GEMM packs its B panels straight from the
+    // image (implicit im2col), so no (C·kh·kw, Ho·Wo) copy is made.
+    let wpack = PackedA::new(detected(), MatRef::row_major(&w.data, o, ckk))?;
     y.data
         .par_chunks_mut(o * hw_out)
         .zip(x.data.par_chunks(c * h * wd))
-        .try_for_each_init(
-            || super::pool::Scratch::zeroed(if direct { 0 } else { ckk * hw_out }),
-            |col, (yb, xb)| -> Result<()> {
-                if let Some(bias) = b {
-                    yb.chunks_mut(hw_out)
-                        .zip(&bias.data)
-                        .for_each(|(row, v)| row.fill(*v));
-                }
-                let src: &[f32] = if direct {
-                    xb
-                } else {
-                    im2col(xb, h, wd, kh, kw, stride, (pt, pl), ho, wo, &mut col.0);
-                    &col.0
-                };
-                sgemm(
-                    detected(),
-                    MatRef::row_major(&w.data, o, ckk),
-                    MatRef::row_major(src, ckk, hw_out),
-                    yb,
-                    hw_out,
-                    b.is_some(),
-                )
-            },
-        )?;
-    Ok(y)
-}
-
-/// col[(ci, i, j), (oy, ox)] = x[ci, oy·s + i − p_top, ox·s + j − p_left] (0 outside).
-#[allow(clippy::too_many_arguments)]
-fn im2col(
-    x: &[f32],
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    s: usize,
-    (pt, pl): (usize, usize),
-    ho: usize,
-    wo: usize,
-    col: &mut [f32],
-) {
-    col.par_chunks_mut(ho * wo)
-        .enumerate()
-        .for_each(|(r, out)| {
-            let (ci, i, j) = (r / (kh * kw), (r / kw) % kh, r % kw);
-            let xc = &x[ci * h * w..(ci + 1) * h * w];
-            for oy in 0..ho {
-                let iy = (oy * s + i) as isize - pt as isize;
-                let row = &mut out[oy * wo..(oy + 1) * wo];
-                if iy < 0 || iy >= h as isize {
-                    row.fill(0.0);
-                    continue;
-                }
-                let xr = &xc[iy as usize * w..(iy as usize + 1) * w];
-                // Valid outputs ox have 0 ≤ ox·s + j − pl < w: a contiguous range.
-                let lo = pl.saturating_sub(j).div_ceil(s).min(wo);
-                let hi = if w + pl > j {
-                    ((w + pl - j - 1) / s + 1).min(wo)
-                } else {
-                    0
-                }
-                .max(lo);
-                row[..lo].fill(0.0);
-                row[hi..].fill(0.0);
-                let x0 = lo * s + j - pl;
-                if s == 1 {
-                    row[lo..hi].copy_from_slice(&xr[x0..x0 + (hi - lo)]);
-                } else {
-                    for (k, v) in row[lo..hi].iter_mut().enumerate() {
-                        *v = xr[x0 + k * s];
-                    }
-                }
+        .try_for_each(|(yb, xb)| -> Result<()> {
+            if let Some(bias) = b {
+                yb.chunks_mut(hw_out)
+                    .zip(&bias.data)
+                    .for_each(|(row, v)| row.fill(*v));
             }
-        });
+            if kh == 1 && kw == 1 && stride == 1 && pad == [0; 4] {
+                let xm = MatRef::row_major(xb, ckk, hw_out);
+                sgemm_packed(&wpack, &xm, yb, hw_out, b.is_some())
+            } else {
+                let cols = Im2col {
+                    x: xb,
+                    c,
+                    h,
+                    w: wd,
+                    kh,
+                    kw,
+                    stride,
+                    pad_top: pt,
+                    pad_left: pl,
+                    ho,
+                    wo,
+                };
+                sgemm_packed(&wpack, &cols, yb, hw_out, b.is_some())
+            }
+        })?;
+    Ok(y)
 }
 
 /// SiLU in place.
