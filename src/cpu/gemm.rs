@@ -183,53 +183,89 @@ impl BOperand for Im2col<'_> {
     }
     fn pack(&self, pc: usize, kc: usize, j0: usize, nr: usize, panel: &mut [f32]) {
         let n = self.ho * self.wo;
-        let (s, w) = (self.stride, self.w);
+        let end = (j0 + nr).min(n);
+        // The panel's columns as runs along one output row: (oy, ox0, ox1), at most nr ≤ 32
+        // of them (every `blocking` has nr ≤ 32).
+        let mut runs = [(0usize, 0usize, 0usize); 32];
+        let mut nruns = 0;
+        let mut q = j0;
+        while q < end {
+            let (oy, ox0) = (q / self.wo, q % self.wo);
+            let ox1 = self.wo.min(ox0 + end - q);
+            runs[nruns] = (oy, ox0, ox1);
+            nruns += 1;
+            q += ox1 - ox0;
+        }
+        let (s, w, pl) = (self.stride, self.w, self.pad_left);
+        let hw = self.h * w;
+        // (ci, i, j) of row pc, then stepped along without divisions.
+        let (mut ci, mut i, mut j) = (
+            pc / (self.kh * self.kw),
+            (pc / self.kw) % self.kh,
+            pc % self.kw,
+        );
         for p in 0..kc {
-            let r = pc + p;
-            let (ci, i, j) = (
-                r / (self.kh * self.kw),
-                (r / self.kw) % self.kh,
-                r % self.kw,
-            );
-            let xc = &self.x[ci * self.h * w..(ci + 1) * self.h * w];
             let row = &mut panel[p * nr..(p + 1) * nr];
-            // Walk the panel's columns in runs that stay on one output row oy.
-            let mut q = j0;
-            let end = (j0 + nr).min(n);
-            while q < end {
-                let (oy, ox0) = (q / self.wo, q % self.wo);
-                let ox1 = self.wo.min(ox0 + end - q); // this run: ox0..ox1
-                let out = &mut row[q - j0..q - j0 + (ox1 - ox0)];
+            let xc = &self.x[ci * hw..(ci + 1) * hw];
+            // Valid ox (0 ≤ ox·s + j − pl < w) form one range lo_all..hi_all for this j.
+            let lo_all = pl.saturating_sub(j).div_ceil(s);
+            let hi_all = if w + pl > j {
+                (w + pl - j - 1) / s + 1
+            } else {
+                0
+            };
+            let mut at = 0;
+            for &(oy, ox0, ox1) in &runs[..nruns] {
+                let out = &mut row[at..at + (ox1 - ox0)];
+                at += ox1 - ox0;
                 let iy = (oy * s + i) as isize - self.pad_top as isize;
                 if iy < 0 || iy >= self.h as isize {
                     out.fill(0.0);
+                    continue;
+                }
+                let xr = &xc[iy as usize * w..(iy as usize + 1) * w];
+                let lo = lo_all.clamp(ox0, ox1);
+                let hi = hi_all.clamp(lo, ox1);
+                out[..lo - ox0].fill(0.0);
+                out[hi - ox0..].fill(0.0);
+                if hi == lo {
+                    continue;
+                }
+                let x0 = lo * s + j - pl;
+                let valid = &mut out[lo - ox0..hi - ox0];
+                if s == 1 {
+                    copy_short(valid, &xr[x0..x0 + (hi - lo)]);
                 } else {
-                    let xr = &xc[iy as usize * w..(iy as usize + 1) * w];
-                    // Valid ox have 0 ≤ ox·s + j − pad_left < w: a contiguous range lo..hi.
-                    let pl = self.pad_left;
-                    let lo = pl.saturating_sub(j).div_ceil(s).clamp(ox0, ox1);
-                    let hi = if w + pl > j {
-                        ((w + pl - j - 1) / s + 1).clamp(lo, ox1)
-                    } else {
-                        lo
-                    };
-                    out[..lo - ox0].fill(0.0);
-                    out[hi - ox0..].fill(0.0);
-                    let x0 = lo * s + j - pl;
-                    let valid = &mut out[lo - ox0..hi - ox0];
-                    if s == 1 {
-                        valid.copy_from_slice(&xr[x0..x0 + (hi - lo)]);
-                    } else {
-                        for (k, v) in valid.iter_mut().enumerate() {
-                            *v = xr[x0 + k * s];
-                        }
+                    for (k, v) in valid.iter_mut().enumerate() {
+                        *v = xr[x0 + k * s];
                     }
                 }
-                q += ox1 - ox0;
             }
-            row[end.max(j0) - j0..].fill(0.0);
+            row[at..].fill(0.0);
+            j += 1;
+            if j == self.kw {
+                j = 0;
+                i += 1;
+                if i == self.kh {
+                    i = 0;
+                    ci += 1;
+                }
+            }
         }
     }
+}
+
+/// `dst.copy_from_slice(src)` for short slices, in fixed 8-float pieces the compiler inlines
+/// (a library memmove call costs more than moving 32 floats).
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d8, s8) in (&mut d).zip(&mut s) {
+        let v: [f32; 8] = s8.try_into().unwrap_or([0.0; 8]);
+        d8.copy_from_slice(&v);
+    }
+    d.into_remainder().copy_from_slice(s.remainder());
 }
 
 /// A matrix packed once into the GEMM's A panels, for reuse across many products with the
