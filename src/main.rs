@@ -66,6 +66,9 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// For unet: time one more forward op by op (conv2d, group_norm+silu, attention, ...).
+        #[arg(long)]
+        profile: bool,
     },
     /// Run a diffusers UNet2DModel on the inputs of a safetensors file and write its output.
     Denoise {
@@ -110,6 +113,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             batch,
             size,
             json,
+            profile,
         } => {
             use infodiff::nn::bench;
             if batch == Some(0) || size == 0 {
@@ -118,7 +122,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let r = match what {
                 BenchWhat::Gemm => bench::gemm(size)?,
                 BenchWhat::Conv => bench::conv(batch.unwrap_or(16))?,
-                BenchWhat::Unet => bench::unet(model.as_deref(), batch.unwrap_or(64))?,
+                BenchWhat::Unet => bench::unet(model.as_deref(), batch.unwrap_or(64), profile)?,
             };
             if json {
                 println!("{}", serde_json::to_string(&r).expect("serialisable"));
@@ -131,6 +135,19 @@ fn run(cli: Cli) -> Result<(), Error> {
                     print!(", {i:.2} images/s");
                 }
                 println!();
+                if let Some(ops) = &r.profile {
+                    let total: f64 = ops.iter().map(|o| o.seconds).sum();
+                    println!("profile of one more forward ({total:.4} s in the ops below):");
+                    for o in ops {
+                        println!(
+                            "  {:<16} {:>9.4} s {:>5.1}% {:>6} calls",
+                            o.op,
+                            o.seconds,
+                            100.0 * o.seconds / total,
+                            o.calls
+                        );
+                    }
+                }
             }
             Ok(())
         }

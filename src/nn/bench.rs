@@ -17,6 +17,17 @@ pub struct BenchResult {
     pub seconds: f64,
     pub images_per_s: Option<f64>,
     pub gflops: Option<f64>,
+    /// Seconds per op kind in one more forward (`--profile`), with call counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Vec<OpTime>>,
+}
+
+/// Wall time of one kind of op in a profiled forward.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OpTime {
+    pub op: String,
+    pub seconds: f64,
+    pub calls: u64,
 }
 
 /// Best wall time of `reps` runs of `f` after one warm-up.
@@ -56,6 +67,7 @@ pub fn gemm(n: usize) -> Result<BenchResult> {
         seconds: s,
         images_per_s: None,
         gflops: Some(2.0 * (n as f64).powi(3) / s / 1e9),
+        profile: None,
     })
 }
 
@@ -71,12 +83,15 @@ pub fn conv(batch: usize) -> Result<BenchResult> {
         seconds: s,
         images_per_s: Some(batch as f64 / s),
         gflops: Some(flops / s / 1e9),
+        profile: None,
     })
 }
 
 /// The full U-Net forward on a batch: the model in `dir`, or the DDPM CIFAR-10 architecture with
 /// random weights.
-pub fn unet(dir: Option<&Path>, batch: usize) -> Result<BenchResult> {
+/// The forward of the U-Net in `dir` (default: the DDPM CIFAR-10 architecture, random weights)
+/// on a batch; with `profile`, one more forward is timed op by op.
+pub fn unet(dir: Option<&Path>, batch: usize, profile: bool) -> Result<BenchResult> {
     let net = match dir {
         Some(d) => UNet::load(d)?,
         None => UNet::random(UNetConfig::ddpm_cifar10(), 0)?,
@@ -92,6 +107,24 @@ pub fn unet(dir: Option<&Path>, batch: usize) -> Result<BenchResult> {
         .num_class_embeds
         .map(|n| (0..batch).map(|i| (i % n) as i64).collect());
     let s = best_of(2, || net.forward(&x, &t, labels.as_deref()).map(|_| ()))?;
+    let profile = if profile {
+        crate::nn::profile::enable(true);
+        let run = net.forward(&x, &t, labels.as_deref());
+        crate::nn::profile::enable(false);
+        run?;
+        let ops = crate::nn::profile::collected();
+        Some(
+            ops.into_iter()
+                .map(|(op, seconds, calls)| OpTime {
+                    op: op.to_string(),
+                    seconds,
+                    calls,
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
     let what = match dir {
         Some(d) => format!(
             "UNet {} ({} parameters) batch {batch}",
@@ -108,5 +141,6 @@ pub fn unet(dir: Option<&Path>, batch: usize) -> Result<BenchResult> {
         seconds: s,
         images_per_s: Some(batch as f64 / s),
         gflops: None,
+        profile,
     })
 }

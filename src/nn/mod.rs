@@ -2,6 +2,7 @@
 //! safetensors reader they load through ([`Weights`]).
 
 pub mod bench;
+pub mod profile;
 pub mod unet;
 
 use std::collections::HashMap;

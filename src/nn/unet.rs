@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::Weights;
 use crate::error::{Error, Result};
+use crate::nn::profile::scope;
 use crate::tensor::Tensor;
 use crate::tensor::ops::{
     add, add_channel_bias, concat_channels, conv2d_padded, embedding, group_norm, linear, silu,
@@ -336,18 +337,17 @@ impl UNet {
             self.t(&format!("{prefix}.weight"))?,
             self.t(&format!("{prefix}.bias"))?,
         );
-        conv2d_padded(x, w, Some(b), stride, pad)
+        scope("conv2d", || conv2d_padded(x, w, Some(b), stride, pad))
     }
 
     fn norm(&self, x: &Tensor, prefix: &str, groups: usize, silu_after: bool) -> Result<Tensor> {
-        group_norm(
-            x,
-            groups,
+        let (w, b) = (
             self.t(&format!("{prefix}.weight"))?,
             self.t(&format!("{prefix}.bias"))?,
-            self.config.norm_eps,
-            silu_after,
-        )
+        );
+        scope("group_norm+silu", || {
+            group_norm(x, groups, w, b, self.config.norm_eps, silu_after)
+        })
     }
 
     /// ResnetBlock2D: h = conv1(SiLU(GN(x))) + proj(SiLU(emb)); h = conv2(SiLU(GN(h)));
@@ -356,24 +356,21 @@ impl UNet {
         let g = self.config.norm_num_groups;
         let h = self.norm(x, &format!("{p}.norm1"), g, true)?;
         let mut h = self.conv(&h, &format!("{p}.conv1"), 1, 1)?;
-        let tproj = linear(
-            emb_act,
+        let (pw, pb) = (
             self.t(&format!("{p}.time_emb_proj.weight"))?,
-            Some(self.t(&format!("{p}.time_emb_proj.bias"))?),
-        )?;
-        add_channel_bias(&mut h, &tproj)?;
+            self.t(&format!("{p}.time_emb_proj.bias"))?,
+        );
+        let tproj = scope("linear", || linear(emb_act, pw, Some(pb)))?;
+        scope("add", || add_channel_bias(&mut h, &tproj))?;
         let h = self.norm(&h, &format!("{p}.norm2"), g, true)?;
         let h = self.conv(&h, &format!("{p}.conv2"), 1, 1)?;
-        let short = if self
-            .w
-            .tensors
-            .contains_key(&format!("{p}.conv_shortcut.weight"))
-        {
-            self.conv(x, &format!("{p}.conv_shortcut"), 1, 0)?
+        let shortcut = format!("{p}.conv_shortcut");
+        let mut y = if self.w.tensors.contains_key(&format!("{shortcut}.weight")) {
+            let short = self.conv(x, &shortcut, 1, 0)?;
+            scope("add", || add(&short, &h))?
         } else {
-            x.clone()
+            scope("add", || add(x, &h))?
         };
-        let mut y = add(&short, &h)?;
         if scale != 1.0 {
             y.data
                 .iter_mut()
@@ -391,15 +388,11 @@ impl UNet {
             ))
         };
         let (gw, gb) = pr("group_norm")?;
-        let mut y = spatial_attention(
-            x,
-            self.config.heads(c),
-            (gw, gb, groups, self.config.norm_eps),
-            pr("to_q")?,
-            pr("to_k")?,
-            pr("to_v")?,
-            pr("to_out.0")?,
-        )?;
+        let (q, k, v, o) = (pr("to_q")?, pr("to_k")?, pr("to_v")?, pr("to_out.0")?);
+        let norm = (gw, gb, groups, self.config.norm_eps);
+        let mut y = scope("attention", || {
+            spatial_attention(x, self.config.heads(c), norm, q, k, v, o)
+        })?;
         if scale != 1.0 {
             y.data
                 .iter_mut()
@@ -532,7 +525,7 @@ impl UNet {
                 let skip = skips.pop().ok_or_else(|| {
                     Error::shape("UNet::forward: skip connections", "one more", 0)
                 })?;
-                sample = concat_channels(&sample, &skip)?;
+                sample = scope("concat", || concat_channels(&sample, &skip))?;
                 sample = self.resnet(
                     &sample,
                     &emb_act,
@@ -549,7 +542,7 @@ impl UNet {
                 }
             }
             if i + 1 < levels {
-                sample = upsample_nearest2x(&sample)?;
+                sample = scope("upsample", || upsample_nearest2x(&sample))?;
                 sample = self.conv(&sample, &format!("up_blocks.{i}.upsamplers.0.conv"), 1, 1)?;
             }
         }

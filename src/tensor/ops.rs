@@ -294,19 +294,11 @@ pub fn embedding(table: &Tensor, ids: &[usize]) -> Result<Tensor> {
 }
 
 /// Head `hd` of a (N, C) matrix: its columns hd·dh .. (hd+1)·dh.
-fn head_of(m: &Tensor, hd: usize, dh: usize, n: usize, c: usize) -> MatRef<'_> {
-    MatRef {
-        data: &m.data[hd * dh..],
-        rows: n,
-        cols: dh,
-        rs: c,
-        cs: 1,
-    }
-}
-
 /// Multi-head self-attention over the H·W positions of x (B, C, H, W) with `heads` heads:
-/// X = GroupNorm(x) as (HW, C); Q, K, V = X·Wᵀ + b; per head softmax(Q_h K_hᵀ/√d_h) V_h; out =
-/// O·W_oᵀ + b_o, back to (B, C, H, W), plus the residual x.
+/// X = GroupNorm(x) as (C, HW); Qᵀ, Kᵀ, Vᵀ = W·X + b; per head softmax(Q_h K_hᵀ/√d_h) V_h; out =
+/// x + W_o·Oᵀ + b_o, all in the (C, HW) layout of an image, so nothing is transposed.
+///
+/// The projection weights are packed once for the batch ([`PackedA`]); images run in parallel.
 #[allow(clippy::too_many_arguments)]
 pub fn spatial_attention(
     x: &Tensor,
@@ -317,7 +309,7 @@ pub fn spatial_attention(
     v: (&Tensor, &Tensor),
     o: (&Tensor, &Tensor),
 ) -> Result<Tensor> {
-    let (bn, c, h, w) = x.dims4("attention: x")?;
+    let (_, c, h, w) = x.dims4("attention: x")?;
     if heads == 0 || c % heads != 0 {
         return Err(Error::shape(
             "attention: channels divisible by heads",
@@ -325,51 +317,66 @@ pub fn spatial_attention(
             c,
         ));
     }
-    let (n, dh) = (h * w, c / heads);
-    let hn = group_norm(x, norm.2, norm.0, norm.1, norm.3, false)?;
-    let mut out = x.clone();
-    for bi in 0..bn {
-        // (HW, C): transpose of the (C, HW) plane of batch bi
-        let plane = &hn.data[bi * c * n..(bi + 1) * c * n];
-        let mut xt = vec![0.0f32; n * c];
-        for ci in 0..c {
-            for p in 0..n {
-                xt[p * c + ci] = plane[ci * n + p];
-            }
-        }
-        let xt = Tensor::new(vec![n, c], xt)?;
-        let (qm, km, vm) = (
-            linear(&xt, q.0, Some(q.1))?,
-            linear(&xt, k.0, Some(k.1))?,
-            linear(&xt, v.0, Some(v.1))?,
-        );
-        let scale = 1.0 / (dh as f32).sqrt();
-        let mut att = vec![0.0f32; n * c]; // (HW, C)
-        let mut s = vec![0.0f32; n * n]; // (HW, HW)
-        for hd in 0..heads {
-            // S = Q_h K_hᵀ: head hd is the column block hd·dh.. of the (HW, C) matrices.
-            let head = |m| head_of(m, hd, dh, n, c);
-            let (qh, kh) = (head(&qm), head(&km).t());
-            sgemm(detected(), qh, kh, &mut s, n, false)?;
-            crate::cpu::softmax::softmax_rows(detected(), &mut s, n, scale);
-            let vh = head(&vm);
-            sgemm(
-                detected(),
-                MatRef::row_major(&s, n, n),
-                vh,
-                &mut att[hd * dh..],
-                c,
-                false,
-            )?;
-        }
-        let att = Tensor::new(vec![n, c], att)?;
-        let proj = linear(&att, o.0, Some(o.1))?; // (HW, C)
-        let ob = &mut out.data[bi * c * n..(bi + 1) * c * n];
-        for ci in 0..c {
-            for p in 0..n {
-                ob[ci * n + p] += proj.data[p * c + ci];
-            }
+    for (name, (wt, b)) in [("to_q", q), ("to_k", k), ("to_v", v), ("to_out", o)] {
+        if wt.shape != [c, c] || b.shape != [c] {
+            return Err(Error::shape(
+                if name == "to_out" {
+                    "attention: to_out weight (C, C), bias (C)"
+                } else {
+                    "attention: to_q/to_k/to_v weight (C, C), bias (C)"
+                },
+                (c, c, c),
+                (&wt.shape, &b.shape),
+            ));
         }
     }
+    let (n, dh) = (h * w, c / heads);
+    let hn = group_norm(x, norm.2, norm.0, norm.1, norm.3, false)?;
+    let kind = detected();
+    // [W_q; W_k; W_v] (3C, C) and W_o (C, C), packed once.
+    let wqkv: Vec<f32> = [q.0, k.0, v.0]
+        .iter()
+        .flat_map(|t| t.data.iter().copied())
+        .collect();
+    let wqkv = PackedA::new(kind, MatRef::row_major(&wqkv, 3 * c, c))?;
+    let wo = PackedA::new(kind, MatRef::row_major(&o.0.data, c, c))?;
+    let scale = 1.0 / (dh as f32).sqrt();
+    let mut out = x.clone(); // the residual; W_o·Oᵀ + b_o is accumulated onto it
+    out.data
+        .par_chunks_mut(c * n)
+        .zip(hn.data.par_chunks(c * n))
+        .try_for_each(|(ob, xb)| -> Result<()> {
+            // (3C, HW): rows 0..C are Qᵀ, C..2C Kᵀ, 2C..3C Vᵀ.
+            let mut qkv = super::pool::Scratch::zeroed(3 * c * n);
+            for (r, row) in qkv.0.chunks_mut(n).enumerate() {
+                row.fill([q.1, k.1, v.1][r / c].data[r % c]);
+            }
+            let xm = MatRef::row_major(xb, c, n);
+            sgemm_packed(&wqkv, &xm, &mut qkv.0, n, true)?;
+            let mut s = super::pool::Scratch::zeroed(n * n); // (HW_q, HW_k)
+            let mut att = super::pool::Scratch::zeroed(c * n); // Oᵀ (C, HW)
+            let rows = |r0: usize| MatRef::row_major(&qkv.0[r0 * n..(r0 + dh) * n], dh, n);
+            for hd in 0..heads {
+                // S = Q_h K_hᵀ = (Q_hᵀ)ᵀ K_hᵀ, then row softmax over keys.
+                let (qt, kt) = (rows(hd * dh), rows(c + hd * dh));
+                sgemm(kind, qt.t(), kt, &mut s.0, n, false)?;
+                crate::cpu::softmax::softmax_rows(kind, &mut s.0, n, scale);
+                // O_hᵀ (dh, HW_q) = V_hᵀ (dh, HW_k) · Sᵀ.
+                let vt = rows(2 * c + hd * dh);
+                let st = MatRef::row_major(&s.0, n, n).t();
+                sgemm(
+                    kind,
+                    vt,
+                    st,
+                    &mut att.0[hd * dh * n..(hd + 1) * dh * n],
+                    n,
+                    false,
+                )?;
+            }
+            for (row, b) in ob.chunks_mut(n).zip(&o.1.data) {
+                row.iter_mut().for_each(|y| *y += b);
+            }
+            sgemm_packed(&wo, &MatRef::row_major(&att.0, c, n), ob, n, true)
+        })?;
     Ok(out)
 }
