@@ -79,6 +79,9 @@ fn gemm_matches_reference_on_odd_sizes_for_every_isa() {
             (37, 65, 300),
             (150, 70, 257),
             (289, 1025, 31),
+            // 128 and 250 rows take the 12-row AVX-512 tile, 150 and 289 the 14-row one
+            (128, 97, 260),
+            (250, 40, 9),
             (5, 3, 0),
         ] {
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {

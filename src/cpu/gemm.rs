@@ -53,8 +53,11 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// AVX-512 register tile: MR512 rows × NV512 vectors of 16 lanes (MR512·NV512 accumulators).
+/// AVX-512 register tiles: MR512 (or MR512_SHORT) rows × NV512 vectors of 16 lanes, 28 (or 24)
+/// accumulators. The 12-row tile serves row counts that 14 divides badly (128: 140 rows computed
+/// with 14, 132 with 12).
 const MR512: usize = 14;
+const MR512_SHORT: usize = 12;
 const NV512: usize = 2;
 
 /// Register tile and cache blocks of one ISA.
@@ -67,17 +70,22 @@ pub struct Blocking {
     pub nc: usize,
 }
 
-/// The blocking used for `kind`: KC·NR·4 bytes of B panel and MR·KC·4 of A panel stay in L1,
+/// The blocking used for `kind` and M rows: KC·NR·4 bytes of B panel and MR·KC·4 of A panel stay in L1,
 /// the MC × KC block of A in L2, the KC × NC block of packed B (4 MiB) in L3. A task packs its
 /// block of A once and sweeps all NC columns with it; `sgemm` narrows NC only when there are too
 /// few row blocks to keep every core busy.
-pub fn blocking(kind: IsaKind) -> Blocking {
+pub fn blocking(kind: IsaKind, m: usize) -> Blocking {
     match kind {
         IsaKind::Avx512 => Blocking {
-            mr: MR512,
+            // the short tile when it computes ≥ 2% fewer padded rows
+            mr: if (m.div_ceil(MR512_SHORT) * MR512_SHORT) * 50 < m.div_ceil(MR512) * MR512 * 49 {
+                MR512_SHORT
+            } else {
+                MR512
+            },
             nr: NV512 * 16,
             kc: 256,
-            mc: MR512 * 12,
+            mc: 168, // 12 tiles of 14 rows, 14 of 12
             nc: 4096,
         },
         IsaKind::Avx2Fma => Blocking {
@@ -208,11 +216,11 @@ impl BOperand for Im2col<'_> {
             let row = &mut panel[p * nr..(p + 1) * nr];
             let xc = &self.x[ci * hw..(ci + 1) * hw];
             // Valid ox (0 ≤ ox·s + j − pl < w) form one range lo_all..hi_all for this j.
-            let lo_all = pl.saturating_sub(j).div_ceil(s);
-            let hi_all = if w + pl > j {
-                (w + pl - j - 1) / s + 1
+            let (lo_all, hi_all) = if s == 1 {
+                (pl.saturating_sub(j), (w + pl).saturating_sub(j)) // no division in the common case
             } else {
-                0
+                let hi = if w + pl > j { (w + pl - j - 1) / s + 1 } else { 0 };
+                (pl.saturating_sub(j).div_ceil(s), hi)
             };
             let mut at = 0;
             for &(oy, ox0, ox1) in &runs[..nruns] {
@@ -273,6 +281,7 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
 #[derive(Clone, Debug)]
 pub struct PackedA {
     kind: IsaKind,
+    bl: Blocking,
     m: usize,
     k: usize,
     /// Block (ib, kb) (MC rows × KC columns) at `(ib · kblocks + kb) · block_len`, laid out as
@@ -296,7 +305,7 @@ impl PackedA {
         } else {
             IsaKind::Scalar
         };
-        let bl = blocking(kind);
+        let bl = blocking(kind, a.rows);
         let block_len = bl.mc.div_ceil(bl.mr) * bl.mr * bl.kc;
         let (mb, kb) = (a.rows.div_ceil(bl.mc), a.cols.div_ceil(bl.kc));
         let mut data = vec![0.0f32; mb * kb * block_len];
@@ -309,6 +318,7 @@ impl PackedA {
             });
         Ok(PackedA {
             kind,
+            bl,
             m: a.rows,
             k: a.cols,
             data,
@@ -399,7 +409,10 @@ fn gemm<B: BOperand>(
     } else {
         IsaKind::Scalar
     };
-    let bl = blocking(kind);
+    let bl = match a {
+        AOp::Packed(p) => p.bl,
+        AOp::Mat(_) => blocking(kind, m),
+    };
     let mut bpack = crate::tensor::pool::Scratch::zeroed(bl.kc * n.div_ceil(bl.nr) * bl.nr);
     // C as a pointer shared by tasks that write disjoint tiles.
     let cptr = SendPtr(c.as_mut_ptr());
@@ -440,6 +453,7 @@ fn gemm<B: BOperand>(
                 unsafe {
                     macro_kernel(
                         kind,
+                        bl.mr,
                         apack,
                         bpack,
                         cptr.get(),
@@ -543,7 +557,7 @@ fn pack_a(a: MatRef<'_>, i0: usize, mc: usize, pc: usize, kc: usize, mr: usize, 
 
 crate::isa_dispatch! {
     /// The MC × NC block of C at (i0, j0) from packed panels.
-    fn macro_kernel_dispatch(apack: &[f32], bpack: &[f32], c: SendPtr, ldc: usize, i0: usize, mc: usize, j0: usize, nc: usize, kc: usize, first: bool) -> () => macro_kernel_generic
+    fn macro_kernel_dispatch(mr: usize, apack: &[f32], bpack: &[f32], c: SendPtr, ldc: usize, i0: usize, mc: usize, j0: usize, nc: usize, kc: usize, first: bool) -> () => macro_kernel_generic
 }
 
 /// # Safety
@@ -552,6 +566,7 @@ crate::isa_dispatch! {
 #[allow(clippy::too_many_arguments)]
 unsafe fn macro_kernel(
     kind: IsaKind,
+    mr: usize,
     apack: &[f32],
     bpack: &[f32],
     c: *mut f32,
@@ -565,6 +580,7 @@ unsafe fn macro_kernel(
 ) {
     macro_kernel_dispatch(
         kind,
+        mr,
         apack,
         bpack,
         SendPtr(c),
@@ -581,6 +597,7 @@ unsafe fn macro_kernel(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn macro_kernel_generic<I: Isa>(
+    mr: usize,
     apack: &[f32],
     bpack: &[f32],
     c: SendPtr,
@@ -595,6 +612,9 @@ unsafe fn macro_kernel_generic<I: Isa>(
     // SAFETY: forwarded from `macro_kernel`.
     unsafe {
         match I::LANES {
+            16 if mr == MR512_SHORT => macro_tiles::<I, MR512_SHORT, NV512>(
+                apack, bpack, c.0, ldc, i0, mc, j0, nc, kc, first,
+            ),
             16 => macro_tiles::<I, MR512, NV512>(apack, bpack, c.0, ldc, i0, mc, j0, nc, kc, first),
             8 => macro_tiles::<I, 6, 2>(apack, bpack, c.0, ldc, i0, mc, j0, nc, kc, first),
             _ => macro_tiles::<I, 4, 2>(apack, bpack, c.0, ldc, i0, mc, j0, nc, kc, first),

@@ -106,7 +106,9 @@ pub fn unet(dir: Option<&Path>, batch: usize, profile: bool) -> Result<BenchResu
     let labels: Option<Vec<i64>> = cfg
         .num_class_embeds
         .map(|n| (0..batch).map(|i| (i % n) as i64).collect());
-    let s = best_of(2, || net.forward(&x, &t, labels.as_deref()).map(|_| ()))?;
+    // Small batches take tens of milliseconds: more repetitions steady their best time.
+    let reps = if batch <= 4 { 10 } else { 2 };
+    let s = best_of(reps, || net.forward(&x, &t, labels.as_deref()).map(|_| ()))?;
     let profile = if profile {
         crate::nn::profile::enable(true);
         let run = net.forward(&x, &t, labels.as_deref());
