@@ -413,9 +413,55 @@ fn gemm<B: BOperand>(
         AOp::Packed(p) => p.bl,
         AOp::Mat(_) => blocking(kind, m),
     };
-    let mut bpack = crate::tensor::pool::Scratch::zeroed(bl.kc * n.div_ceil(bl.nr) * bl.nr);
     // C as a pointer shared by tasks that write disjoint tiles.
     let cptr = SendPtr(c.as_mut_ptr());
+    // Tasks: (MC rows) × (NC columns) blocks of C, enough for every thread twice over; columns
+    // are split only when rows alone fall short.
+    let mb = m.div_ceil(bl.mc);
+    let col_split = (2 * rayon::current_num_threads()).div_ceil(mb);
+    let ncb = bl.nc.min(n.div_ceil(col_split).div_ceil(bl.nr) * bl.nr);
+    let nb = n.div_ceil(ncb);
+    let kb = k.div_ceil(bl.kc);
+    if mb == 1 {
+        // One row block (M ≤ MC): each task owns its columns through every K block and packs
+        // its own B panels, so the product is one parallel region with no barrier per K block
+        // (small GEMMs are otherwise dominated by synchronisation).
+        (0..nb).into_par_iter().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(sa, sb): &mut (Vec<f32>, Vec<f32>), jb| {
+                let (j0, nc) = (jb * ncb, ncb.min(n - jb * ncb));
+                let panels = nc.div_ceil(bl.nr);
+                for pc in (0..k).step_by(bl.kc) {
+                    let kc = bl.kc.min(k - pc);
+                    sb.resize(bl.kc * panels * bl.nr, 0.0);
+                    for (jp, panel) in sb.chunks_mut(kc * bl.nr).take(panels).enumerate() {
+                        b.pack(pc, kc, j0 + jp * bl.nr, bl.nr, panel);
+                    }
+                    let apack = a_block(a, &bl, kb, 0, m, pc, kc, sa);
+                    // SAFETY: tasks write disjoint column ranges j0..j0+nc of C, whose extent
+                    // was checked above; the panels are sized for them.
+                    unsafe {
+                        macro_kernel(
+                            kind,
+                            bl.mr,
+                            apack,
+                            sb,
+                            cptr.get(),
+                            ldc,
+                            0,
+                            m,
+                            j0,
+                            nc,
+                            kc,
+                            pc == 0 && !accumulate,
+                        );
+                    }
+                }
+            },
+        );
+        return Ok(());
+    }
+    let mut bpack = crate::tensor::pool::Scratch::zeroed(bl.kc * n.div_ceil(bl.nr) * bl.nr);
     for pc in (0..k).step_by(bl.kc) {
         let kc = bl.kc.min(k - pc);
         // Pack B[pc..pc+kc, :] into NR-column panels, (N/NR, kc, NR), in parallel.
@@ -424,12 +470,6 @@ fn gemm<B: BOperand>(
             .enumerate()
             .for_each(|(jp, panel)| b.pack(pc, kc, jp * bl.nr, bl.nr, panel));
         let first = pc == 0 && !accumulate;
-        // Tasks: (MC rows) × (NC columns) blocks of C.
-        let mb = m.div_ceil(bl.mc);
-        // Enough tasks for every thread twice over; split columns only when rows alone fall short.
-        let col_split = (2 * rayon::current_num_threads()).div_ceil(mb);
-        let ncb = bl.nc.min(n.div_ceil(col_split).div_ceil(bl.nr) * bl.nr);
-        let nb = n.div_ceil(ncb);
         let bpack = &bpack.0;
         (0..mb * nb)
             .into_par_iter()
@@ -437,17 +477,7 @@ fn gemm<B: BOperand>(
                 let (ib, jb) = (task / nb, task % nb);
                 let (i0, j0) = (ib * bl.mc, jb * ncb);
                 let (mc, nc) = (bl.mc.min(m - i0), ncb.min(n - j0));
-                let apack: &[f32] = match a {
-                    AOp::Mat(a) => {
-                        scratch.resize(bl.mc.div_ceil(bl.mr) * bl.mr * bl.kc, 0.0);
-                        pack_a(a, i0, mc, pc, kc, bl.mr, scratch);
-                        scratch
-                    }
-                    AOp::Packed(p) => {
-                        let blk = ib * k.div_ceil(bl.kc) + pc / bl.kc;
-                        &p.data[blk * p.block_len..][..p.block_len]
-                    }
-                };
+                let apack = a_block(a, &bl, kb, ib, mc, pc, kc, scratch);
                 // SAFETY: tasks write disjoint (rows i0..i0+mc, cols j0..j0+nc) tiles of C, whose
                 // extent was checked above; bpack/apack hold the packed panels sized for them.
                 unsafe {
@@ -455,7 +485,7 @@ fn gemm<B: BOperand>(
                         kind,
                         bl.mr,
                         apack,
-                        bpack,
+                        &bpack[(j0 / bl.nr) * kc * bl.nr..],
                         cptr.get(),
                         ldc,
                         i0,
@@ -469,6 +499,32 @@ fn gemm<B: BOperand>(
             });
     }
     Ok(())
+}
+
+/// The packed A block of row block `ib` (mc rows) and the K block at `pc` (kc columns): packed
+/// into `scratch` now, or found in the panels packed beforehand.
+#[allow(clippy::too_many_arguments)]
+fn a_block<'r>(
+    a: AOp<'r>,
+    bl: &Blocking,
+    kb: usize,
+    ib: usize,
+    mc: usize,
+    pc: usize,
+    kc: usize,
+    scratch: &'r mut Vec<f32>,
+) -> &'r [f32] {
+    match a {
+        AOp::Mat(a) => {
+            scratch.resize(bl.mc.div_ceil(bl.mr) * bl.mr * bl.kc, 0.0);
+            pack_a(a, ib * bl.mc, mc, pc, kc, bl.mr, scratch);
+            scratch
+        }
+        AOp::Packed(p) => {
+            let blk = ib * kb + pc / bl.kc;
+            &p.data[blk * p.block_len..][..p.block_len]
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -556,7 +612,8 @@ fn pack_a(a: MatRef<'_>, i0: usize, mc: usize, pc: usize, kc: usize, mr: usize, 
 }
 
 crate::isa_dispatch! {
-    /// The MC × NC block of C at (i0, j0) from packed panels.
+    /// The MC × NC block of C at (i0, j0) from packed panels (`bpack` starts with the panel of
+    /// column j0).
     fn macro_kernel_dispatch(mr: usize, apack: &[f32], bpack: &[f32], c: SendPtr, ldc: usize, i0: usize, mc: usize, j0: usize, nc: usize, kc: usize, first: bool) -> () => macro_kernel_generic
 }
 
@@ -639,7 +696,7 @@ unsafe fn macro_tiles<I: Isa, const MR: usize, const NV: usize>(
     let nr = NV * I::LANES;
     let mut edge = [0.0f32; 512];
     for jr in (0..nc).step_by(nr) {
-        let bpanel = &bpack[((j0 + jr) / nr) * kc * nr..][..kc * nr];
+        let bpanel = &bpack[(jr / nr) * kc * nr..][..kc * nr];
         let ncols = nr.min(nc - jr);
         for ir in (0..mc).step_by(MR) {
             let apanel = &apack[(ir / MR) * kc * MR..][..kc * MR];

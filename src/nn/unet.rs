@@ -9,7 +9,10 @@
 //! downsample_padding, mid_block_scale_factor, center_input_sample. Any other value is refused
 //! with an error naming the key and the value.
 
+use std::collections::HashMap;
 use std::path::Path;
+
+use rayon::prelude::*;
 
 use serde_json::Value;
 
@@ -18,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::nn::profile::scope;
 use crate::tensor::Tensor;
 use crate::tensor::ops::{
-    add, add_channel_bias, concat_channels, conv2d_padded, embedding, group_norm, linear, silu,
+    ConvWeight, add, add_channel_bias, concat_channels, conv2d_packed, embedding, group_norm, linear, silu,
     spatial_attention, timestep_embedding, upsample_nearest2x,
 };
 
@@ -285,6 +288,8 @@ impl UNetConfig {
 pub struct UNet {
     pub config: UNetConfig,
     w: Weights,
+    /// Every 4-D (convolution) weight, packed into GEMM panels at load.
+    conv: HashMap<String, ConvWeight>,
 }
 
 impl UNet {
@@ -310,7 +315,18 @@ impl UNet {
                 ),
             });
         }
-        Ok(UNet { config, w })
+        UNet::assemble(config, w)
+    }
+
+    /// The network of `config` over checked weights `w`: packs the convolution weights.
+    fn assemble(config: UNetConfig, w: Weights) -> Result<UNet> {
+        let conv = w
+            .tensors
+            .par_iter()
+            .filter(|(_, t)| t.shape.len() == 4)
+            .map(|(name, t)| Ok((name.clone(), ConvWeight::new(t)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        Ok(UNet { config, w, conv })
     }
 
     fn t(&self, name: &str) -> Result<&Tensor> {
@@ -333,11 +349,13 @@ impl UNet {
         stride: usize,
         pad: [usize; 4],
     ) -> Result<Tensor> {
-        let (w, b) = (
-            self.t(&format!("{prefix}.weight"))?,
-            self.t(&format!("{prefix}.bias"))?,
-        );
-        scope("conv2d", || conv2d_padded(x, w, Some(b), stride, pad))
+        let name = format!("{prefix}.weight");
+        let w = self.conv.get(&name).ok_or_else(|| Error::Unsupported {
+            op: "UNet",
+            reason: format!("tensor `{name}` missing"),
+        })?;
+        let b = self.t(&format!("{prefix}.bias"))?;
+        scope("conv2d", || conv2d_packed(x, w, Some(b), stride, pad))
     }
 
     fn norm(&self, x: &Tensor, prefix: &str, groups: usize, silu_after: bool) -> Result<Tensor> {
@@ -738,7 +756,7 @@ impl UNet {
             ints: Default::default(),
             path: format!("<random weights, seed {seed}>"),
         };
-        Ok(UNet { config, w })
+        UNet::assemble(config, w)
     }
 
     /// Number of parameters.

@@ -66,9 +66,38 @@ pub fn conv2d_padded(
     stride: usize,
     pad: [usize; 4],
 ) -> Result<Tensor> {
+    conv2d_packed(x, &ConvWeight::new(w)?, b, stride, pad)
+}
+
+/// Convolution weights (O, C, kh, kw) packed once into GEMM panels, for layers run many times
+/// (a network packs its weights at load).
+#[derive(Clone, Debug)]
+pub struct ConvWeight {
+    packed: PackedA,
+    /// (O, C, kh, kw).
+    shape: (usize, usize, usize, usize),
+}
+
+impl ConvWeight {
+    pub fn new(w: &Tensor) -> Result<ConvWeight> {
+        let shape = w.dims4("conv2d: weight")?;
+        let (o, c, kh, kw) = shape;
+        let packed = PackedA::new(detected(), MatRef::row_major(&w.data, o, c * kh * kw))?;
+        Ok(ConvWeight { packed, shape })
+    }
+}
+
+/// [`conv2d_padded`] with weights packed beforehand.
+pub fn conv2d_packed(
+    x: &Tensor,
+    w: &ConvWeight,
+    b: Option<&Tensor>,
+    stride: usize,
+    pad: [usize; 4],
+) -> Result<Tensor> {
     let [pt, pb, pl, pr] = pad;
     let (bn, c, h, wd) = x.dims4("conv2d: x")?; // bn: images, run in parallel below
-    let (o, wc, kh, kw) = w.dims4("conv2d: weight")?;
+    let (o, wc, kh, kw) = w.shape;
     if wc != c {
         return Err(Error::shape(
             "conv2d: weight (O, C, kh, kw) vs x (B, C, H, W)",
@@ -92,10 +121,9 @@ pub fn conv2d_padded(
             return Err(Error::shape("conv2d: bias", [o], &bias.shape));
         }
     }
-    // The weights are packed into GEMM panels once for the whole batch. Images run in parallel
-    // (each GEMM is parallel too; rayon nests); the GEMM packs its B panels straight from the
-    // image (implicit im2col), so no (C·kh·kw, Ho·Wo) copy is made.
-    let wpack = PackedA::new(detected(), MatRef::row_major(&w.data, o, ckk))?;
+    // Images run in parallel (each GEMM is parallel too; rayon nests); the GEMM packs its B
+    // panels straight from the image (implicit im2col), so no (C·kh·kw, Ho·Wo) copy is made.
+    let wpack = &w.packed;
     y.data
         .par_chunks_mut(o * hw_out)
         .zip(x.data.par_chunks(c * h * wd))
@@ -107,7 +135,7 @@ pub fn conv2d_padded(
             }
             if kh == 1 && kw == 1 && stride == 1 && pad == [0; 4] {
                 let xm = MatRef::row_major(xb, ckk, hw_out);
-                sgemm_packed(&wpack, &xm, yb, hw_out, b.is_some())
+                sgemm_packed(wpack, &xm, yb, hw_out, b.is_some())
             } else {
                 let cols = Im2col {
                     x: xb,
@@ -122,7 +150,7 @@ pub fn conv2d_padded(
                     ho,
                     wo,
                 };
-                sgemm_packed(&wpack, &cols, yb, hw_out, b.is_some())
+                sgemm_packed(wpack, &cols, yb, hw_out, b.is_some())
             }
         })?;
     Ok(y)
