@@ -76,18 +76,19 @@ pub struct Blocking {
 /// few row blocks to keep every core busy.
 pub fn blocking(kind: IsaKind, m: usize) -> Blocking {
     match kind {
-        IsaKind::Avx512 => Blocking {
+        IsaKind::Avx512 => {
             // the short tile when it computes ≥ 2% fewer padded rows
-            mr: if (m.div_ceil(MR512_SHORT) * MR512_SHORT) * 50 < m.div_ceil(MR512) * MR512 * 49 {
-                MR512_SHORT
-            } else {
-                MR512
-            },
-            nr: NV512 * 16,
-            kc: 256,
-            mc: 168, // 12 tiles of 14 rows, 14 of 12
-            nc: 4096,
-        },
+            let short = m.div_ceil(MR512_SHORT) * MR512_SHORT * 50 < m.div_ceil(MR512) * MR512 * 49;
+            let mr = if short { MR512_SHORT } else { MR512 };
+            Blocking {
+                mr,
+                nr: NV512 * 16,
+                kc: 256,
+                // ≈ 264 rows (A block ≈ 270 KiB of the 1 MiB L2): 256 channels are one block
+                mc: mr * 264usize.div_ceil(mr),
+                nc: 4096,
+            }
+        }
         IsaKind::Avx2Fma => Blocking {
             mr: 6,
             nr: 16,
