@@ -191,7 +191,27 @@ impl BOperand for Im2col<'_> {
         Ok(())
     }
     fn pack(&self, pc: usize, kc: usize, j0: usize, nr: usize, panel: &mut [f32]) {
-        let n = self.ho * self.wo;
+        im2col_pack(super::detected(), self, pc, kc, j0, nr, panel)
+    }
+}
+
+crate::isa_dispatch! {
+    /// [`Im2col`]'s panel packing, compiled for each ISA (its row copies use full vectors).
+    fn im2col_pack(op: &Im2col<'_>, pc: usize, kc: usize, j0: usize, nr: usize, panel: &mut [f32]) -> () => im2col_pack_generic
+}
+
+#[inline(always)]
+unsafe fn im2col_pack_generic<I: Isa>(
+    op: &Im2col<'_>,
+    pc: usize,
+    kc: usize,
+    j0: usize,
+    nr: usize,
+    panel: &mut [f32],
+) {
+    {
+        let this = op;
+        let n = this.ho * this.wo;
         let end = (j0 + nr).min(n);
         // The panel's columns as runs along one output row: (oy, ox0, ox1), at most nr ≤ 32
         // of them (every `blocking` has nr ≤ 32).
@@ -199,23 +219,23 @@ impl BOperand for Im2col<'_> {
         let mut nruns = 0;
         let mut q = j0;
         while q < end {
-            let (oy, ox0) = (q / self.wo, q % self.wo);
-            let ox1 = self.wo.min(ox0 + end - q);
+            let (oy, ox0) = (q / this.wo, q % this.wo);
+            let ox1 = this.wo.min(ox0 + end - q);
             runs[nruns] = (oy, ox0, ox1);
             nruns += 1;
             q += ox1 - ox0;
         }
-        let (s, w, pl) = (self.stride, self.w, self.pad_left);
-        let hw = self.h * w;
+        let (s, w, pl) = (this.stride, this.w, this.pad_left);
+        let hw = this.h * w;
         // (ci, i, j) of row pc, then stepped along without divisions.
         let (mut ci, mut i, mut j) = (
-            pc / (self.kh * self.kw),
-            (pc / self.kw) % self.kh,
-            pc % self.kw,
+            pc / (this.kh * this.kw),
+            (pc / this.kw) % this.kh,
+            pc % this.kw,
         );
         for p in 0..kc {
             let row = &mut panel[p * nr..(p + 1) * nr];
-            let xc = &self.x[ci * hw..(ci + 1) * hw];
+            let xc = &this.x[ci * hw..(ci + 1) * hw];
             // Valid ox (0 ≤ ox·s + j − pl < w) form one range lo_all..hi_all for this j.
             let (lo_all, hi_all) = if s == 1 {
                 (pl.saturating_sub(j), (w + pl).saturating_sub(j)) // no division in the common case
@@ -227,23 +247,24 @@ impl BOperand for Im2col<'_> {
             for &(oy, ox0, ox1) in &runs[..nruns] {
                 let out = &mut row[at..at + (ox1 - ox0)];
                 at += ox1 - ox0;
-                let iy = (oy * s + i) as isize - self.pad_top as isize;
-                if iy < 0 || iy >= self.h as isize {
-                    out.fill(0.0);
+                let iy = (oy * s + i) as isize - this.pad_top as isize;
+                if iy < 0 || iy >= this.h as isize {
+                    zero_short::<I>(out);
                     continue;
                 }
                 let xr = &xc[iy as usize * w..(iy as usize + 1) * w];
                 let lo = lo_all.clamp(ox0, ox1);
                 let hi = hi_all.clamp(lo, ox1);
-                out[..lo - ox0].fill(0.0);
-                out[hi - ox0..].fill(0.0);
+                if lo > ox0 || hi < ox1 {
+                    zero_short::<I>(out); // padding columns; the valid ones are written below
+                }
                 if hi == lo {
                     continue;
                 }
                 let x0 = lo * s + j - pl;
                 let valid = &mut out[lo - ox0..hi - ox0];
                 if s == 1 {
-                    copy_short(valid, &xr[x0..x0 + (hi - lo)]);
+                    copy_short::<I>(valid, &xr[x0..x0 + (hi - lo)]);
                 } else {
                     for (k, v) in valid.iter_mut().enumerate() {
                         *v = xr[x0 + k * s];
@@ -252,10 +273,10 @@ impl BOperand for Im2col<'_> {
             }
             row[at..].fill(0.0);
             j += 1;
-            if j == self.kw {
+            if j == this.kw {
                 j = 0;
                 i += 1;
-                if i == self.kh {
+                if i == this.kh {
                     i = 0;
                     ci += 1;
                 }
@@ -264,17 +285,42 @@ impl BOperand for Im2col<'_> {
     }
 }
 
-/// `dst.copy_from_slice(src)` for short slices, in fixed 8-float pieces the compiler inlines
-/// (a library memmove call costs more than moving 32 floats).
+/// `dst.copy_from_slice(src)` for short slices, a vector at a time, the last vector
+/// overlapping the one before (a library memmove call costs more than moving 32 floats).
 #[inline(always)]
-fn copy_short(dst: &mut [f32], src: &[f32]) {
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (d8, s8) in (&mut d).zip(&mut s) {
-        let v: [f32; 8] = s8.try_into().unwrap_or([0.0; 8]);
-        d8.copy_from_slice(&v);
+fn copy_short<I: Isa>(dst: &mut [f32], src: &[f32]) {
+    let len = dst.len().min(src.len());
+    if len < I::LANES {
+        dst[..len].copy_from_slice(&src[..len]);
+        return;
     }
-    d.into_remainder().copy_from_slice(s.remainder());
+    let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
+    // SAFETY: every vector lies in 0..len, within both slices.
+    unsafe {
+        for q in (0..len - I::LANES).step_by(I::LANES) {
+            I::store(d.add(q), I::load(s.add(q)));
+        }
+        I::store(d.add(len - I::LANES), I::load(s.add(len - I::LANES)));
+    }
+}
+
+/// `dst.fill(0.0)` for short slices, as [`copy_short`].
+#[inline(always)]
+fn zero_short<I: Isa>(dst: &mut [f32]) {
+    let len = dst.len();
+    if len < I::LANES {
+        dst.fill(0.0);
+        return;
+    }
+    let d = dst.as_mut_ptr();
+    // SAFETY: every vector lies in 0..len.
+    unsafe {
+        let z = I::splat(0.0);
+        for q in (0..len - I::LANES).step_by(I::LANES) {
+            I::store(d.add(q), z);
+        }
+        I::store(d.add(len - I::LANES), z);
+    }
 }
 
 /// A matrix packed once into the GEMM's A panels, for reuse across many products with the
