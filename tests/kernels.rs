@@ -228,3 +228,26 @@ fn softmax_and_silu_match_reference_on_every_isa() {
         }
     }
 }
+
+/// The element-wise kernels on every ISA equal their scalar twins bit for bit (IEEE addition is
+/// exactly rounded), on odd lengths around the vector widths.
+#[test]
+fn elementwise_kernels_match_reference_on_every_isa() {
+    use infodiff::cpu::elementwise::{add, add_scalar};
+    for kind in infodiff::cpu::IsaKind::all_available() {
+        for n in [0usize, 1, 7, 15, 16, 17, 33, 1001] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 1.3).cos() * 1e-3).collect();
+            let mut y = vec![f32::NAN; n];
+            add(kind, &a, &b, &mut y);
+            assert_eq!(y, reference::add(&a, &b), "{kind:?} add n={n}");
+            let mut x = a.clone();
+            add_scalar(kind, &mut x, 0.123);
+            assert_eq!(
+                x,
+                reference::add_scalar(&a, 0.123),
+                "{kind:?} add_scalar n={n}"
+            );
+        }
+    }
+}

@@ -240,7 +240,11 @@ unsafe fn im2col_pack_generic<I: Isa>(
             let (lo_all, hi_all) = if s == 1 {
                 (pl.saturating_sub(j), (w + pl).saturating_sub(j)) // no division in the common case
             } else {
-                let hi = if w + pl > j { (w + pl - j - 1) / s + 1 } else { 0 };
+                let hi = if w + pl > j {
+                    (w + pl - j - 1) / s + 1
+                } else {
+                    0
+                };
                 (pl.saturating_sub(j).div_ceil(s), hi)
             };
             let mut at = 0;

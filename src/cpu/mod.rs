@@ -2,6 +2,7 @@
 //! fused op, each one generic body over [`isa::Isa`] instantiated for AVX-512F, AVX2+FMA and
 //! scalar, with the ISA detected once ([`isa::detected`]).
 
+pub mod elementwise;
 pub mod gemm;
 pub mod group_norm;
 pub mod isa;

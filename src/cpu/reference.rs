@@ -179,3 +179,13 @@ pub fn silu(x: &[f32]) -> Vec<f32> {
         .map(|v| (*v as f64 / (1.0 + (-*v as f64).exp())) as f32)
         .collect()
 }
+
+/// y = a + b, element by element (twin of [`crate::cpu::elementwise::add`]).
+pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+/// x + v for every element (twin of [`crate::cpu::elementwise::add_scalar`]).
+pub fn add_scalar(x: &[f32], v: f32) -> Vec<f32> {
+    x.iter().map(|e| e + v).collect()
+}

@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::nn::profile::scope;
 use crate::tensor::Tensor;
 use crate::tensor::ops::{
-    ConvWeight, add, add_channel_bias, concat_channels, conv2d_packed, embedding, group_norm, linear, silu,
-    spatial_attention, timestep_embedding, upsample_nearest2x,
+    ConvWeight, add, add_channel_bias, concat_channels, conv2d_packed, embedding, group_norm,
+    linear, silu, spatial_attention, timestep_embedding, upsample_nearest2x,
 };
 
 /// A block of the down or up path.

@@ -52,6 +52,15 @@ impl Tensor {
             data: pool::take_zeroed(n),
         }
     }
+    /// A tensor of `shape` whose values are unspecified (pooled storage keeps old values), for
+    /// ops that write every element before reading any.
+    pub fn stale(shape: Vec<usize>) -> Tensor {
+        let n = shape.iter().product();
+        Tensor {
+            shape,
+            data: pool::take_stale(n),
+        }
+    }
     pub fn numel(&self) -> usize {
         self.data.len()
     }

@@ -115,7 +115,8 @@ pub fn conv2d_packed(
     let ho = (h + pt + pb - kh) / stride + 1;
     let wo = (wd + pl + pr - kw) / stride + 1;
     let (hw_out, ckk) = (ho * wo, c * kh * kw);
-    let mut y = Tensor::zeros(vec![bn, o, ho, wo]); // (B, O, Ho, Wo)
+    // (B, O, Ho, Wo): every element is written below (bias fill, or the GEMM's first K block).
+    let mut y = Tensor::stale(vec![bn, o, ho, wo]);
     if let Some(bias) = b {
         if bias.shape != [o] {
             return Err(Error::shape("conv2d: bias", [o], &bias.shape));
@@ -197,7 +198,7 @@ pub fn group_norm(
     let spatial = x.numel() / (bn * c);
     let cg = c / groups;
     // The fused SIMD kernel per (batch, group) slice, slices in parallel.
-    let mut y = Tensor::zeros(x.shape.clone());
+    let mut y = Tensor::stale(x.shape.clone()); // every slice is written by the kernel
     let kind = crate::cpu::detected();
     y.data
         .par_chunks_mut(cg * spatial)
@@ -221,12 +222,14 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.shape != b.shape {
         return Err(Error::shape("add", &a.shape, &b.shape));
     }
-    let mut data = super::pool::take(a.numel());
-    data.extend(a.data.iter().zip(&b.data).map(|(x, y)| x + y));
-    Ok(Tensor {
-        shape: a.shape.clone(),
-        data,
-    })
+    let mut y = Tensor::stale(a.shape.clone());
+    let kind = detected();
+    const CHUNK: usize = 1 << 16;
+    y.data
+        .par_chunks_mut(CHUNK)
+        .zip(a.data.par_chunks(CHUNK).zip(b.data.par_chunks(CHUNK)))
+        .for_each(|(y, (a, b))| crate::cpu::elementwise::add(kind, a, b, y));
+    Ok(y)
 }
 
 /// Adds v (B, C) to every position of x (B, C, H, W) in place.
@@ -235,10 +238,11 @@ pub fn add_channel_bias(x: &mut Tensor, v: &Tensor) -> Result<()> {
     if v.shape != [bn, c] {
         return Err(Error::shape("add_channel_bias: v", [bn, c], &v.shape));
     }
-    for (i, plane) in x.data.chunks_mut(h * w).enumerate() {
-        let add = v.data[i];
-        plane.iter_mut().for_each(|p| *p += add);
-    }
+    let kind = detected();
+    x.data
+        .par_chunks_mut(h * w)
+        .zip(&v.data)
+        .for_each(|(plane, add)| crate::cpu::elementwise::add_scalar(kind, plane, *add));
     Ok(())
 }
 
@@ -253,25 +257,34 @@ pub fn concat_channels(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             (bn2, h2, w2),
         ));
     }
-    let mut data = super::pool::take(a.numel() + b.numel());
-    for i in 0..bn {
-        data.extend_from_slice(&a.data[i * c1 * h * w..(i + 1) * c1 * h * w]);
-        data.extend_from_slice(&b.data[i * c2 * h * w..(i + 1) * c2 * h * w]);
-    }
-    Tensor::new(vec![bn, c1 + c2, h, w], data)
+    let (na, nb) = (c1 * h * w, c2 * h * w);
+    let mut y = Tensor::stale(vec![bn, c1 + c2, h, w]); // every image's two parts are copied in
+    y.data
+        .par_chunks_mut((na + nb).max(1))
+        .enumerate()
+        .for_each(|(i, y)| {
+            y[..na].copy_from_slice(&a.data[i * na..(i + 1) * na]);
+            y[na..].copy_from_slice(&b.data[i * nb..(i + 1) * nb]);
+        });
+    Ok(y)
 }
 
 /// Nearest-neighbour 2× upsampling of (B, C, H, W).
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     let (bn, c, h, w) = x.dims4("upsample_nearest2x")?;
-    let mut y = Tensor::zeros(vec![bn, c, 2 * h, 2 * w]); // (B, C, 2H, 2W)
-    for (src, dst) in x.data.chunks(h * w).zip(y.data.chunks_mut(4 * h * w)) {
-        for yy in 0..2 * h {
-            for xx in 0..2 * w {
-                dst[yy * 2 * w + xx] = src[(yy / 2) * w + xx / 2];
+    let mut y = Tensor::stale(vec![bn, c, 2 * h, 2 * w]); // (B, C, 2H, 2W), all written below
+    y.data
+        .par_chunks_mut((4 * h * w).max(1))
+        .zip(x.data.par_chunks((h * w).max(1)))
+        .for_each(|(dst, src)| {
+            for (yy, row) in dst.chunks_mut(2 * w).enumerate() {
+                let s = &src[(yy / 2) * w..(yy / 2 + 1) * w];
+                for (pair, v) in row.chunks_exact_mut(2).zip(s) {
+                    pair[0] = *v;
+                    pair[1] = *v;
+                }
             }
-        }
-    }
+        });
     Ok(y)
 }
 

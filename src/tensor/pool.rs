@@ -22,16 +22,20 @@ fn with<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
     }))
 }
 
-/// An empty buffer with capacity ≥ n (reused when the pool has one of length n).
-pub fn take(n: usize) -> Vec<f32> {
-    let v = with(|p| {
+/// A pooled buffer of capacity n, if one is free.
+fn pop(n: usize) -> Option<Vec<f32>> {
+    with(|p| {
         let v = p.free.get_mut(&n).and_then(|l| l.pop());
         if v.is_some() {
             p.held -= n * 4;
         }
         v
-    });
-    match v {
+    })
+}
+
+/// An empty buffer with capacity ≥ n (reused when the pool has one of length n).
+pub fn take(n: usize) -> Vec<f32> {
+    match pop(n) {
         Some(mut v) => {
             v.clear();
             v
@@ -40,11 +44,29 @@ pub fn take(n: usize) -> Vec<f32> {
     }
 }
 
-/// A buffer of n zeros.
+/// A buffer of n zeros (a fresh one comes zeroed from the allocator, page by page on first
+/// touch, rather than written here).
 pub fn take_zeroed(n: usize) -> Vec<f32> {
-    let mut v = take(n);
-    v.resize(n, 0.0);
-    v
+    match pop(n) {
+        Some(mut v) => {
+            v.clear();
+            v.resize(n, 0.0);
+            v
+        }
+        None => vec![0.0; n],
+    }
+}
+
+/// A buffer of n values, unspecified: a pooled buffer keeps what it held (old activations), a
+/// fresh one is zero. For outputs whose every element is written before it is read.
+pub fn take_stale(n: usize) -> Vec<f32> {
+    match pop(n) {
+        Some(mut v) => {
+            v.resize(n, 0.0); // writes only past the length it was given back with
+            v
+        }
+        None => vec![0.0; n],
+    }
 }
 
 /// Returns a buffer to the pool (keyed by its capacity), unless the pool is full or the buffer
