@@ -102,19 +102,27 @@ fn group_norm_and_linear_and_upsample_match_naive() {
             }
         }
     }
-    let xl = fill(vec![7, 5], 7);
-    let wl = fill(vec![3, 5], 8);
-    let bl = fill(vec![3], 9);
-    let yl = linear(&xl, &wl, Some(&bl)).unwrap();
-    for n in 0..7 {
-        for o in 0..3 {
-            let want: f64 = bl.data[o] as f64
-                + (0..5)
-                    .map(|i| xl.data[n * 5 + i] as f64 * wl.data[o * 5 + i] as f64)
-                    .sum::<f64>();
-            assert!((yl.data[n * 3 + o] as f64 - want).abs() < 1e-6);
+    // 1 and 7 rows take the few-rows path (W as the GEMM's A), 13 the general one
+    for rows in [1usize, 7, 13] {
+        let xl = fill(vec![rows, 5], 7);
+        let wl = fill(vec![3, 5], 8);
+        let bl = fill(vec![3], 9);
+        for bias in [Some(&bl), None] {
+            let yl = linear(&xl, &wl, bias).unwrap();
+            assert_eq!(yl.shape, vec![rows, 3]);
+            for n in 0..rows {
+                for o in 0..3 {
+                    let want: f64 = bias.map_or(0.0, |b| b.data[o] as f64)
+                        + (0..5)
+                            .map(|i| xl.data[n * 5 + i] as f64 * wl.data[o * 5 + i] as f64)
+                            .sum::<f64>();
+                    // f32 accumulation of 5 products of magnitude ≤ 0.25: 1e-6 absolute
+                    assert!((yl.data[n * 3 + o] as f64 - want).abs() < 1e-6);
+                }
+            }
         }
     }
+    let xl = fill(vec![7, 5], 7);
     assert!(linear(&xl, &fill(vec![3, 4], 1), None).is_err());
     let u = upsample_nearest2x(&x).unwrap();
     assert_eq!(u.shape, vec![b, c, 2 * h, 2 * w]);

@@ -381,6 +381,11 @@ impl PackedA {
     pub fn dims(&self) -> (usize, usize) {
         (self.m, self.k)
     }
+
+    /// The ISA the panels were packed for (the one their products run with).
+    pub fn kind(&self) -> IsaKind {
+        self.kind
+    }
 }
 
 /// The A operand of one product: packed per task, or packed beforehand.

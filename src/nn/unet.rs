@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::nn::profile::scope;
 use crate::tensor::Tensor;
 use crate::tensor::ops::{
-    ConvWeight, add, add_channel_bias, concat_channels, conv2d_packed, embedding, group_norm,
-    linear, silu, spatial_attention, timestep_embedding, upsample_nearest2x,
+    AttnWeights, ConvWeight, add, add_channel_bias, concat_channels, conv2d_packed, embedding,
+    group_norm, linear, silu, spatial_attention_packed, timestep_embedding, upsample_nearest2x,
 };
 
 /// A block of the down or up path.
@@ -290,6 +290,8 @@ pub struct UNet {
     w: Weights,
     /// Every 4-D (convolution) weight, packed into GEMM panels at load.
     conv: HashMap<String, ConvWeight>,
+    /// Every attention block's projections (by block prefix), packed at load.
+    attn: HashMap<String, AttnWeights>,
 }
 
 impl UNet {
@@ -326,7 +328,27 @@ impl UNet {
             .filter(|(_, t)| t.shape.len() == 4)
             .map(|(name, t)| Ok((name.clone(), ConvWeight::new(t)?)))
             .collect::<Result<HashMap<_, _>>>()?;
-        Ok(UNet { config, w, conv })
+        let t = |name: String| {
+            w.tensors.get(&name).ok_or_else(|| Error::Unsupported {
+                op: "UNet",
+                reason: format!("tensor `{name}` missing"),
+            })
+        };
+        let mut attn = HashMap::new();
+        for name in w.tensors.keys().filter(|n| n.ends_with(".to_q.weight")) {
+            let p = name.trim_end_matches(".to_q.weight");
+            let pr = |n: &str| -> Result<(&Tensor, &Tensor)> {
+                Ok((t(format!("{p}.{n}.weight"))?, t(format!("{p}.{n}.bias"))?))
+            };
+            let packed = AttnWeights::new(pr("to_q")?, pr("to_k")?, pr("to_v")?, pr("to_out.0")?)?;
+            attn.insert(p.to_string(), packed);
+        }
+        Ok(UNet {
+            config,
+            w,
+            conv,
+            attn,
+        })
     }
 
     fn t(&self, name: &str) -> Result<&Tensor> {
@@ -399,17 +421,17 @@ impl UNet {
 
     fn attention(&self, x: &Tensor, p: &str, groups: usize, scale: f64) -> Result<Tensor> {
         let c = x.shape[1];
-        let pr = |n: &str| -> Result<(&Tensor, &Tensor)> {
-            Ok((
-                self.t(&format!("{p}.{n}.weight"))?,
-                self.t(&format!("{p}.{n}.bias"))?,
-            ))
-        };
-        let (gw, gb) = pr("group_norm")?;
-        let (q, k, v, o) = (pr("to_q")?, pr("to_k")?, pr("to_v")?, pr("to_out.0")?);
+        let (gw, gb) = (
+            self.t(&format!("{p}.group_norm.weight"))?,
+            self.t(&format!("{p}.group_norm.bias"))?,
+        );
+        let wts = self.attn.get(p).ok_or_else(|| Error::Unsupported {
+            op: "UNet",
+            reason: format!("tensor `{p}.to_q.weight` missing"),
+        })?;
         let norm = (gw, gb, groups, self.config.norm_eps);
         let mut y = scope("attention", || {
-            spatial_attention(x, self.config.heads(c), norm, q, k, v, o)
+            spatial_attention_packed(x, self.config.heads(c), norm, wts)
         })?;
         if scale != 1.0 {
             y.data

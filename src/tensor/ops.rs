@@ -25,11 +25,33 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
             (fout, win),
         ));
     }
-    let mut y = Tensor::zeros(vec![n, fout]); // (N, out)
     if let Some(b) = b {
         if b.shape != [fout] {
             return Err(Error::shape("linear: bias", [fout], &b.shape));
         }
+    }
+    if n < 8 {
+        // A few rows (a time embedding at batch 1): yᵀ (out, N) = W · xᵀ reads W row-major, as
+        // the GEMM's A operand, instead of gathering Wᵀ column by column into B panels.
+        let mut yt = vec![0.0f32; fout * n]; // (out, N)
+        if let Some(b) = b {
+            for (row, v) in yt.chunks_mut(n.max(1)).zip(&b.data) {
+                row.fill(*v);
+            }
+        }
+        let xt = MatRef::row_major(&x.data, n, fin).t(); // (in, N)
+        let wm = MatRef::row_major(&w.data, fout, fin);
+        sgemm(detected(), wm, xt, &mut yt, n.max(1), b.is_some())?;
+        let mut y = Tensor::stale(vec![n, fout]); // (N, out), every element copied in
+        for (i, row) in y.data.chunks_mut(fout.max(1)).enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = yt[j * n + i];
+            }
+        }
+        return Ok(y);
+    }
+    let mut y = Tensor::zeros(vec![n, fout]); // (N, out)
+    if let Some(b) = b {
         y.data
             .chunks_mut(fout)
             .for_each(|row| row.copy_from_slice(&b.data));
@@ -334,12 +356,11 @@ pub fn embedding(table: &Tensor, ids: &[usize]) -> Result<Tensor> {
     Tensor::new(vec![ids.len(), d], out)
 }
 
-/// Head `hd` of a (N, C) matrix: its columns hd·dh .. (hd+1)·dh.
 /// Multi-head self-attention over the H·W positions of x (B, C, H, W) with `heads` heads:
 /// X = GroupNorm(x) as (C, HW); Qᵀ, Kᵀ, Vᵀ = W·X + b; per head softmax(Q_h K_hᵀ/√d_h) V_h; out =
 /// x + W_o·Oᵀ + b_o, all in the (C, HW) layout of an image, so nothing is transposed.
 ///
-/// The projection weights are packed once for the batch ([`PackedA`]); images run in parallel.
+/// The projection weights are packed once ([`AttnWeights`]); images run in parallel.
 #[allow(clippy::too_many_arguments)]
 pub fn spatial_attention(
     x: &Tensor,
@@ -350,7 +371,73 @@ pub fn spatial_attention(
     v: (&Tensor, &Tensor),
     o: (&Tensor, &Tensor),
 ) -> Result<Tensor> {
+    spatial_attention_packed(x, heads, norm, &AttnWeights::new(q, k, v, o)?)
+}
+
+/// The projections of a spatial attention block, (weight (C, C), bias (C)) each, packed once
+/// into GEMM panels: [W_q; W_k; W_v] as one (3C, C) operand, and W_o.
+#[derive(Clone, Debug)]
+pub struct AttnWeights {
+    c: usize,
+    qkv: PackedA,
+    qkv_bias: Vec<f32>,
+    out: PackedA,
+    out_bias: Vec<f32>,
+}
+
+impl AttnWeights {
+    pub fn new(
+        q: (&Tensor, &Tensor),
+        k: (&Tensor, &Tensor),
+        v: (&Tensor, &Tensor),
+        o: (&Tensor, &Tensor),
+    ) -> Result<AttnWeights> {
+        let c = q.1.numel();
+        for (name, (wt, b)) in [("to_q", q), ("to_k", k), ("to_v", v), ("to_out", o)] {
+            if wt.shape != [c, c] || b.shape != [c] {
+                return Err(Error::shape(
+                    if name == "to_out" {
+                        "attention: to_out weight (C, C), bias (C)"
+                    } else {
+                        "attention: to_q/to_k/to_v weight (C, C), bias (C)"
+                    },
+                    (c, c, c),
+                    (&wt.shape, &b.shape),
+                ));
+            }
+        }
+        let wqkv: Vec<f32> = [q.0, k.0, v.0]
+            .iter()
+            .flat_map(|t| t.data.iter().copied())
+            .collect();
+        Ok(AttnWeights {
+            c,
+            qkv: PackedA::new(detected(), MatRef::row_major(&wqkv, 3 * c, c))?,
+            qkv_bias: [q.1, k.1, v.1]
+                .iter()
+                .flat_map(|t| t.data.iter().copied())
+                .collect(),
+            out: PackedA::new(detected(), MatRef::row_major(&o.0.data, c, c))?,
+            out_bias: o.1.data.clone(),
+        })
+    }
+}
+
+/// [`spatial_attention`] with the projections packed beforehand.
+pub fn spatial_attention_packed(
+    x: &Tensor,
+    heads: usize,
+    norm: (&Tensor, &Tensor, usize, f32),
+    wts: &AttnWeights,
+) -> Result<Tensor> {
     let (_, c, h, w) = x.dims4("attention: x")?;
+    if wts.c != c {
+        return Err(Error::shape(
+            "attention: projections (C, C) vs x (B, C, H, W)",
+            c,
+            wts.c,
+        ));
+    }
     if heads == 0 || c % heads != 0 {
         return Err(Error::shape(
             "attention: channels divisible by heads",
@@ -358,29 +445,10 @@ pub fn spatial_attention(
             c,
         ));
     }
-    for (name, (wt, b)) in [("to_q", q), ("to_k", k), ("to_v", v), ("to_out", o)] {
-        if wt.shape != [c, c] || b.shape != [c] {
-            return Err(Error::shape(
-                if name == "to_out" {
-                    "attention: to_out weight (C, C), bias (C)"
-                } else {
-                    "attention: to_q/to_k/to_v weight (C, C), bias (C)"
-                },
-                (c, c, c),
-                (&wt.shape, &b.shape),
-            ));
-        }
-    }
     let (n, dh) = (h * w, c / heads);
     let hn = group_norm(x, norm.2, norm.0, norm.1, norm.3, false)?;
-    let kind = detected();
-    // [W_q; W_k; W_v] (3C, C) and W_o (C, C), packed once.
-    let wqkv: Vec<f32> = [q.0, k.0, v.0]
-        .iter()
-        .flat_map(|t| t.data.iter().copied())
-        .collect();
-    let wqkv = PackedA::new(kind, MatRef::row_major(&wqkv, 3 * c, c))?;
-    let wo = PackedA::new(kind, MatRef::row_major(&o.0.data, c, c))?;
+    let kind = wts.qkv.kind();
+    let (wqkv, wo) = (&wts.qkv, &wts.out);
     let scale = 1.0 / (dh as f32).sqrt();
     let mut out = x.clone(); // the residual; W_o·Oᵀ + b_o is accumulated onto it
     out.data
@@ -389,11 +457,11 @@ pub fn spatial_attention(
         .try_for_each(|(ob, xb)| -> Result<()> {
             // (3C, HW): rows 0..C are Qᵀ, C..2C Kᵀ, 2C..3C Vᵀ.
             let mut qkv = super::pool::Scratch::zeroed(3 * c * n);
-            for (r, row) in qkv.0.chunks_mut(n).enumerate() {
-                row.fill([q.1, k.1, v.1][r / c].data[r % c]);
+            for (row, b) in qkv.0.chunks_mut(n).zip(&wts.qkv_bias) {
+                row.fill(*b);
             }
             let xm = MatRef::row_major(xb, c, n);
-            sgemm_packed(&wqkv, &xm, &mut qkv.0, n, true)?;
+            sgemm_packed(wqkv, &xm, &mut qkv.0, n, true)?;
             let mut s = super::pool::Scratch::zeroed(n * n); // (HW_q, HW_k)
             let mut att = super::pool::Scratch::zeroed(c * n); // Oᵀ (C, HW)
             let rows = |r0: usize| MatRef::row_major(&qkv.0[r0 * n..(r0 + dh) * n], dh, n);
@@ -414,10 +482,10 @@ pub fn spatial_attention(
                     false,
                 )?;
             }
-            for (row, b) in ob.chunks_mut(n).zip(&o.1.data) {
+            for (row, b) in ob.chunks_mut(n).zip(&wts.out_bias) {
                 row.iter_mut().for_each(|y| *y += b);
             }
-            sgemm_packed(&wo, &MatRef::row_major(&att.0, c, n), ob, n, true)
+            sgemm_packed(wo, &MatRef::row_major(&att.0, c, n), ob, n, true)
         })?;
     Ok(out)
 }
