@@ -12,7 +12,8 @@ own benchmark, same architecture and batch), and both are printed side by side.
 
 Run (from the repository root; torch and diffusers from PyPI):
     python3 benches/torch_unet_baseline.py --infodiff target/release/infodiff
-Options: --batch B (repeatable; default 64 and 1), --threads T (default 2), --reps R (2).
+Options: --batch B (repeatable; default 64 and 1), --threads T (default 2), --reps R (timed
+forwards: default 3 at batch ≥ 8, 20 below; `infodiff bench unet` takes 2 and 10).
 """
 import argparse
 import json
@@ -63,11 +64,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, action="append")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=0,
+                    help="timed forwards per measurement (default: 3 at batch ≥ 8, 20 below)")
     ap.add_argument("--infodiff")
     args = ap.parse_args()
     for b in args.batch or [64, 1]:
-        res, rss = run([sys.executable, "-c", CHILD, str(b), str(args.threads), str(args.reps)])
+        reps = args.reps or (3 if b >= 8 else 20)
+        res, rss = run([sys.executable, "-c", CHILD, str(b), str(args.threads), str(reps)])
         print(f"torch {res['torch']} batch {b}: {res['images_per_s']:.2f} images/s "
               f"({res['seconds'] * 1e3:.0f} ms), peak RSS {rss:.0f} MiB, "
               f"{res['parameters']} parameters")

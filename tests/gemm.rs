@@ -184,7 +184,7 @@ fn implicit_im2col_and_packed_weights_match_explicit_gemm_for_every_isa() {
             };
             let packed = PackedA::new(kind, wmat).unwrap();
             let mut got = vec![0.0f32; o * n];
-            sgemm_packed(&packed, &implicit, &mut got, n, false).unwrap();
+            sgemm_packed(&packed, &implicit, &mut got, n, false, None).unwrap();
             // exact: the same packed panels through the same kernel
             assert_eq!(
                 got,

@@ -411,21 +411,43 @@ pub fn sgemm_with<B: BOperand>(
             a.data.len(),
         ));
     }
-    gemm(kind, AOp::Mat(a), (a.rows, a.cols), b, c, ldc, accumulate)
+    gemm(
+        kind,
+        AOp::Mat(a),
+        (a.rows, a.cols),
+        b,
+        c,
+        ldc,
+        accumulate,
+        None,
+    )
 }
 
 /// [`sgemm`] with A packed beforehand ([`PackedA`]) and any [`BOperand`] as B; runs with the ISA
-/// that A was packed for.
+/// that A was packed for. `tasks` is how many parallel tasks to cut C into (None: twice the
+/// thread pool; a caller that already runs many products side by side, one per image, asks for
+/// fewer).
 pub fn sgemm_packed<B: BOperand>(
     a: &PackedA,
     b: &B,
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
+    tasks: Option<usize>,
 ) -> Result<()> {
-    gemm(a.kind, AOp::Packed(a), a.dims(), b, c, ldc, accumulate)
+    gemm(
+        a.kind,
+        AOp::Packed(a),
+        a.dims(),
+        b,
+        c,
+        ldc,
+        accumulate,
+        tasks,
+    )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn gemm<B: BOperand>(
     kind: IsaKind,
     a: AOp<'_>,
@@ -434,6 +456,7 @@ fn gemm<B: BOperand>(
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
+    tasks: Option<usize>,
 ) -> Result<()> {
     let (bk, n) = b.dims();
     if bk != k {
@@ -471,20 +494,27 @@ fn gemm<B: BOperand>(
     };
     // C as a pointer shared by tasks that write disjoint tiles.
     let cptr = SendPtr(c.as_mut_ptr());
-    // Tasks: (MC rows) × (NC columns) blocks of C, enough for every thread twice over; columns
-    // are split only when rows alone fall short.
+    // Tasks: (MC rows) × (NC columns) blocks of C, enough for every thread twice over (or as
+    // asked); columns are split only when rows alone fall short.
+    let target = tasks.unwrap_or(2 * rayon::current_num_threads()).max(1);
     let mb = m.div_ceil(bl.mc);
-    let col_split = (2 * rayon::current_num_threads()).div_ceil(mb);
+    let col_split = target.div_ceil(mb);
     let ncb = bl.nc.min(n.div_ceil(col_split).div_ceil(bl.nr) * bl.nr);
     let nb = n.div_ceil(ncb);
     let kb = k.div_ceil(bl.kc);
     if mb == 1 {
-        // One row block (M ≤ MC): each task owns its columns through every K block and packs
+        // One row block (M ≤ MC): each task owns its tile of C through every K block and packs
         // its own B panels, so the product is one parallel region with no barrier per K block
-        // (small GEMMs are otherwise dominated by synchronisation).
-        (0..nb).into_par_iter().for_each_init(
+        // (small GEMMs are otherwise dominated by synchronisation). Too few column blocks (a
+        // narrow C) are made up for by splitting rows, at whole MR tiles.
+        let row_split = target.div_ceil(nb).min(m.div_ceil(bl.mr));
+        let rows_per = m.div_ceil(row_split).div_ceil(bl.mr) * bl.mr;
+        let rb = m.div_ceil(rows_per);
+        (0..rb * nb).into_par_iter().for_each_init(
             || (Vec::new(), Vec::new()),
-            |(sa, sb): &mut (Vec<f32>, Vec<f32>), jb| {
+            |(sa, sb): &mut (Vec<f32>, Vec<f32>), task| {
+                let (ri, jb) = (task / nb, task % nb);
+                let (i0, mc) = (ri * rows_per, rows_per.min(m - ri * rows_per));
                 let (j0, nc) = (jb * ncb, ncb.min(n - jb * ncb));
                 let panels = nc.div_ceil(bl.nr);
                 for pc in (0..k).step_by(bl.kc) {
@@ -493,9 +523,9 @@ fn gemm<B: BOperand>(
                     for (jp, panel) in sb.chunks_mut(kc * bl.nr).take(panels).enumerate() {
                         b.pack(pc, kc, j0 + jp * bl.nr, bl.nr, panel);
                     }
-                    let apack = a_block(a, &bl, kb, 0, m, pc, kc, sa);
-                    // SAFETY: tasks write disjoint column ranges j0..j0+nc of C, whose extent
-                    // was checked above; the panels are sized for them.
+                    let apack = a_block(a, &bl, kb, 0, i0, mc, pc, kc, sa);
+                    // SAFETY: tasks write disjoint tiles (i0.., j0..) of C, whose extent was
+                    // checked above; the panels are sized for them.
                     unsafe {
                         macro_kernel(
                             kind,
@@ -504,8 +534,8 @@ fn gemm<B: BOperand>(
                             sb,
                             cptr.get(),
                             ldc,
-                            0,
-                            m,
+                            i0,
+                            mc,
                             j0,
                             nc,
                             kc,
@@ -533,7 +563,7 @@ fn gemm<B: BOperand>(
                 let (ib, jb) = (task / nb, task % nb);
                 let (i0, j0) = (ib * bl.mc, jb * ncb);
                 let (mc, nc) = (bl.mc.min(m - i0), ncb.min(n - j0));
-                let apack = a_block(a, &bl, kb, ib, mc, pc, kc, scratch);
+                let apack = a_block(a, &bl, kb, ib, 0, mc, pc, kc, scratch);
                 // SAFETY: tasks write disjoint (rows i0..i0+mc, cols j0..j0+nc) tiles of C, whose
                 // extent was checked above; bpack/apack hold the packed panels sized for them.
                 unsafe {
@@ -557,14 +587,15 @@ fn gemm<B: BOperand>(
     Ok(())
 }
 
-/// The packed A block of row block `ib` (mc rows) and the K block at `pc` (kc columns): packed
-/// into `scratch` now, or found in the panels packed beforehand.
+/// The packed A panels of rows `ib`·MC + `i_off` .. + mc (`i_off` a multiple of MR) and the K
+/// block at `pc` (kc columns): packed into `scratch` now, or found in the panels packed before.
 #[allow(clippy::too_many_arguments)]
 fn a_block<'r>(
     a: AOp<'r>,
     bl: &Blocking,
     kb: usize,
     ib: usize,
+    i_off: usize,
     mc: usize,
     pc: usize,
     kc: usize,
@@ -573,12 +604,13 @@ fn a_block<'r>(
     match a {
         AOp::Mat(a) => {
             scratch.resize(bl.mc.div_ceil(bl.mr) * bl.mr * bl.kc, 0.0);
-            pack_a(a, ib * bl.mc, mc, pc, kc, bl.mr, scratch);
+            pack_a(a, ib * bl.mc + i_off, mc, pc, kc, bl.mr, scratch);
             scratch
         }
         AOp::Packed(p) => {
             let blk = ib * kb + pc / bl.kc;
-            &p.data[blk * p.block_len..][..p.block_len]
+            &p.data[blk * p.block_len + (i_off / bl.mr) * kc * bl.mr..]
+                [..mc.div_ceil(bl.mr) * kc * bl.mr]
         }
     }
 }

@@ -147,6 +147,7 @@ pub fn conv2d_packed(
     // Images run in parallel (each GEMM is parallel too; rayon nests); the GEMM packs its B
     // panels straight from the image (implicit im2col), so no (C·kh·kw, Ho·Wo) copy is made.
     let wpack = &w.packed;
+    let tasks = Some(per_image_tasks(bn));
     y.data
         .par_chunks_mut(o * hw_out)
         .zip(x.data.par_chunks(c * h * wd))
@@ -158,7 +159,7 @@ pub fn conv2d_packed(
             }
             if kh == 1 && kw == 1 && stride == 1 && pad == [0; 4] {
                 let xm = MatRef::row_major(xb, ckk, hw_out);
-                sgemm_packed(wpack, &xm, yb, hw_out, b.is_some())
+                sgemm_packed(wpack, &xm, yb, hw_out, b.is_some(), tasks)
             } else {
                 let cols = Im2col {
                     x: xb,
@@ -173,7 +174,7 @@ pub fn conv2d_packed(
                     ho,
                     wo,
                 };
-                sgemm_packed(wpack, &cols, yb, hw_out, b.is_some())
+                sgemm_packed(wpack, &cols, yb, hw_out, b.is_some(), tasks)
             }
         })?;
     Ok(y)
@@ -449,6 +450,7 @@ pub fn spatial_attention_packed(
     let hn = group_norm(x, norm.2, norm.0, norm.1, norm.3, false)?;
     let kind = wts.qkv.kind();
     let (wqkv, wo) = (&wts.qkv, &wts.out);
+    let tasks = Some(per_image_tasks(x.shape[0]));
     let scale = 1.0 / (dh as f32).sqrt();
     let mut out = x.clone(); // the residual; W_o·Oᵀ + b_o is accumulated onto it
     out.data
@@ -461,7 +463,7 @@ pub fn spatial_attention_packed(
                 row.fill(*b);
             }
             let xm = MatRef::row_major(xb, c, n);
-            sgemm_packed(wqkv, &xm, &mut qkv.0, n, true)?;
+            sgemm_packed(wqkv, &xm, &mut qkv.0, n, true, tasks)?;
             let mut s = super::pool::Scratch::zeroed(n * n); // (HW_q, HW_k)
             let mut att = super::pool::Scratch::zeroed(c * n); // Oᵀ (C, HW)
             let rows = |r0: usize| MatRef::row_major(&qkv.0[r0 * n..(r0 + dh) * n], dh, n);
@@ -485,7 +487,13 @@ pub fn spatial_attention_packed(
             for (row, b) in ob.chunks_mut(n).zip(&wts.out_bias) {
                 row.iter_mut().for_each(|y| *y += b);
             }
-            sgemm_packed(wo, &MatRef::row_major(&att.0, c, n), ob, n, true)
+            sgemm_packed(wo, &MatRef::row_major(&att.0, c, n), ob, n, true, tasks)
         })?;
     Ok(out)
+}
+
+/// Parallel tasks each image's GEMM should cut itself into when `images` run side by side:
+/// together, about twice the pool's threads.
+fn per_image_tasks(images: usize) -> usize {
+    (2 * rayon::current_num_threads()).div_ceil(images.max(1))
 }
