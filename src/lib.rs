@@ -8,6 +8,7 @@
 //!   decision problems, entropy production;
 //! - [`rng`]: counter-based Philox4x32-10 noise keyed by (seed, trajectory, step, element);
 //! - [`cpu`]: the scalar reference and the hand-written SIMD kernels;
+//! - [`cuda`]: the GPU backend (feature `cuda`; a stub that reports the GPU unavailable without);
 //! - [`measure`]: the `infodiff measure` job (config, run, outputs).
 //!
 //! Measuring a two-class mixture with the online classifier:
@@ -34,6 +35,7 @@
 //! ```
 
 pub mod cpu;
+pub mod cuda;
 pub mod error;
 pub mod info;
 pub mod measure;

@@ -9,6 +9,7 @@ pub mod isa;
 pub mod math;
 pub mod mixture_trajectory;
 pub mod reference;
+pub mod sde_step;
 pub mod softmax;
 
 pub use isa::{IsaKind, detected};

@@ -189,3 +189,53 @@ pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
 pub fn add_scalar(x: &[f32], v: f32) -> Vec<f32> {
     x.iter().map(|e| e + v).collect()
 }
+
+/// One fused reverse-SDE step of one trajectory `b` in f64 (oracle of
+/// [`crate::cpu::sde_step::sde_step`] and its GPU twin): returns x', ln π' and the record
+/// (H(π) before the update, Σ_y π_y‖Δ_y‖²). `eps` is (K+1, D), null label first.
+pub fn sde_step(
+    p: &crate::cpu::sde_step::SdeStepParams,
+    b: usize,
+    x: &[f32],
+    eps: &[f32],
+    log_pi: &[f32],
+) -> (Vec<f64>, Vec<f64>, [f64; 2]) {
+    let (k, d) = (p.classes as usize, p.dim as usize);
+    let noise = crate::rng::Noise::new(p.key0 as u64 | (p.key1 as u64) << 32);
+    let ni = p.neg_inv_sigma as f64;
+    let z: Vec<f64> = (0..d)
+        .map(|e| {
+            if p.sd > 0.0 {
+                noise.normal(p.traj0 + b as u64, p.step, e) as f64
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let su: Vec<f64> = eps[..d].iter().map(|v| *v as f64 * ni).collect();
+    let xn = (0..d)
+        .map(|e| p.a as f64 * x[e] as f64 + p.c as f64 * su[e] + p.sd as f64 * z[e])
+        .collect();
+    let (mut h, mut rb) = (0.0, 0.0);
+    let mut lp: Vec<f64> = log_pi.iter().map(|v| *v as f64).collect();
+    let mut upd = vec![0.0; k];
+    for y in 0..k {
+        let (mut dot, mut d2) = (0.0, 0.0);
+        for e in 0..d {
+            let dy = eps[(1 + y) * d + e] as f64 * ni - su[e];
+            dot += dy * z[e];
+            d2 += dy * dy;
+        }
+        let pi = lp[y].exp();
+        h -= pi * lp[y];
+        rb += pi * d2;
+        upd[y] = p.cs as f64 * dot - p.kl as f64 * d2;
+    }
+    if p.sd > 0.0 {
+        lp.iter_mut().zip(&upd).for_each(|(l, u)| *l += u);
+        let m = lp.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + lp.iter().map(|l| (l - m).exp()).sum::<f64>().ln();
+        lp.iter_mut().for_each(|l| *l -= lse);
+    }
+    (xn, lp, [h, rb])
+}

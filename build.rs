@@ -1,0 +1,173 @@
+//! Kernels for the `cuda` feature: every `kernels/*.cu` is compiled to PTX with nvcc when one is
+//! found (`NVCC`, else `$CUDA_HOME/bin/nvcc`, else `$CUDA_PATH/bin/nvcc`, else `nvcc` on `PATH`),
+//! for the architecture in `INFODIFF_CUDA_ARCH` (default `sm_90`, the H100; never read from a
+//! GPU). A kernel that does not compile fails the build. ptxas's register, stack and spill report
+//! is printed as a build warning per kernel and kept in `$OUT_DIR/ptxas-report.txt`.
+//! Without nvcc the sources (headers inlined) are embedded for NVRTC at run time.
+//! Without the `cuda` feature nothing is done.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::{env, fs};
+
+const DEFAULT_ARCH: &str = "sm_90";
+
+fn main() {
+    println!("cargo:rerun-if-changed=kernels");
+    println!("cargo:rerun-if-changed=build.rs");
+    for v in [
+        "NVCC",
+        "CUDA_HOME",
+        "CUDA_PATH",
+        "PATH",
+        "INFODIFF_CUDA_ARCH",
+    ] {
+        println!("cargo:rerun-if-env-changed={v}");
+    }
+    if env::var_os("CARGO_FEATURE_CUDA").is_none() {
+        return;
+    }
+    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    let dir =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR")).join("kernels");
+    let arch = env::var("INFODIFF_CUDA_ARCH").unwrap_or_else(|_| DEFAULT_ARCH.to_string());
+    let mut kernels: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.expect("kernels/ entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cu"))
+        .collect();
+    kernels.sort();
+    let nvcc = find_nvcc();
+    let mut table = String::new();
+    let mut report = String::new();
+    for src in &kernels {
+        let name = src.file_stem().unwrap().to_string_lossy().to_string();
+        let entry = match &nvcc {
+            Some(nvcc) => {
+                let ptx = out.join(format!("{name}.ptx"));
+                run_nvcc(
+                    nvcc,
+                    &["--ptx", &format!("-arch={arch}"), "-O3"],
+                    src,
+                    &dir,
+                    &ptx,
+                    &name,
+                );
+                let cubin = out.join(format!("{name}.cubin"));
+                let log = run_nvcc(
+                    nvcc,
+                    &["-cubin", &format!("-arch={arch}"), "-O3", "-Xptxas", "-v"],
+                    src,
+                    &dir,
+                    &cubin,
+                    &name,
+                );
+                for line in ptxas_summary(&log) {
+                    println!("cargo:warning=ptxas {arch} {name}: {line}");
+                    report.push_str(&format!("{name}: {line}\n"));
+                }
+                format!(
+                    "KernelSource::Ptx(include_str!({:?}))",
+                    ptx.display().to_string()
+                )
+            }
+            None => {
+                let inlined = out.join(format!("{name}.nvrtc.cu"));
+                fs::write(&inlined, inline_headers(src, &dir)).expect("writing inlined kernel");
+                format!(
+                    "KernelSource::Cuda(include_str!({:?}))",
+                    inlined.display().to_string()
+                )
+            }
+        };
+        table.push_str(&format!("    ({name:?}, {entry}),\n"));
+    }
+    if nvcc.is_none() {
+        println!(
+            "cargo:warning=no nvcc (NVCC, CUDA_HOME, CUDA_PATH, PATH): {} kernel(s) embedded as CUDA source for NVRTC at run time",
+            kernels.len()
+        );
+    }
+    fs::write(out.join("ptxas-report.txt"), report).expect("writing ptxas report");
+    let code = format!(
+        "/// (name, source) of every kernel in kernels/.\npub static KERNELS: &[(&str, KernelSource)] = &[\n{table}];\n/// The architecture the PTX was built for (INFODIFF_CUDA_ARCH).\npub const BUILD_ARCH: &str = {arch:?};\n"
+    );
+    fs::write(out.join("kernels.rs"), code).expect("writing kernels.rs");
+}
+
+fn find_nvcc() -> Option<PathBuf> {
+    let exists = |p: PathBuf| p.is_file().then_some(p);
+    if let Some(p) = env::var_os("NVCC") {
+        return Some(PathBuf::from(p));
+    }
+    for home in ["CUDA_HOME", "CUDA_PATH"] {
+        if let Some(p) = env::var_os(home).and_then(|h| exists(Path::new(&h).join("bin/nvcc"))) {
+            return Some(p);
+        }
+    }
+    env::split_paths(&env::var_os("PATH")?).find_map(|d| exists(d.join("nvcc")))
+}
+
+/// Runs nvcc on `src` (`--fmad=false`: no contraction, so device arithmetic rounds as the CPU
+/// twins do); panics with nvcc's output when the kernel does not compile. Returns stderr.
+fn run_nvcc(nvcc: &Path, args: &[&str], src: &Path, inc: &Path, out: &Path, name: &str) -> String {
+    let o = Command::new(nvcc)
+        .args(args)
+        .arg("--fmad=false")
+        .arg("-I")
+        .arg(inc)
+        .arg("-o")
+        .arg(out)
+        .arg(src)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", nvcc.display()));
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    if !o.status.success() {
+        panic!(
+            "kernel {name} ({}) does not compile with {}:\n{}{}",
+            src.display(),
+            nvcc.display(),
+            String::from_utf8_lossy(&o.stdout),
+            stderr
+        );
+    }
+    stderr
+}
+
+/// "R registers, S B stack, spill stores/loads" per entry function from ptxas -v.
+fn ptxas_summary(log: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut func = String::new();
+    let mut spill = String::new();
+    for line in log.lines() {
+        if let Some(i) = line.find("Function properties for ") {
+            func = line[i + 24..].trim().to_string();
+        } else if line.contains("spill stores") {
+            spill = line.trim().to_string();
+        } else if let Some(i) = line.find("Used ") {
+            out.push(format!("{func}: {}; {spill}", line[i..].trim()));
+        }
+    }
+    out
+}
+
+/// The kernel source with `#include "x.cuh"` lines replaced by the headers (for NVRTC).
+fn inline_headers(src: &Path, dir: &Path) -> String {
+    let text = fs::read_to_string(src).expect("reading kernel");
+    text.lines()
+        .map(|l| {
+            let t = l.trim();
+            if let Some(h) = t
+                .strip_prefix("#include \"")
+                .and_then(|r| r.strip_suffix('"'))
+            {
+                let body = fs::read_to_string(dir.join(h))
+                    .unwrap_or_else(|e| panic!("{}: header {h}: {e}", src.display()));
+                body.replace("#pragma once", "")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,112 @@
+//! The GPU backend: a device handle ([`Gpu`]) opened through cudarc (driver API, loaded at run
+//! time), kernels from `kernels/*.cu` (PTX built by build.rs, or NVRTC at run time), and one
+//! host module per fused op ([`sde_step`]). Without the `cuda` feature the same names exist and
+//! [`probe`] reports the GPU as unavailable, so `cfg` stays at this boundary.
+//!
+//! Opening never panics: no driver library, no device, or a failing driver call gives a typed
+//! [`Unavailable`] with the reason.
+
+pub mod sde_step;
+
+#[cfg(feature = "cuda")]
+mod backend;
+#[cfg(feature = "cuda")]
+pub use backend::Gpu;
+
+#[cfg(not(feature = "cuda"))]
+mod stub;
+#[cfg(not(feature = "cuda"))]
+pub use stub::Gpu;
+
+/// Why no GPU can be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailable {
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CUDA unavailable: {}", self.reason)
+    }
+}
+
+impl Unavailable {
+    pub fn new(reason: impl Into<String>) -> Unavailable {
+        Unavailable {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Where a kernel's code comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum KernelSource {
+    /// PTX compiled by nvcc at build time.
+    Ptx(&'static str),
+    /// CUDA C++ (headers inlined), compiled by NVRTC when first used.
+    Cuda(&'static str),
+}
+
+/// The device a command runs on (`--device auto|cpu|cuda`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The GPU when one can be opened, else the CPU.
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// What a command got: the CPU, or an opened GPU (and, for `Auto`, why not the GPU).
+pub enum Device {
+    Cpu { why_not_gpu: Option<Unavailable> },
+    Cuda(Gpu),
+}
+
+impl Device {
+    /// Resolves a choice: `Cuda` fails when no GPU opens; `Auto` falls back to the CPU.
+    pub fn open(choice: DeviceChoice) -> std::result::Result<Device, Unavailable> {
+        match choice {
+            DeviceChoice::Cpu => Ok(Device::Cpu { why_not_gpu: None }),
+            DeviceChoice::Cuda => Gpu::open(0).map(Device::Cuda),
+            DeviceChoice::Auto => Ok(match Gpu::open(0) {
+                Ok(g) => Device::Cuda(g),
+                Err(e) => Device::Cpu {
+                    why_not_gpu: Some(e),
+                },
+            }),
+        }
+    }
+
+    /// One line naming the device used (and why not the GPU, when it was wanted).
+    pub fn describe(&self) -> String {
+        match self {
+            Device::Cpu { why_not_gpu: None } => {
+                format!("device: cpu ({})", crate::cpu::detected().name())
+            }
+            Device::Cpu {
+                why_not_gpu: Some(e),
+            } => format!("device: cpu ({}; {e})", crate::cpu::detected().name()),
+            Device::Cuda(g) => format!("device: cuda ({})", g.describe()),
+        }
+    }
+}
+
+/// Whether a GPU opens here, and if not why (for tests and `--device auto`).
+pub fn probe() -> std::result::Result<Gpu, Unavailable> {
+    Gpu::open(0)
+}
+
+/// For GPU tests: the GPU, or `None` after printing why the test is skipped; with
+/// `INFODIFF_REQUIRE_CUDA=1` a missing GPU fails instead.
+pub fn gpu_for_test(test: &str) -> Option<Gpu> {
+    match probe() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            if std::env::var("INFODIFF_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
+                panic!("{test}: INFODIFF_REQUIRE_CUDA=1 but {e}");
+            }
+            eprintln!("{test}: skipped: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Host side of the fused reverse-SDE step (`kernels/sde_step.cu`; CPU twin
+//! [`crate::cpu::sde_step`]): one launch per step, grid = trajectories, 256 threads over D,
+//! noise drawn in the kernel, no host synchronisation between steps.
+
+use super::Gpu;
+use crate::cpu::sde_step::SdeStepParams;
+use crate::error::Result;
+
+/// Threads per block of the kernel (`SDE_STEP_THREADS`).
+pub const THREADS: u32 = 256;
+
+/// One step on host buffers (uploaded, stepped, downloaded): for tests against the CPU twin.
+/// x (B, D), ε̂ (B, K+1, D) null label first, ln π (B, K), record (B, 3).
+pub fn sde_step_host(
+    gpu: &Gpu,
+    p: &SdeStepParams,
+    x: &mut [f32],
+    eps: &[f32],
+    log_pi: &mut [f32],
+    rec: &mut [f32],
+) -> Result<()> {
+    p.check(x.len(), eps.len(), log_pi.len(), rec.len())?;
+    imp::sde_step_host(gpu, p, x, eps, log_pi, rec)
+}
+
+/// Device-resident throughput: `steps` launches on a batch of (B, K+1, D) network outputs kept
+/// on the GPU, one synchronisation at the end. Returns (seconds per step, bytes moved per step:
+/// ε̂ read once, x read and written, ln π and the record).
+pub fn bench_sde_step(
+    gpu: &Gpu,
+    batch: usize,
+    classes: usize,
+    dim: usize,
+    steps: usize,
+) -> Result<(f64, f64)> {
+    imp::bench(gpu, batch, classes, dim, steps)
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+
+    use super::*;
+    use crate::error::Error;
+
+    // SAFETY: `SdeStepParams` is #[repr(C)] plain data (f32, u32, u64 fields), laid out as the
+    // kernel's `struct SdeStepParams`.
+    unsafe impl DeviceRepr for SdeStepParams {}
+
+    fn err(op: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Error {
+        move |e| Error::Unsupported {
+            op,
+            reason: format!("CUDA driver: {e:?}"),
+        }
+    }
+
+    fn cfg(p: &SdeStepParams) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (p.batch, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    pub fn sde_step_host(
+        gpu: &Gpu,
+        p: &SdeStepParams,
+        x: &mut [f32],
+        eps: &[f32],
+        log_pi: &mut [f32],
+        rec: &mut [f32],
+    ) -> Result<()> {
+        let f = gpu.function("sde_step", "sde_step")?;
+        let s = &gpu.stream;
+        let mut xd = s.clone_htod(&*x).map_err(err("sde_step: upload"))?;
+        let ed = s.clone_htod(eps).map_err(err("sde_step: upload"))?;
+        let mut ld = s.clone_htod(&*log_pi).map_err(err("sde_step: upload"))?;
+        let mut rd = s
+            .alloc_zeros::<f32>(rec.len())
+            .map_err(err("sde_step: alloc"))?;
+        let mut l = s.launch_builder(&f);
+        l.arg(p).arg(&mut xd).arg(&ed).arg(&mut ld).arg(&mut rd);
+        // SAFETY: the argument list matches `sde_step(SdeStepParams, float*, const float*,
+        // float*, float*)`; buffer lengths were checked against p (B, K, D) by the caller.
+        unsafe { l.launch(cfg(p)) }.map_err(err("sde_step: launch"))?;
+        s.memcpy_dtoh(&xd, x).map_err(err("sde_step: download"))?;
+        s.memcpy_dtoh(&ld, log_pi)
+            .map_err(err("sde_step: download"))?;
+        s.memcpy_dtoh(&rd, rec).map_err(err("sde_step: download"))?;
+        s.synchronize().map_err(err("sde_step: synchronize"))?;
+        Ok(())
+    }
+
+    pub fn bench(
+        gpu: &Gpu,
+        batch: usize,
+        classes: usize,
+        dim: usize,
+        steps: usize,
+    ) -> Result<(f64, f64)> {
+        let f = gpu.function("sde_step", "sde_step")?;
+        let s = &gpu.stream;
+        let eps: Vec<f32> = (0..batch * (classes + 1) * dim)
+            .map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let ed = s.clone_htod(&eps).map_err(err("sde_step: upload"))?;
+        let mut xd = s
+            .alloc_zeros::<f32>(batch * dim)
+            .map_err(err("sde_step: alloc"))?;
+        let lp = vec![-(classes as f32).ln(); batch * classes];
+        let mut ld = s.clone_htod(&lp).map_err(err("sde_step: upload"))?;
+        let mut rd = s
+            .alloc_zeros::<f32>(batch * 3)
+            .map_err(err("sde_step: alloc"))?;
+        let noise = crate::rng::Noise::new(1);
+        let run = |n: usize, xd: &mut _, ld: &mut _, rd: &mut _| -> Result<f64> {
+            let t = std::time::Instant::now();
+            for step in 0..n {
+                let p = SdeStepParams::new(
+                    (0.999, 1e-3, 1e-4),
+                    0.5,
+                    noise,
+                    0,
+                    step as u32,
+                    (batch, classes, dim),
+                )?;
+                let mut l = s.launch_builder(&f);
+                l.arg(&p).arg(&mut *xd).arg(&ed).arg(&mut *ld).arg(&mut *rd);
+                // SAFETY: as in `sde_step_host`; buffers sized for (B, K, D) above.
+                unsafe { l.launch(cfg(&p)) }.map_err(err("sde_step: launch"))?;
+            }
+            s.synchronize().map_err(err("sde_step: synchronize"))?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        run(3, &mut xd, &mut ld, &mut rd)?; // warm-up (module load, clocks)
+        let secs = run(steps, &mut xd, &mut ld, &mut rd)? / steps as f64;
+        let bytes = 4.0
+            * (batch * (classes + 1) * dim + 2 * batch * dim + 2 * batch * classes + 3 * batch)
+                as f64;
+        Ok((secs, bytes))
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod imp {
+    use super::*;
+
+    pub fn sde_step_host(
+        gpu: &Gpu,
+        _: &SdeStepParams,
+        _: &mut [f32],
+        _: &[f32],
+        _: &mut [f32],
+        _: &mut [f32],
+    ) -> Result<()> {
+        gpu.unreachable()
+    }
+
+    pub fn bench(gpu: &Gpu, _: usize, _: usize, _: usize, _: usize) -> Result<(f64, f64)> {
+        gpu.unreachable()
+    }
+}

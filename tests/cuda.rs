@@ -1,0 +1,381 @@
+//! The GPU backend. Without a GPU (or without the `cuda` feature) the GPU tests print why they
+//! are skipped; with INFODIFF_REQUIRE_CUDA=1 they fail instead. What runs everywhere: the fused
+//! step's CPU twin against its f64 oracle on every ISA, and the device code itself
+//! (kernels/common.cuh, kernels/sde_step.cu) compiled for the host with the system C++ compiler
+//! under a shim of the CUDA intrinsics, checked bit for bit against the CPU's noise and states.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use infodiff::cpu::IsaKind;
+use infodiff::cpu::reference;
+use infodiff::cpu::sde_step::{SdeStepParams, sde_step};
+use infodiff::rng::Noise;
+
+fn fill(n: usize, seed: u32, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let u = ((i as u32).wrapping_mul(2654435761).wrapping_add(seed)) >> 8;
+            (u as f32 / 16_777_216.0 - 0.5) * scale
+        })
+        .collect()
+}
+
+/// A batch of B = 5 trajectories, K = 3 classes, D = 37 (odd, past two AVX-512 vectors).
+struct Case {
+    p: SdeStepParams,
+    x: Vec<f32>,
+    eps: Vec<f32>,
+    lp: Vec<f32>,
+}
+
+fn case(step: u32, var: f64) -> Case {
+    let (b, k, d) = (5, 3, 37);
+    let p = SdeStepParams::new(
+        (0.998, 0.0123, var),
+        0.37,
+        Noise::new(0xDEAD_BEEF_1234),
+        1000,
+        step,
+        (b, k, d),
+    )
+    .unwrap();
+    let lp = (0..b * k)
+        .map(|i| [(0.2f32).ln(), (0.3f32).ln(), (0.5f32).ln()][i % 3])
+        .collect();
+    Case {
+        p,
+        x: fill(b * d, 1, 4.0),
+        eps: fill(b * (k + 1) * d, 2, 2.0),
+        lp,
+    }
+}
+
+/// Rounding bound for ln π of trajectory `bi` after an f32 summation over D elements in any
+/// order: 2·D·2⁻²⁴·(|c/√var|·Σ|Δ_y z| + c²/(2var)·Σ Δ_y²), maximised over y, plus 1e-6 for the
+/// f32 exp/ln of the normalisation.
+fn lp_tolerance(c: &Case, bi: usize) -> f64 {
+    let (k, d) = (c.p.classes as usize, c.p.dim as usize);
+    let noise = Noise::new(c.p.key0 as u64 | (c.p.key1 as u64) << 32);
+    let eps = &c.eps[bi * (k + 1) * d..];
+    let ni = c.p.neg_inv_sigma as f64;
+    (0..k)
+        .map(|y| {
+            let (mut a, mut q) = (0.0f64, 0.0f64);
+            for e in 0..d {
+                let z = if c.p.sd > 0.0 {
+                    noise.normal(c.p.traj0 + bi as u64, c.p.step, e) as f64
+                } else {
+                    0.0
+                };
+                let dy = (eps[(1 + y) * d + e] as f64 - eps[e] as f64) * ni;
+                a += (dy * z).abs();
+                q += dy * dy;
+            }
+            2.0 * d as f64 * 2f64.powi(-24) * (c.p.cs.abs() as f64 * a + c.p.kl as f64 * q)
+        })
+        .fold(0.0, f64::max)
+        + 1e-6
+}
+
+#[test]
+fn cpu_sde_step_matches_f64_oracle_on_every_isa() {
+    for (step, var) in [(0u32, 1e-4), (7, 2.5e-3), (9, 0.0)] {
+        let c = case(step, var);
+        let (b, k, d) = (5, 3, 37);
+        let mut states = Vec::new();
+        for kind in IsaKind::all_available() {
+            let (mut x, mut lp, mut rec) = (c.x.clone(), c.lp.clone(), vec![0.0f32; b * 3]);
+            sde_step(kind, &c.p, &mut x, &c.eps, &mut lp, &mut rec).unwrap();
+            for bi in 0..b {
+                let (xw, lw, [h, rb]) = reference::sde_step(
+                    &c.p,
+                    bi,
+                    &c.x[bi * d..(bi + 1) * d],
+                    &c.eps[bi * (k + 1) * d..(bi + 1) * (k + 1) * d],
+                    &c.lp[bi * k..(bi + 1) * k],
+                );
+                for e in 0..d {
+                    // f32 arithmetic of three terms of magnitude ≤ ~10: 2e-6 absolute
+                    assert!(
+                        (x[bi * d + e] as f64 - xw[e]).abs() < 2e-6,
+                        "{kind:?} x[{bi},{e}]"
+                    );
+                }
+                for y in 0..k {
+                    // f32 sums against f64: the rounding bound of `lp_tolerance`
+                    let tol = lp_tolerance(&c, bi);
+                    let err = (lp[bi * k + y] as f64 - lw[y]).abs();
+                    assert!(err < tol, "{kind:?} lp[{bi},{y}]: error {err:e} > {tol:e}");
+                }
+                assert!(
+                    (rec[bi * 3] as f64 - h).abs() < 1e-6 * (1.0 + h.abs()),
+                    "{kind:?} H"
+                );
+                assert!(
+                    (rec[bi * 3 + 1] as f64 - rb).abs() < 1e-5 * (1.0 + rb),
+                    "{kind:?} rb"
+                );
+                assert_eq!(rec[bi * 3 + 2], 0.0);
+            }
+            if var == 0.0 {
+                assert_eq!(lp, c.lp, "a deterministic step leaves the classifier alone");
+            }
+            states.push(x);
+        }
+        // the state update is the same fused multiply-adds on every ISA
+        assert!(
+            states.windows(2).all(|w| w[0] == w[1]),
+            "x' differs between ISAs"
+        );
+    }
+    let mut bad = case(0, 1e-4);
+    bad.eps[3] = f32::INFINITY;
+    let mut rec = vec![0.0f32; 15];
+    sde_step(
+        infodiff::cpu::detected(),
+        &bad.p,
+        &mut bad.x,
+        &bad.eps,
+        &mut bad.lp,
+        &mut rec,
+    )
+    .unwrap();
+    assert_eq!(rec[2], 1.0, "non-finite state flagged for trajectory 0");
+    assert!(
+        sde_step(
+            infodiff::cpu::detected(),
+            &bad.p,
+            &mut bad.x[1..],
+            &bad.eps,
+            &mut bad.lp,
+            &mut rec
+        )
+        .is_err()
+    );
+}
+
+const SHIM: &str = r#"
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#define __device__
+#define __forceinline__ inline
+#define __global__
+#define INFODIFF_HOST_TWIN 1
+static inline float __fmaf_rn(float a, float b, float c) { return std::fmaf(a, b, c); }
+static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __fadd_rn(float a, float b) { return a + b; }
+static inline float __fsub_rn(float a, float b) { return a - b; }
+static inline float __fsqrt_rn(float a) { return std::sqrt(a); }
+static inline int __float2int_rn(float a) { return (int)std::nearbyint(a); }
+static inline float __int2float_rn(int a) { return (float)a; }
+static inline unsigned int __umulhi(unsigned int a, unsigned int b) {
+    return (unsigned int)(((unsigned long long)a * b) >> 32);
+}
+static inline unsigned int __float_as_uint(float f) { unsigned int u; std::memcpy(&u, &f, 4); return u; }
+static inline float __uint_as_float(unsigned int u) { float f; std::memcpy(&f, &u, 4); return f; }
+#include "sde_step.cu"
+static float rd() { unsigned int u; if (scanf("%x", &u) != 1) return 0; return __uint_as_float(u); }
+static unsigned int ru() { unsigned int u; if (scanf("%x", &u) != 1) return 0; return u; }
+int main() {
+    SdeStepParams p;
+    p.a = rd(); p.c = rd(); p.sd = rd(); p.cs = rd(); p.kl = rd(); p.neg_inv_sigma = rd();
+    p.key0 = ru(); p.key1 = ru(); p.traj0 = ru(); p.step = ru(); p.dim = ru(); p.classes = ru(); p.batch = ru();
+    unsigned int b = p.batch, k = p.classes, d = p.dim;
+    static float x[4096], eps[16384], lp[256], rec[64];
+    for (unsigned int i = 0; i < b * d; ++i) x[i] = rd();
+    for (unsigned int i = 0; i < b * (k + 1) * d; ++i) eps[i] = rd();
+    for (unsigned int i = 0; i < b * k; ++i) lp[i] = rd();
+    // noise grid: trajectories 0..3, steps 0..9 and 4294967295, elements 0..5
+    for (unsigned long long t = 0; t < 3; ++t)
+        for (unsigned int s = 0; s < 11; ++s)
+            for (unsigned int e = 0; e < 5; ++e)
+                printf("%08x\n", __float_as_uint(noise_normal(p.key0, p.key1, t * 1000003ull, s == 10 ? 4294967295u : s, e)));
+    for (unsigned int bi = 0; bi < b; ++bi) {
+        float dot[SDE_STEP_MAX_CLASSES] = {0}, d2[SDE_STEP_MAX_CLASSES] = {0};
+        for (unsigned int e = 0; e < d; ++e)
+            sde_step_element(p, eps + bi * (k + 1) * d, x + bi * d, p.traj0 + bi, e, dot, d2);
+        sde_step_classifier(p, lp + bi * k, dot, d2, rec + bi * 3, true);
+    }
+    for (unsigned int i = 0; i < b * d; ++i) printf("%08x\n", __float_as_uint(x[i]));
+    for (unsigned int i = 0; i < b * k; ++i) printf("%08x\n", __float_as_uint(lp[i]));
+    for (unsigned int i = 0; i < b * 3; ++i) printf("%08x\n", __float_as_uint(rec[i]));
+    return 0;
+}
+"#;
+
+/// The device code, compiled for the host: Philox, Box–Muller and the lane polynomials give the
+/// CPU's noise bit for bit (including the initial-state step u32::MAX); the fused step's state
+/// update equals the CPU twin's bit for bit and its ln π and record agree to the rounding of
+/// the reductions (sequential f32 here, lanes folded in f64 on the CPU: twice `lp_tolerance`).
+#[test]
+fn device_code_compiled_for_the_host_matches_the_cpu() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!("infodiff-devtwin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("twin.cpp");
+    std::fs::write(&src, SHIM).unwrap();
+    let exe = dir.join("twin");
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_string());
+    let built = Command::new(&cxx)
+        .args([
+            "-O2",
+            "-std=c++17",
+            "-ffp-contract=off",
+            "-fno-fast-math",
+            "-Wno-unknown-pragmas",
+        ])
+        .arg("-I")
+        .arg(root.join("kernels"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .output();
+    let built = match built {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("device_code_compiled_for_the_host: skipped: no C++ compiler `{cxx}`: {e}");
+            return;
+        }
+    };
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    for (step, var) in [(6u32, 2.5e-3), (9, 0.0)] {
+        let c = case(step, var);
+        let p = &c.p;
+        let mut input = String::new();
+        for v in [p.a, p.c, p.sd, p.cs, p.kl, p.neg_inv_sigma] {
+            input += &format!("{:x} ", v.to_bits());
+        }
+        for v in [
+            p.key0,
+            p.key1,
+            p.traj0 as u32,
+            p.step,
+            p.dim,
+            p.classes,
+            p.batch,
+        ] {
+            input += &format!("{v:x} ");
+        }
+        for v in c.x.iter().chain(&c.eps).chain(&c.lp) {
+            input += &format!("{:x} ", v.to_bits());
+        }
+        let mut child = Command::new(&exe)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let words: Vec<f32> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| f32::from_bits(u32::from_str_radix(l, 16).unwrap()))
+            .collect();
+        let noise = Noise::new(p.key0 as u64 | (p.key1 as u64) << 32);
+        let mut it = words.into_iter();
+        for t in 0..3u64 {
+            for s in 0..11u32 {
+                for e in 0..5 {
+                    let step = if s == 10 { u32::MAX } else { s };
+                    let want = noise.normal(t * 1_000_003, step, e);
+                    assert_eq!(
+                        it.next().unwrap().to_bits(),
+                        want.to_bits(),
+                        "noise ({t}, {step}, {e})"
+                    );
+                }
+            }
+        }
+        let (b, k, d) = (5, 3, 37);
+        let (mut x, mut lp, mut rec) = (c.x.clone(), c.lp.clone(), vec![0.0f32; b * 3]);
+        sde_step(
+            infodiff::cpu::detected(),
+            p,
+            &mut x,
+            &c.eps,
+            &mut lp,
+            &mut rec,
+        )
+        .unwrap();
+        let dev_x: Vec<f32> = it.by_ref().take(b * d).collect();
+        assert_eq!(dev_x, x, "state update (step {step})");
+        for (i, v) in it.by_ref().take(b * k).enumerate() {
+            // both sides round their sums: twice the bound of `lp_tolerance`
+            let tol = 2.0 * lp_tolerance(&c, i / k);
+            assert!(
+                ((v - lp[i]).abs() as f64) < tol,
+                "ln π[{i}]: {v} vs {}",
+                lp[i]
+            );
+        }
+        for (i, v) in it.by_ref().take(b * 3).enumerate() {
+            assert!(
+                (v - rec[i]).abs() <= 2e-5 * (1.0 + rec[i].abs()),
+                "record[{i}]: {v} vs {}",
+                rec[i]
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The GPU kernel against the CPU twin (skipped without a GPU).
+#[test]
+fn gpu_sde_step_matches_cpu_twin() {
+    let Some(gpu) = infodiff::cuda::gpu_for_test("gpu_sde_step_matches_cpu_twin") else {
+        return;
+    };
+    for (step, var) in [(0u32, 1e-4), (7, 2.5e-3), (9, 0.0)] {
+        let c = case(step, var);
+        let (b, k) = (5, 3);
+        let (mut x, mut lp, mut rec) = (c.x.clone(), c.lp.clone(), vec![0.0f32; b * 3]);
+        sde_step(
+            infodiff::cpu::detected(),
+            &c.p,
+            &mut x,
+            &c.eps,
+            &mut lp,
+            &mut rec,
+        )
+        .unwrap();
+        let (mut gx, mut glp, mut grec) = (c.x.clone(), c.lp.clone(), vec![0.0f32; b * 3]);
+        infodiff::cuda::sde_step::sde_step_host(&gpu, &c.p, &mut gx, &c.eps, &mut glp, &mut grec)
+            .unwrap();
+        assert_eq!(
+            gx, x,
+            "same noise, same fused multiply-adds: identical states"
+        );
+        for i in 0..b * k {
+            // tree reduction in f32 on the GPU vs lanes folded in f64: twice `lp_tolerance`
+            let tol = 2.0 * lp_tolerance(&c, i / k);
+            assert!(((glp[i] - lp[i]).abs() as f64) < tol, "ln π[{i}]");
+        }
+        for i in 0..b * 3 {
+            assert!(
+                (grec[i] - rec[i]).abs() <= 2e-5 * (1.0 + rec[i].abs()),
+                "record[{i}]"
+            );
+        }
+    }
+}
+
+#[test]
+fn probe_reports_a_reason_instead_of_panicking() {
+    match infodiff::cuda::probe() {
+        Ok(g) => eprintln!("GPU present: {}", g.describe()),
+        Err(e) => assert!(!e.reason.is_empty()),
+    }
+}
