@@ -156,7 +156,9 @@ fn cpu_sde_step_matches_f64_oracle_on_every_isa() {
     );
 }
 
-const SHIM: &str = r#"
+/// CUDA intrinsics for host compilation: each the IEEE operation it names, correctly rounded
+/// (glibc fmaf is), with contraction off (-ffp-contract=off).
+const INTRINSICS: &str = r#"
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -169,6 +171,7 @@ static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __fadd_rn(float a, float b) { return a + b; }
 static inline float __fsub_rn(float a, float b) { return a - b; }
 static inline float __fsqrt_rn(float a) { return std::sqrt(a); }
+static inline float __fdiv_rn(float a, float b) { return a / b; }
 static inline int __float2int_rn(float a) { return (int)std::nearbyint(a); }
 static inline float __int2float_rn(int a) { return (float)a; }
 static inline unsigned int __umulhi(unsigned int a, unsigned int b) {
@@ -176,6 +179,10 @@ static inline unsigned int __umulhi(unsigned int a, unsigned int b) {
 }
 static inline unsigned int __float_as_uint(float f) { unsigned int u; std::memcpy(&u, &f, 4); return u; }
 static inline float __uint_as_float(unsigned int u) { float f; std::memcpy(&f, &u, 4); return f; }
+static inline float __int_as_float(int u) { float f; std::memcpy(&f, &u, 4); return f; }
+"#;
+
+const SHIM: &str = r#"
 #include "sde_step.cu"
 static float rd() { unsigned int u; if (scanf("%x", &u) != 1) return 0; return __uint_as_float(u); }
 static unsigned int ru() { unsigned int u; if (scanf("%x", &u) != 1) return 0; return u; }
@@ -206,45 +213,78 @@ int main() {
 }
 "#;
 
-/// The device code, compiled for the host: Philox, Box–Muller and the lane polynomials give the
-/// CPU's noise bit for bit (including the initial-state step u32::MAX); the fused step's state
-/// update equals the CPU twin's bit for bit and its ln π and record agree to the rounding of
-/// the reductions (sequential f32 here, lanes folded in f64 on the CPU: twice `lp_tolerance`).
-#[test]
-fn device_code_compiled_for_the_host_matches_the_cpu() {
+/// Compiles `program` (the intrinsics shim prepended; kernels/ on the include path) with the
+/// system C++ compiler; None (after saying why) where there is none.
+fn host_twin(name: &str, program: &str) -> Option<(PathBuf, PathBuf)> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = std::env::temp_dir().join(format!("infodiff-devtwin-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("infodiff-devtwin-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let src = dir.join("twin.cpp");
-    std::fs::write(&src, SHIM).unwrap();
+    std::fs::write(&src, format!("{INTRINSICS}{program}")).unwrap();
     let exe = dir.join("twin");
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_string());
+    let flags = [
+        "-O2",
+        "-std=c++17",
+        "-ffp-contract=off",
+        "-fno-fast-math",
+        "-Wno-unknown-pragmas",
+    ];
     let built = Command::new(&cxx)
-        .args([
-            "-O2",
-            "-std=c++17",
-            "-ffp-contract=off",
-            "-fno-fast-math",
-            "-Wno-unknown-pragmas",
-        ])
+        .args(flags)
         .arg("-I")
         .arg(root.join("kernels"))
         .arg("-o")
         .arg(&exe)
         .arg(&src)
         .output();
-    let built = match built {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("device_code_compiled_for_the_host: skipped: no C++ compiler `{cxx}`: {e}");
-            return;
+    match built {
+        Ok(o) => {
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            Some((exe, dir))
         }
-    };
+        Err(e) => {
+            eprintln!("host twin of {name}: skipped: no C++ compiler `{cxx}`: {e}");
+            None
+        }
+    }
+}
+
+/// Runs a host twin with `input` on stdin; its stdout as whitespace-separated hex words.
+fn run_twin(exe: &PathBuf, input: &str) -> Vec<u64> {
+    let mut child = Command::new(exe)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
     assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
+        out.status.success(),
+        "host twin exited with {:?}",
+        out.status
     );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|l| u64::from_str_radix(l, 16).unwrap())
+        .collect()
+}
+
+/// The device code, compiled for the host: Philox, Box–Muller and the lane polynomials give the
+/// CPU's noise bit for bit (including the initial-state step u32::MAX); the fused step's state
+/// update equals the CPU twin's bit for bit and its ln π and record agree to the rounding of
+/// the reductions (sequential f32 here, lanes folded in f64 on the CPU: twice `lp_tolerance`).
+#[test]
+fn device_code_compiled_for_the_host_matches_the_cpu() {
+    let Some((exe, dir)) = host_twin("sde_step", SHIM) else {
+        return;
+    };
     for (step, var) in [(6u32, 2.5e-3), (9, 0.0)] {
         let c = case(step, var);
         let p = &c.p;
@@ -266,23 +306,9 @@ fn device_code_compiled_for_the_host_matches_the_cpu() {
         for v in c.x.iter().chain(&c.eps).chain(&c.lp) {
             input += &format!("{:x} ", v.to_bits());
         }
-        let mut child = Command::new(&exe)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success());
-        let words: Vec<f32> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| f32::from_bits(u32::from_str_radix(l, 16).unwrap()))
+        let words: Vec<f32> = run_twin(&exe, &input)
+            .into_iter()
+            .map(|w| f32::from_bits(w as u32))
             .collect();
         let noise = Noise::new(p.key0 as u64 | (p.key1 as u64) << 32);
         let mut it = words.into_iter();
@@ -378,4 +404,165 @@ fn probe_reports_a_reason_instead_of_panicking() {
         Ok(g) => eprintln!("GPU present: {}", g.describe()),
         Err(e) => assert!(!e.reason.is_empty()),
     }
+}
+
+const MIX_SHIM: &str = r#"
+#include "mixture_trajectory.cu"
+#include <vector>
+static unsigned int ru() { unsigned int u; if (scanf("%x", &u) != 1) return 0; return u; }
+static float rf() { return __uint_as_float(ru()); }
+static std::vector<float> vf(size_t n) { std::vector<float> v(n); for (auto& x : v) x = rf(); return v; }
+static std::vector<unsigned int> vu(size_t n) { std::vector<unsigned int> v(n); for (auto& x : v) x = ru(); return v; }
+int main() {
+    MixParams P;
+    P.dim = ru(); P.classes = ru(); P.comps = ru(); P.parts = ru(); P.steps = ru();
+    P.one_per_class = ru(); P.key0 = ru(); P.key1 = ru(); P.first = ru(); P.count = ru();
+    unsigned int d = P.dim, k = P.classes, kc = P.comps, np = P.parts, S = P.steps;
+    auto sm = vf((S + 1) * kc * d), inv = vf((S + 1) * kc * d), lognorm = vf((S + 1) * kc),
+         dtrace = vf((S + 1) * kc), coef = vf(S * 5), gw = vf((S + 1) * 2), im = vf(kc * d),
+         isd = vf(kc * d), cum = vf(kc), prior = vf(k), lprior = vf(k);
+    auto class_of = vu(kc), pa = vu(np), pb = vu(np), pas = vu(np), pbs = vu(np), pca = vu(np);
+    auto pim = vf(np);
+    MixPlan L = {sm.data(), inv.data(), lognorm.data(), dtrace.data(), coef.data(), gw.data(),
+                 im.data(), isd.data(), cum.data(), prior.data(), lprior.data(), class_of.data(),
+                 pa.data(), pb.data(), (const int*)pas.data(), (const int*)pbs.data(), pca.data(),
+                 pim.data()};
+    unsigned int w = mix_width(P);
+    std::vector<double> sums((S + 1) * w, 0.0);
+    for (unsigned long long i = 0; i < P.count; ++i) {
+        unsigned long long traj = P.first + i;
+        float pif[MIX_MAX_K], d2[MIX_MAX_K], h, acc[MIX_MAX_W];
+        for (int replay = 0; replay < 2; ++replay) {
+            MixState s;
+            mix_init(P, L, s, traj);
+            for (unsigned int step = 0; step <= S; ++step) {
+                for (unsigned int q = 0; q < w; ++q) acc[q] = 0.0f;
+                if (step < S) {
+                    if (!mix_step(P, L, s, traj, step, acc, &h, d2)) return 3;
+                } else {
+                    mix_end(P, L, s, acc, &h);
+                    for (unsigned int y = 0; y < k; ++y) d2[y] = 0.0f;
+                }
+                if (replay) {
+                    for (unsigned int q = 0; q < w; ++q) acc[q] = 0.0f;
+                    mix_final_weight(P, L, s, step, pif, h, d2, acc);
+                }
+                for (unsigned int q = 0; q < w; ++q) sums[step * w + q] += (double)acc[q];
+            }
+            if (!replay) {
+                for (unsigned int y = 0; y < k; ++y) pif[y] = s.pi[y];
+                for (unsigned int j = 0; j < d; ++j) printf("%08x\n", __float_as_uint(s.x[j]));
+            }
+        }
+    }
+    for (double v : sums) { unsigned long long b; std::memcpy(&b, &v, 8); printf("%016llx\n", b); }
+    return 0;
+}
+"#;
+
+/// The fused mixture kernel's device code, compiled for the host and run trajectory by
+/// trajectory through both passes: final states bit-identical to the CPU kernel's, and every
+/// per-point sum of InfoSums within 1e-5·(1 + |sum|) (the same f32 per-trajectory values summed
+/// in other groupings) — a 2-D mixture with several components per class, variances and a
+/// decision problem under Euler–Maruyama, and the default job's point masses with two.
+#[test]
+fn mixture_device_code_compiled_for_the_host_matches_the_cpu_kernel() {
+    use infodiff::cpu::mixture_trajectory::{MixturePlan, run};
+    use infodiff::info::{InfoSpec, Partition};
+    use infodiff::score::{Component, GaussianMixture, ScoreModel};
+    use infodiff::sde::{AncestralVariance, Ddpm, Process, Sampler, Vp};
+    let Some((exe, dir)) = host_twin("mixture_trajectory", MIX_SHIM) else {
+        return;
+    };
+    let comp = |weight: f64, mean: Vec<f64>, var: Vec<f64>, class| Component {
+        weight,
+        mean,
+        var,
+        class,
+    };
+    let part = |name: &str, a: Vec<usize>, b: Vec<usize>| Partition {
+        name: name.into(),
+        a,
+        b,
+    };
+    let two_d = GaussianMixture::new(vec![
+        comp(0.5, vec![-2.0, 1.0], vec![0.1, 0.3], 0),
+        comp(1.0, vec![2.0, 2.0], vec![0.05, 0.05], 1),
+        comp(0.7, vec![0.0, -3.0], vec![0.0, 0.5], 2),
+        comp(0.3, vec![3.0, 0.0], vec![0.2, 0.0], 2),
+    ])
+    .unwrap();
+    let points = GaussianMixture::new(
+        [-8.0, -4.0, 6.0, 8.0]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| comp(1.0, vec![*m], vec![0.0], i))
+            .collect(),
+    )
+    .unwrap();
+    let cases = [
+        (
+            two_d,
+            vec![part("ab", vec![0], vec![1, 2])],
+            Vp::new(0.1, 20.0).unwrap().grid(60).unwrap(),
+            Sampler::EulerMaruyama,
+        ),
+        (
+            points,
+            vec![
+                part("lr", vec![0, 1], vec![2, 3]),
+                part("r", vec![2], vec![3]),
+            ],
+            Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(100).unwrap(),
+            Sampler::Ancestral {
+                variance: AncestralVariance::Beta,
+            },
+        ),
+    ];
+    for (m, parts, grid, sampler) in cases {
+        let spec = InfoSpec::new(m.class_prior(), parts).unwrap();
+        let plan = MixturePlan::new(&m, &spec, &grid, &sampler, Noise::new(42)).unwrap();
+        let (first, n, d) = (123u64, 37usize, m.dim());
+        let mut x = vec![0.0f32; n * d];
+        let sums = run(&plan, infodiff::cpu::detected(), first, n, Some(&mut x)).unwrap();
+        let f = plan.flat().unwrap();
+        let mut words: Vec<u32> = f.dims.to_vec();
+        words.extend([
+            f.one_per_class as u32,
+            f.key[0],
+            f.key[1],
+            first as u32,
+            n as u32,
+        ]);
+        for a in &f.f32s {
+            words.extend(a.iter().map(|v| v.to_bits()));
+        }
+        for a in [&f.class_of, &f.part_a, &f.part_b] {
+            words.extend(a.iter());
+        }
+        for a in [&f.part_a_single, &f.part_b_single] {
+            words.extend(a.iter().map(|v| *v as u32));
+        }
+        words.extend(f.part_covers_all.iter());
+        words.extend(f.part_inv_mass.iter().map(|v| v.to_bits()));
+        let input: String = words.iter().map(|w| format!("{w:x} ")).collect();
+        let out = run_twin(&exe, &input);
+        let dev_x: Vec<f32> = out[..n * d]
+            .iter()
+            .map(|w| f32::from_bits(*w as u32))
+            .collect();
+        assert_eq!(dev_x, x, "final states");
+        let dev: Vec<f64> = out[n * d..].iter().map(|w| f64::from_bits(*w)).collect();
+        assert_eq!(dev.len(), sums.data.len());
+        let w = sums.layout.width();
+        for (i, (g, c)) in dev.iter().zip(&sums.data).enumerate() {
+            assert!(
+                (g - c).abs() <= 1e-5 * (1.0 + c.abs()),
+                "point {} column {}: device {g} vs cpu {c}",
+                i / w,
+                i % w
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

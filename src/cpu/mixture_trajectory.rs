@@ -199,6 +199,92 @@ impl MixturePlan {
     }
 }
 
+/// A [`MixturePlan`] flattened for the GPU kernel: the arrays of `MixPlan` in
+/// kernels/mixture_trajectory.cu, in its field order, and the dimensions of `MixParams`.
+#[derive(Clone, Debug)]
+pub struct FlatPlan {
+    /// dim, classes, comps, parts, steps.
+    pub dims: [u32; 5],
+    pub one_per_class: bool,
+    pub key: [u32; 2],
+    /// sm, inv, lognorm, dtrace, coef (S, 5), gw (S+1, 2), init_mean, init_sd, cum, prior,
+    /// log_prior.
+    pub f32s: [Vec<f32>; 11],
+    pub class_of: Vec<u32>,
+    /// Class bitmasks of each decision problem's two sides.
+    pub part_a: Vec<u32>,
+    pub part_b: Vec<u32>,
+    /// The single class of a side, or −1.
+    pub part_a_single: Vec<i32>,
+    pub part_b_single: Vec<i32>,
+    pub part_covers_all: Vec<u32>,
+    pub part_inv_mass: Vec<f32>,
+    pub layout: Layout,
+}
+
+/// Largest shapes of the GPU kernel (its per-thread arrays): D, K, components, decision problems.
+pub const GPU_MAX: [usize; 4] = [8, 8, 16, 8];
+
+impl MixturePlan {
+    /// The plan as the GPU kernel reads it; shapes past [`GPU_MAX`] are refused by name.
+    pub fn flat(&self) -> Result<FlatPlan> {
+        let dims = [self.dim, self.classes, self.comps, self.parts.len()];
+        for (i, name) in ["dimension", "classes", "components", "decision problems"]
+            .iter()
+            .enumerate()
+        {
+            if dims[i] > GPU_MAX[i] {
+                return Err(Error::Unsupported {
+                    op: "mixture_trajectory (GPU)",
+                    reason: format!(
+                        "{name}: at most {} on the GPU kernel, found {}",
+                        GPU_MAX[i], dims[i]
+                    ),
+                });
+            }
+        }
+        let mask = |v: &[usize]| v.iter().fold(0u32, |m, c| m | 1 << c);
+        let single = |s: Option<usize>| s.map_or(-1, |c| c as i32);
+        Ok(FlatPlan {
+            dims: [
+                self.dim as u32,
+                self.classes as u32,
+                self.comps as u32,
+                self.parts.len() as u32,
+                self.steps as u32,
+            ],
+            one_per_class: self.one_per_class,
+            key: self.key,
+            f32s: [
+                self.sm.clone(),
+                self.inv.clone(),
+                self.lognorm.clone(),
+                self.dtrace.clone(),
+                self.coef.iter().flatten().copied().collect(),
+                self.gw.iter().flatten().copied().collect(),
+                self.init_mean.clone(),
+                self.init_sd.clone(),
+                self.cum.clone(),
+                self.prior.clone(),
+                self.log_prior.clone(),
+            ],
+            class_of: self.class_of.iter().map(|c| *c as u32).collect(),
+            part_a: self.parts.iter().map(|p| mask(&p.a)).collect(),
+            part_b: self.parts.iter().map(|p| mask(&p.b)).collect(),
+            part_a_single: self.parts.iter().map(|p| single(p.a_single)).collect(),
+            part_b_single: self.parts.iter().map(|p| single(p.b_single)).collect(),
+            part_covers_all: self.parts.iter().map(|p| p.covers_all as u32).collect(),
+            part_inv_mass: self.parts.iter().map(|p| p.inv_mass).collect(),
+            layout: self.layout,
+        })
+    }
+
+    /// t of grid point `p` (for error messages).
+    pub fn time(&self, p: usize) -> f64 {
+        self.times[p.min(self.times.len() - 1)]
+    }
+}
+
 /// Runs trajectories `first..first + n` and returns their information sums; with `final_x`
 /// (n·D) also the final states. Chunks run in parallel on rayon's pool; sums are reduced in a
 /// fixed order, so the result does not depend on the number of threads.
