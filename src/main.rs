@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use infodiff::Error;
+use infodiff::cuda::{Device, DeviceChoice};
 use infodiff::measure::{self, Config};
 
 #[derive(Parser)]
@@ -48,16 +49,30 @@ enum Command {
         /// Print the default config as JSON and exit.
         #[arg(long)]
         print_default_config: bool,
+        /// Where to run: the GPU when one opens (auto), or as named. The fused mixture kernel
+        /// runs on the GPU; networks run on the CPU.
+        #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+        device: DeviceArg,
     },
     /// Throughput of the engine's own kernels on this machine.
     Bench {
-        /// gemm (square SGEMM), conv (3×3, 64→64, 32×32) or unet (full forward).
+        /// gemm (square SGEMM), conv (3×3, 64→64, 32×32), unet (full forward), mixture (the
+        /// fused trajectory kernel on the default job) or sde-step (the fused neural step).
         #[arg(value_enum)]
         what: BenchWhat,
+        /// Where to run (mixture and sde-step have GPU kernels; the rest run on the CPU).
+        #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+        device: DeviceArg,
+        /// Trajectories for mixture (default 20,000 on the CPU, 1,000,000 on a GPU).
+        #[arg(long)]
+        trajectories: Option<usize>,
+        /// Steps for mixture (default 1000).
+        #[arg(long, default_value_t = 1000)]
+        steps: usize,
         /// Model folder for `unet` (default: the DDPM CIFAR-10 architecture, random weights).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Batch for conv and unet (default 16 and 64).
+        /// Batch for conv, unet and sde-step (default 16, 64 and 256).
         #[arg(long)]
         batch: Option<usize>,
         /// Matrix size for gemm (default 1024).
@@ -81,6 +96,9 @@ enum Command {
         /// safetensors to write, holding tensor `out`.
         #[arg(long)]
         output: PathBuf,
+        /// Where to run (the network runs on the CPU in this version: cuda is refused).
+        #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+        device: DeviceArg,
     },
 }
 
@@ -89,6 +107,46 @@ enum BenchWhat {
     Gemm,
     Conv,
     Unet,
+    Mixture,
+    SdeStep,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// Opens the device asked for and says on stderr which one is used. `gpu_path`: whether the
+/// command has GPU kernels; without, `cuda` is refused and `auto` runs on the CPU.
+fn open_device(arg: DeviceArg, what: &str, gpu_path: bool) -> Result<Device, Error> {
+    let choice = match arg {
+        DeviceArg::Auto => DeviceChoice::Auto,
+        DeviceArg::Cpu => DeviceChoice::Cpu,
+        DeviceArg::Cuda => DeviceChoice::Cuda,
+    };
+    if !gpu_path && arg != DeviceArg::Cpu {
+        if arg == DeviceArg::Cuda {
+            return Err(Error::Unsupported {
+                op: "--device cuda",
+                reason: format!("{what} has no GPU path in this version; use --device cpu or auto"),
+            });
+        }
+        let dev = Device::Cpu {
+            why_not_gpu: Some(infodiff::cuda::Unavailable::new(format!(
+                "{what} runs on the CPU in this version"
+            ))),
+        };
+        eprintln!("infodiff: {}", dev.describe());
+        return Ok(dev);
+    }
+    let dev = Device::open(choice).map_err(|e| Error::Unsupported {
+        op: "--device cuda",
+        reason: e.to_string(),
+    })?;
+    eprintln!("infodiff: {}", dev.describe());
+    Ok(dev)
 }
 
 fn main() -> ExitCode {
@@ -114,15 +172,33 @@ fn run(cli: Cli) -> Result<(), Error> {
             size,
             json,
             profile,
+            device,
+            trajectories,
+            steps,
         } => {
             use infodiff::nn::bench;
-            if batch == Some(0) || size == 0 {
-                return Err(Error::config("--batch/--size", "at least 1", 0));
+            if batch == Some(0) || size == 0 || trajectories == Some(0) || steps == 0 {
+                return Err(Error::config(
+                    "--batch/--size/--trajectories/--steps",
+                    "at least 1",
+                    0,
+                ));
             }
+            let gpu_path = matches!(what, BenchWhat::Mixture | BenchWhat::SdeStep);
+            let dev = open_device(device, &format!("bench {what:?}").to_lowercase(), gpu_path)?;
+            let gpu = match &dev {
+                Device::Cuda(g) => Some(g),
+                Device::Cpu { .. } => None,
+            };
             let r = match what {
                 BenchWhat::Gemm => bench::gemm(size)?,
                 BenchWhat::Conv => bench::conv(batch.unwrap_or(16))?,
                 BenchWhat::Unet => bench::unet(model.as_deref(), batch.unwrap_or(64), profile)?,
+                BenchWhat::Mixture => {
+                    let n = trajectories.unwrap_or(if gpu.is_some() { 1_000_000 } else { 20_000 });
+                    bench::mixture(gpu, n, steps)?
+                }
+                BenchWhat::SdeStep => bench::sde_step(gpu, batch.unwrap_or(256), 10, 3 * 32 * 32)?,
             };
             if json {
                 println!("{}", serde_json::to_string(&r).expect("serialisable"));
@@ -133,6 +209,12 @@ fn run(cli: Cli) -> Result<(), Error> {
                 }
                 if let Some(i) = r.images_per_s {
                     print!(", {i:.2} images/s");
+                }
+                if let Some(t) = r.trajectory_steps_per_s {
+                    print!(", {t:.3e} trajectory-steps/s");
+                }
+                if let Some(b) = r.gbytes_per_s {
+                    print!(", {b:.1} GB/s");
                 }
                 println!();
                 if let Some(ops) = &r.profile {
@@ -155,7 +237,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             model,
             input,
             output,
+            device,
         } => {
+            open_device(device, "denoise (the U-Net)", false)?;
             infodiff::nn::unet::denoise_file(&model, &input, &output)?;
             println!("wrote {}", output.display());
             Ok(())
@@ -169,6 +253,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             threads,
             model,
             print_default_config,
+            device,
         } => {
             if print_default_config {
                 println!(
@@ -225,7 +310,18 @@ fn run(cli: Cli) -> Result<(), Error> {
                 .expect("valid template"),
             );
             let tick = |n: usize| bar.inc(n as u64);
-            let report = measure::run(&cfg, None, Some(&tick))?;
+            let gpu_path = cfg.model.is_none() && cfg.sampler.supports_online_classifier();
+            let what = if cfg.model.is_some() {
+                "measure with a network"
+            } else {
+                "measure with this sampler (the generic engine)"
+            };
+            let dev = open_device(device, what, gpu_path)?;
+            let gpu = match &dev {
+                Device::Cuda(g) => Some(g),
+                Device::Cpu { .. } => None,
+            };
+            let report = measure::run_on(&cfg, gpu, None, Some(&tick))?;
             bar.finish_and_clear();
             for w in report.warnings() {
                 eprintln!("infodiff: warning: {w}");

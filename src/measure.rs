@@ -644,6 +644,8 @@ fn model_prior(dir: &std::path::Path) -> Result<Vec<f64>> {
 pub enum Engine {
     /// The fused SIMD mixture kernel (stochastic samplers).
     Fused(IsaKind),
+    /// The fused mixture kernel on the GPU (kernels/mixture_trajectory.cu).
+    FusedCuda,
     /// The generic sampler loop with the information observer (any sampler and model).
     Generic,
 }
@@ -652,6 +654,7 @@ impl Engine {
     pub fn name(&self) -> String {
         match self {
             Engine::Fused(k) => format!("fused ({})", k.name()),
+            Engine::FusedCuda => "fused (cuda)".into(),
             Engine::Generic => "generic".into(),
         }
     }
@@ -670,6 +673,17 @@ pub struct Report {
 /// Runs a job on the current rayon pool. `progress` receives finished trajectory counts.
 pub fn run(
     cfg: &Config,
+    engine: Option<Engine>,
+    progress: Option<&(dyn Fn(usize) + Sync)>,
+) -> Result<Report> {
+    run_on(cfg, None, engine, progress)
+}
+
+/// [`run`] with a GPU: the fused mixture kernel runs there (online-classifier samplers); a
+/// network (`model`) and the generic engine stay on the CPU.
+pub fn run_on(
+    cfg: &Config,
+    gpu: Option<&crate::cuda::Gpu>,
     engine: Option<Engine>,
     progress: Option<&(dyn Fn(usize) + Sync)>,
 ) -> Result<Report> {
@@ -703,10 +717,12 @@ pub fn run(
         });
     }
     let mixture = cfg.mixture()?;
-    let engine = engine.unwrap_or(if cfg.sampler.supports_online_classifier() {
-        Engine::Fused(detected())
-    } else {
+    let engine = engine.unwrap_or(if !cfg.sampler.supports_online_classifier() {
         Engine::Generic
+    } else if gpu.is_some() {
+        Engine::FusedCuda
+    } else {
+        Engine::Fused(detected())
     });
     let tracking = if cfg.sampler.supports_online_classifier() {
         Tracking::Online
@@ -718,6 +734,18 @@ pub fn run(
         Engine::Fused(kind) => {
             let plan = MixturePlan::new(&mixture, &spec, &grid, &cfg.sampler, noise)?;
             mixture_trajectory::run_with_progress(&plan, kind, 0, cfg.trajectories, None, progress)?
+        }
+        Engine::FusedCuda => {
+            let gpu = gpu.ok_or_else(|| Error::Unsupported {
+                op: "measure",
+                reason: "the fused CUDA engine needs an opened GPU".into(),
+            })?;
+            let plan = MixturePlan::new(&mixture, &spec, &grid, &cfg.sampler, noise)?;
+            let sums = crate::cuda::mixture_trajectory::run(gpu, &plan, 0, cfg.trajectories, None)?;
+            if let Some(p) = progress {
+                p(cfg.trajectories);
+            }
+            sums
         }
         Engine::Generic => measure_trajectories(
             &mixture,

@@ -406,6 +406,64 @@ fn probe_reports_a_reason_instead_of_panicking() {
     }
 }
 
+/// A 2-D mixture with several components per class, variances and a decision problem under
+/// Euler–Maruyama, and the default job's point masses with two decision problems.
+fn mixture_cases() -> Vec<(
+    infodiff::score::GaussianMixture,
+    Vec<infodiff::info::Partition>,
+    infodiff::sde::Grid,
+    infodiff::sde::Sampler,
+)> {
+    use infodiff::info::Partition;
+    use infodiff::score::{Component, GaussianMixture};
+    use infodiff::sde::{AncestralVariance, Ddpm, Process, Sampler, Vp};
+    let comp = |weight: f64, mean: Vec<f64>, var: Vec<f64>, class| Component {
+        weight,
+        mean,
+        var,
+        class,
+    };
+    let part = |name: &str, a: Vec<usize>, b: Vec<usize>| Partition {
+        name: name.into(),
+        a,
+        b,
+    };
+    let two_d = GaussianMixture::new(vec![
+        comp(0.5, vec![-2.0, 1.0], vec![0.1, 0.3], 0),
+        comp(1.0, vec![2.0, 2.0], vec![0.05, 0.05], 1),
+        comp(0.7, vec![0.0, -3.0], vec![0.0, 0.5], 2),
+        comp(0.3, vec![3.0, 0.0], vec![0.2, 0.0], 2),
+    ])
+    .unwrap();
+    let points = GaussianMixture::new(
+        [-8.0, -4.0, 6.0, 8.0]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| comp(1.0, vec![*m], vec![0.0], i))
+            .collect(),
+    )
+    .unwrap();
+    vec![
+        (
+            two_d,
+            vec![part("ab", vec![0], vec![1, 2])],
+            Vp::new(0.1, 20.0).unwrap().grid(60).unwrap(),
+            Sampler::EulerMaruyama,
+        ),
+        (
+            points,
+            vec![
+                part("lr", vec![0, 1], vec![2, 3]),
+                part("r", vec![2], vec![3]),
+            ],
+            Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(100).unwrap(),
+            Sampler::Ancestral {
+                variance: AncestralVariance::Beta,
+            },
+        ),
+    ]
+}
+
 const MIX_SHIM: &str = r#"
 #include "mixture_trajectory.cu"
 #include <vector>
@@ -468,58 +526,12 @@ int main() {
 #[test]
 fn mixture_device_code_compiled_for_the_host_matches_the_cpu_kernel() {
     use infodiff::cpu::mixture_trajectory::{MixturePlan, run};
-    use infodiff::info::{InfoSpec, Partition};
-    use infodiff::score::{Component, GaussianMixture, ScoreModel};
-    use infodiff::sde::{AncestralVariance, Ddpm, Process, Sampler, Vp};
+    use infodiff::info::InfoSpec;
+    use infodiff::score::ScoreModel;
     let Some((exe, dir)) = host_twin("mixture_trajectory", MIX_SHIM) else {
         return;
     };
-    let comp = |weight: f64, mean: Vec<f64>, var: Vec<f64>, class| Component {
-        weight,
-        mean,
-        var,
-        class,
-    };
-    let part = |name: &str, a: Vec<usize>, b: Vec<usize>| Partition {
-        name: name.into(),
-        a,
-        b,
-    };
-    let two_d = GaussianMixture::new(vec![
-        comp(0.5, vec![-2.0, 1.0], vec![0.1, 0.3], 0),
-        comp(1.0, vec![2.0, 2.0], vec![0.05, 0.05], 1),
-        comp(0.7, vec![0.0, -3.0], vec![0.0, 0.5], 2),
-        comp(0.3, vec![3.0, 0.0], vec![0.2, 0.0], 2),
-    ])
-    .unwrap();
-    let points = GaussianMixture::new(
-        [-8.0, -4.0, 6.0, 8.0]
-            .iter()
-            .enumerate()
-            .map(|(i, m)| comp(1.0, vec![*m], vec![0.0], i))
-            .collect(),
-    )
-    .unwrap();
-    let cases = [
-        (
-            two_d,
-            vec![part("ab", vec![0], vec![1, 2])],
-            Vp::new(0.1, 20.0).unwrap().grid(60).unwrap(),
-            Sampler::EulerMaruyama,
-        ),
-        (
-            points,
-            vec![
-                part("lr", vec![0, 1], vec![2, 3]),
-                part("r", vec![2], vec![3]),
-            ],
-            Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(100).unwrap(),
-            Sampler::Ancestral {
-                variance: AncestralVariance::Beta,
-            },
-        ),
-    ];
-    for (m, parts, grid, sampler) in cases {
+    for (m, parts, grid, sampler) in mixture_cases() {
         let spec = InfoSpec::new(m.class_prior(), parts).unwrap();
         let plan = MixturePlan::new(&m, &spec, &grid, &sampler, Noise::new(42)).unwrap();
         let (first, n, d) = (123u64, 37usize, m.dim());
@@ -565,4 +577,34 @@ fn mixture_device_code_compiled_for_the_host_matches_the_cpu_kernel() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The fused mixture kernel on the GPU against the CPU kernel (skipped without a GPU): final
+/// states bit-identical, sums within 1e-5·(1 + |sum|) (f32 per-trajectory values reduced in
+/// other groupings, f64 across blocks).
+#[test]
+fn gpu_mixture_kernel_matches_cpu_kernel() {
+    use infodiff::cpu::mixture_trajectory::{MixturePlan, run};
+    use infodiff::info::InfoSpec;
+    use infodiff::score::ScoreModel;
+    let Some(gpu) = infodiff::cuda::gpu_for_test("gpu_mixture_kernel_matches_cpu_kernel") else {
+        return;
+    };
+    for (m, parts, grid, sampler) in mixture_cases() {
+        let spec = InfoSpec::new(m.class_prior(), parts).unwrap();
+        let plan = MixturePlan::new(&m, &spec, &grid, &sampler, Noise::new(42)).unwrap();
+        let (first, n, d) = (123u64, 1000usize, m.dim());
+        let mut x = vec![0.0f32; n * d];
+        let sums = run(&plan, infodiff::cpu::detected(), first, n, Some(&mut x)).unwrap();
+        let mut gx = vec![0.0f32; n * d];
+        let gsums =
+            infodiff::cuda::mixture_trajectory::run(&gpu, &plan, first, n, Some(&mut gx)).unwrap();
+        assert_eq!(gx, x, "same noise, same arithmetic: identical final states");
+        for (i, (g, c)) in gsums.data.iter().zip(&sums.data).enumerate() {
+            assert!(
+                (g - c).abs() <= 1e-5 * (1.0 + c.abs()),
+                "entry {i}: gpu {g} vs cpu {c}"
+            );
+        }
+    }
 }

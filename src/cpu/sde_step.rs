@@ -13,6 +13,7 @@
 use rayon::prelude::*;
 
 use super::isa::{Isa, IsaKind};
+use super::math::{box_muller, philox};
 use crate::error::{Error, Result};
 use crate::rng::Noise;
 
@@ -132,14 +133,9 @@ pub fn sde_step(
             || vec![0.0f32; d],
             |z, (b, ((xb, eb), (lp, r)))| {
                 let traj = p.traj0 + b as u64;
-                if p.sd > 0.0 {
-                    z.iter_mut()
-                        .enumerate()
-                        .for_each(|(e, v)| *v = noise.normal(traj, p.step, e));
-                }
                 let mut dot = [0.0f64; MAX_CLASSES];
                 let mut d2 = [0.0f64; MAX_CLASSES];
-                let finite = step_elements(kind, p, xb, eb, z, &mut dot, &mut d2);
+                let finite = step_elements(kind, p, traj, noise, xb, eb, z, &mut dot, &mut d2);
                 classifier(p, lp, &dot[..k], &d2[..k], r, finite);
             },
         );
@@ -147,17 +143,20 @@ pub fn sde_step(
 }
 
 crate::isa_dispatch! {
-    /// Δ_y·z and ‖Δ_y‖² of one trajectory (f64 totals) and its state update; false when a new
-    /// state is not finite.
-    fn step_elements(p: &SdeStepParams, x: &mut [f32], eps: &[f32], z: &[f32], dot: &mut [f64; MAX_CLASSES], d2: &mut [f64; MAX_CLASSES]) -> bool => step_elements_kernel
+    /// Δ_y·z and ‖Δ_y‖² of one trajectory (f64 totals) and its state update, the noise drawn
+    /// into `z` on lanes; false when a new state is not finite.
+    fn step_elements(p: &SdeStepParams, traj: u64, noise: Noise, x: &mut [f32], eps: &[f32], z: &mut [f32], dot: &mut [f64; MAX_CLASSES], d2: &mut [f64; MAX_CLASSES]) -> bool => step_elements_kernel
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn step_elements_kernel<I: Isa>(
     p: &SdeStepParams,
+    traj: u64,
+    noise: Noise,
     x: &mut [f32],
     eps: &[f32],
-    z: &[f32],
+    z: &mut [f32],
     dot: &mut [f64; MAX_CLASSES],
     d2: &mut [f64; MAX_CLASSES],
 ) -> bool {
@@ -175,13 +174,25 @@ unsafe fn step_elements_kernel<I: Isa>(
             I::splat(p.neg_inv_sigma),
         );
         let zero = I::splat(0.0);
-        // Pass 1: the state update, lane by lane.
+        // Pass 1: the noise of elements e..e+L (Noise::normal on lanes: counter (e, step/4,
+        // trajectory), the Box–Muller pair holding this step's quarter), then the state update.
+        let ctr = [
+            I::splat_u(p.step >> 2),
+            I::splat_u(traj as u32),
+            I::splat_u((traj >> 32) as u32),
+        ];
+        let pair = ((p.step & 3) >> 1) as usize;
         for e in (0..full).step_by(l) {
             let su = I::mul(I::load(eps.as_ptr().add(e)), ni);
             let zz = if zero_z {
                 zero
             } else {
-                I::load(z.as_ptr().add(e))
+                let c0 = I::u_add(I::splat_u(e as u32), I::iota_u());
+                let w = philox::<I>([c0, ctr[0], ctr[1], ctr[2]], noise.key());
+                let (za, zb) = box_muller::<I>(w[2 * pair], w[2 * pair + 1]);
+                let zz = if p.step & 1 == 0 { za } else { zb };
+                I::store(z.as_mut_ptr().add(e), zz);
+                zz
             };
             let xp = x.as_mut_ptr().add(e);
             let xn = I::fma(a, I::load(xp), I::fma(c, su, I::mul(sd, zz)));
@@ -212,7 +223,11 @@ unsafe fn step_elements_kernel<I: Isa>(
     // The tail, in scalar code with the same fused multiply-adds.
     for e in full..d {
         let su = eps[e] * p.neg_inv_sigma;
-        let zz = if zero_z { 0.0 } else { z[e] };
+        let zz = if zero_z {
+            0.0
+        } else {
+            noise.normal(traj, p.step, e)
+        };
         for y in 0..k {
             let dy = eps[(1 + y) * d + e] * p.neg_inv_sigma - su;
             dot[y] += (dy * zz) as f64;

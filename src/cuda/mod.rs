@@ -6,6 +6,7 @@
 //! Opening never panics: no driver library, no device, or a failing driver call gives a typed
 //! [`Unavailable`] with the reason.
 
+pub mod mixture_trajectory;
 pub mod sde_step;
 
 #[cfg(feature = "cuda")]

@@ -17,6 +17,12 @@ pub struct BenchResult {
     pub seconds: f64,
     pub images_per_s: Option<f64>,
     pub gflops: Option<f64>,
+    /// Trajectory-steps per second (mixture).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trajectory_steps_per_s: Option<f64>,
+    /// Effective memory bandwidth, bytes moved per step / seconds per step (sde-step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gbytes_per_s: Option<f64>,
     /// Seconds per op kind in one more forward (`--profile`), with call counts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Vec<OpTime>>,
@@ -68,6 +74,8 @@ pub fn gemm(n: usize) -> Result<BenchResult> {
         images_per_s: None,
         gflops: Some(2.0 * (n as f64).powi(3) / s / 1e9),
         profile: None,
+        trajectory_steps_per_s: None,
+        gbytes_per_s: None,
     })
 }
 
@@ -84,6 +92,8 @@ pub fn conv(batch: usize) -> Result<BenchResult> {
         images_per_s: Some(batch as f64 / s),
         gflops: Some(flops / s / 1e9),
         profile: None,
+        trajectory_steps_per_s: None,
+        gbytes_per_s: None,
     })
 }
 
@@ -144,5 +154,106 @@ pub fn unet(dir: Option<&Path>, batch: usize, profile: bool) -> Result<BenchResu
         images_per_s: Some(batch as f64 / s),
         gflops: None,
         profile,
+        trajectory_steps_per_s: None,
+        gbytes_per_s: None,
+    })
+}
+
+/// The fused mixture kernel on the default job's mixture, decision problems and schedule, with
+/// `trajectories` × `steps`: on the GPU when one is given, else the CPU's SIMD kernel.
+pub fn mixture(
+    gpu: Option<&crate::cuda::Gpu>,
+    trajectories: usize,
+    steps: usize,
+) -> Result<BenchResult> {
+    use crate::cpu::mixture_trajectory::{self, MixturePlan};
+    let mut v = crate::measure::default_config().to_json();
+    v["trajectories"] = trajectories.into();
+    v["sampler"]["steps"] = steps.into();
+    let cfg = crate::measure::Config::from_value(&v)?;
+    let plan = MixturePlan::new(
+        &cfg.mixture()?,
+        &cfg.spec()?,
+        &cfg.grid()?,
+        &cfg.sampler,
+        crate::rng::Noise::new(cfg.seed),
+    )?;
+    let (what, s) = match gpu {
+        Some(g) => (
+            format!(
+                "fused mixture kernel, {trajectories} x {steps} (cuda: {})",
+                g.describe()
+            ),
+            best_of(3, || {
+                crate::cuda::mixture_trajectory::run(g, &plan, 0, trajectories, None).map(|_| ())
+            })?,
+        ),
+        None => (
+            format!(
+                "fused mixture kernel, {trajectories} x {steps} ({})",
+                detected().name()
+            ),
+            best_of(3, || {
+                mixture_trajectory::run(&plan, detected(), 0, trajectories, None).map(|_| ())
+            })?,
+        ),
+    };
+    Ok(BenchResult {
+        what,
+        seconds: s,
+        images_per_s: None,
+        gflops: None,
+        profile: None,
+        trajectory_steps_per_s: Some((trajectories * steps) as f64 / s),
+        gbytes_per_s: None,
+    })
+}
+
+/// The fused reverse-SDE step on `batch` states of `dim` values with `classes` + 1 network
+/// outputs each (the CIFAR-10 shape by default): seconds per step and the effective bandwidth.
+pub fn sde_step(
+    gpu: Option<&crate::cuda::Gpu>,
+    batch: usize,
+    classes: usize,
+    dim: usize,
+) -> Result<BenchResult> {
+    use crate::cpu::sde_step::{SdeStepParams, sde_step};
+    let bytes = 4.0
+        * (batch * (classes + 1) * dim + 2 * batch * dim + 2 * batch * classes + 3 * batch) as f64;
+    let (what, secs) = match gpu {
+        Some(g) => {
+            let (secs, _) = crate::cuda::sde_step::bench_sde_step(g, batch, classes, dim, 200)?;
+            (format!("sde_step (cuda: {})", g.describe()), secs)
+        }
+        None => {
+            let eps = fill(batch * (classes + 1) * dim);
+            let mut x = fill(batch * dim);
+            let mut lp = vec![-(classes as f32).ln(); batch * classes];
+            let mut rec = vec![0.0f32; batch * 3];
+            let noise = crate::rng::Noise::new(1);
+            let mut step = 0u32;
+            let secs = best_of(5, || {
+                step += 1;
+                let p = SdeStepParams::new(
+                    (0.999, 1e-3, 1e-4),
+                    0.5,
+                    noise,
+                    0,
+                    step,
+                    (batch, classes, dim),
+                )?;
+                sde_step(detected(), &p, &mut x, &eps, &mut lp, &mut rec)
+            })?;
+            (format!("sde_step ({})", detected().name()), secs)
+        }
+    };
+    Ok(BenchResult {
+        what: format!("{what}, batch {batch}, {classes} classes + null, dim {dim}"),
+        seconds: secs,
+        images_per_s: None,
+        gflops: None,
+        profile: None,
+        trajectory_steps_per_s: Some(batch as f64 / secs),
+        gbytes_per_s: Some(bytes / secs / 1e9),
     })
 }
