@@ -346,6 +346,7 @@ fn shuffled_label_null_gives_zero_information() {
                 .unwrap();
                 infodiff::cpu::mixture_trajectory::run(&plan, k, 0, 2000, None).unwrap()
             }
+            Engine::FusedCuda => unreachable!("not in this list"),
         };
         let c = Curves::from_sums(&sums, &spec, &grid, Tracking::Online);
         for j in 0..c.t.len() {
