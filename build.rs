@@ -42,7 +42,11 @@ fn main() {
     let mut report = String::new();
     for src in &kernels {
         let name = src.file_stem().unwrap().to_string_lossy().to_string();
-        let entry = match &nvcc {
+        // The source with its headers inlined is always embedded (NVRTC needs no include path).
+        let inlined = out.join(format!("{name}.nvrtc.cu"));
+        fs::write(&inlined, inline_headers(src, &dir)).expect("writing inlined kernel");
+        let cuda = format!("include_str!({:?})", inlined.display().to_string());
+        let ptx = match &nvcc {
             Some(nvcc) => {
                 let ptx = out.join(format!("{name}.ptx"));
                 run_nvcc(
@@ -66,21 +70,13 @@ fn main() {
                     println!("cargo:warning=ptxas {arch} {name}: {line}");
                     report.push_str(&format!("{name}: {line}\n"));
                 }
-                format!(
-                    "KernelSource::Ptx(include_str!({:?}))",
-                    ptx.display().to_string()
-                )
+                format!("Some(include_str!({:?}))", ptx.display().to_string())
             }
-            None => {
-                let inlined = out.join(format!("{name}.nvrtc.cu"));
-                fs::write(&inlined, inline_headers(src, &dir)).expect("writing inlined kernel");
-                format!(
-                    "KernelSource::Cuda(include_str!({:?}))",
-                    inlined.display().to_string()
-                )
-            }
+            None => "None".to_string(),
         };
-        table.push_str(&format!("    ({name:?}, {entry}),\n"));
+        table.push_str(&format!(
+            "    KernelSource {{ name: {name:?}, ptx: {ptx}, cuda: {cuda} }},\n"
+        ));
     }
     if nvcc.is_none() {
         println!(
@@ -90,7 +86,7 @@ fn main() {
     }
     fs::write(out.join("ptxas-report.txt"), report).expect("writing ptxas report");
     let code = format!(
-        "/// (name, source) of every kernel in kernels/.\npub static KERNELS: &[(&str, KernelSource)] = &[\n{table}];\n/// The architecture the PTX was built for (INFODIFF_CUDA_ARCH).\npub const BUILD_ARCH: &str = {arch:?};\n"
+        "/// Every kernel in kernels/.\npub static KERNELS: &[KernelSource] = &[\n{table}];\n/// The architecture the PTX was built for (INFODIFF_CUDA_ARCH).\npub const BUILD_ARCH: &str = {arch:?};\n"
     );
     fs::write(out.join("kernels.rs"), code).expect("writing kernels.rs");
 }

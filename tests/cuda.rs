@@ -608,3 +608,19 @@ fn gpu_mixture_kernel_matches_cpu_kernel() {
         }
     }
 }
+
+/// The NVRTC path (builds without nvcc compile the embedded sources at run time): every kernel
+/// compiles with NVRTC for sm_90 wherever libnvrtc loads (no GPU needed); skipped, saying why,
+/// without it or without the `cuda` feature.
+#[test]
+fn nvrtc_compiles_every_kernel() {
+    match infodiff::cuda::nvrtc_compile_all("sm_90") {
+        Ok(list) => {
+            assert!(list.len() >= 2, "{list:?}");
+            assert!(list.iter().all(|(_, bytes)| *bytes > 1000), "{list:?}");
+            eprintln!("NVRTC compiled {list:?}");
+        }
+        Err(e) if e.reason.starts_with("NVRTC failed") => panic!("{e}"),
+        Err(e) => eprintln!("nvrtc_compiles_every_kernel: skipped: {e}"),
+    }
+}

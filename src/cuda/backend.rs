@@ -77,17 +77,15 @@ impl Gpu {
         let m = match mods.get(module) {
             Some(m) => m.clone(),
             None => {
-                let src = KERNELS
-                    .iter()
-                    .find(|(n, _)| *n == module)
-                    .map(|(_, s)| *s)
-                    .ok_or_else(|| Error::Unsupported {
+                let src = KERNELS.iter().find(|k| k.name == module).ok_or_else(|| {
+                    Error::Unsupported {
                         op: "cuda",
                         reason: format!("no kernel module `{module}` in this build"),
-                    })?;
-                let ptx = match src {
-                    KernelSource::Ptx(p) => Ptx::from_src(p),
-                    KernelSource::Cuda(code) => self.nvrtc(module, code)?,
+                    }
+                })?;
+                let ptx = match src.ptx {
+                    Some(p) => Ptx::from_src(p),
+                    None => self.nvrtc(module, src.cuda)?,
                 };
                 let m = self
                     .ctx
@@ -103,25 +101,52 @@ impl Gpu {
 
     /// Compiles CUDA source with NVRTC for this device.
     fn nvrtc(&self, module: &str, code: &str) -> Result<Ptx> {
-        // SAFETY: only tries to load the NVRTC library.
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            return Err(Error::Unsupported {
-                op: "cuda",
-                reason: format!(
-                    "kernel `{module}` needs NVRTC (libnvrtc), absent here; or build with nvcc"
-                ),
-            });
-        }
         let arch: &'static str =
             Box::leak(format!("sm_{}{}", self.cc.0, self.cc.1).into_boxed_str());
-        let opts = CompileOptions {
-            fmad: Some(false),
-            arch: Some(arch),
-            ..Default::default()
-        };
-        cudarc::nvrtc::compile_ptx_with_opts(code, opts).map_err(|e| Error::Unsupported {
-            op: "cuda: NVRTC",
-            reason: format!("kernel `{module}`: {e:?}"),
-        })
+        nvrtc(module, code, arch)
     }
+}
+
+/// NVRTC on one kernel's source (`--fmad=false`, as nvcc builds them).
+fn nvrtc(module: &str, code: &str, arch: &'static str) -> Result<Ptx> {
+    // SAFETY: only tries to load the NVRTC library (dlopen).
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(Error::Unsupported {
+            op: "cuda",
+            reason: format!(
+                "kernel `{module}` needs NVRTC (libnvrtc), absent here; or build with nvcc"
+            ),
+        });
+    }
+    let opts = CompileOptions {
+        fmad: Some(false),
+        arch: Some(arch),
+        ..Default::default()
+    };
+    cudarc::nvrtc::compile_ptx_with_opts(code, opts).map_err(|e| Error::Unsupported {
+        op: "cuda: NVRTC",
+        reason: format!("kernel `{module}`: {e:?}"),
+    })
+}
+
+/// Compiles every kernel's embedded source with NVRTC for `arch` (e.g. "sm_90"); no GPU
+/// needed: the run-time path of builds made without nvcc. Returns (kernel, PTX bytes); the
+/// library's absence is `Unavailable`, and so is a kernel that does not compile (with NVRTC's log).
+pub fn nvrtc_compile_all(
+    arch: &'static str,
+) -> std::result::Result<Vec<(&'static str, usize)>, Unavailable> {
+    // SAFETY: only tries to load the NVRTC library (dlopen).
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(Unavailable::new(
+            "no NVRTC library (libnvrtc) on this machine",
+        ));
+    }
+    KERNELS
+        .iter()
+        .map(|k| {
+            let ptx = nvrtc(k.name, k.cuda, arch)
+                .map_err(|e| Unavailable::new(format!("NVRTC failed: {e}")))?;
+            Ok((k.name, ptx.to_src().len()))
+        })
+        .collect()
 }

@@ -12,12 +12,12 @@ pub mod sde_step;
 #[cfg(feature = "cuda")]
 mod backend;
 #[cfg(feature = "cuda")]
-pub use backend::Gpu;
+pub use backend::{Gpu, nvrtc_compile_all};
 
 #[cfg(not(feature = "cuda"))]
 mod stub;
 #[cfg(not(feature = "cuda"))]
-pub use stub::Gpu;
+pub use stub::{Gpu, nvrtc_compile_all};
 
 /// Why no GPU can be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,13 +39,14 @@ impl Unavailable {
     }
 }
 
-/// Where a kernel's code comes from.
+/// A kernel module's code: PTX from nvcc at build time where nvcc was found, and always its
+/// CUDA C++ source with the headers inlined, for NVRTC.
 #[derive(Clone, Copy, Debug)]
-pub enum KernelSource {
-    /// PTX compiled by nvcc at build time.
-    Ptx(&'static str),
-    /// CUDA C++ (headers inlined), compiled by NVRTC when first used.
-    Cuda(&'static str),
+pub struct KernelSource {
+    /// The file stem in kernels/.
+    pub name: &'static str,
+    pub ptx: Option<&'static str>,
+    pub cuda: &'static str,
 }
 
 /// The device a command runs on (`--device auto|cpu|cuda`).

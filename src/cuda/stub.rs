@@ -21,3 +21,10 @@ impl Gpu {
         match self._never {}
     }
 }
+
+/// NVRTC needs the `cuda` feature.
+pub fn nvrtc_compile_all(_arch: &'static str) -> Result<Vec<(&'static str, usize)>, Unavailable> {
+    Err(Unavailable::new(
+        "this build has no GPU backend (rebuild with `--features cuda`)",
+    ))
+}
