@@ -624,3 +624,303 @@ fn nvrtc_compiles_every_kernel() {
         Err(e) => eprintln!("nvrtc_compiles_every_kernel: skipped: {e}"),
     }
 }
+
+const OPS_SHIM: &str = r#"
+#include "gemm.cu"
+#include "group_norm.cu"
+#include "softmax.cu"
+#include "elementwise.cu"
+#include <vector>
+#include <cmath>
+static unsigned long long rl() { unsigned long long u; if (scanf("%llx", &u) != 1) return 0; return u; }
+static unsigned int ru() { return (unsigned int)rl(); }
+static float rf() { return __uint_as_float(ru()); }
+static std::vector<float> vf(size_t n) { std::vector<float> v(n); for (auto& x : v) x = rf(); return v; }
+static void out(const std::vector<float>& v) { for (float x : v) printf("%08x\n", __float_as_uint(x)); }
+int main() {
+    unsigned int mode = ru();
+    if (mode == 0) {  // GEMM: params, grid (x, y, z), then a, b, c, bias
+        GemmParams P;
+        long long* l = &P.a_rs;
+        for (int i = 0; i < 12; ++i) l[i] = (long long)rl();
+        unsigned int* u = &P.m;
+        for (int i = 0; i < 18; ++i) u[i] = ru();
+        unsigned int gx = ru(), gy = ru(), gz = ru();
+        auto a = vf(rl()), b = vf(rl()), c = vf(rl()), bias = vf(rl());
+        static float as[GEMM_BK][GEMM_TILE], bs[GEMM_BK][GEMM_TILE];
+        static float acc[GEMM_THREADS][4][4];
+        for (unsigned int z = 0; z < gz; ++z)
+            for (unsigned int by = 0; by < gy; ++by)
+                for (unsigned int bx = 0; bx < gx; ++bx) {
+                    unsigned int row0 = by * GEMM_TILE, col0 = bx * GEMM_TILE;
+                    std::memset(acc, 0, sizeof acc);
+                    for (unsigned int k0 = 0; k0 < P.k; k0 += GEMM_BK) {
+                        for (unsigned int t = 0; t < GEMM_THREADS; ++t) gemm_load(P, a.data(), b.data(), z, row0, col0, k0, t, as, bs);
+                        for (unsigned int t = 0; t < GEMM_THREADS; ++t) gemm_multiply(t, as, bs, acc[t]);
+                    }
+                    for (unsigned int t = 0; t < GEMM_THREADS; ++t) gemm_store(P, c.data(), bias.data(), z, row0, col0, t, acc[t]);
+                }
+        out(c);
+    } else if (mode == 1) {  // GroupNorm: channels groups spatial silu eps batch, x, gamma, beta
+        GroupNormParams P;
+        P.channels = ru(); P.groups = ru(); P.spatial = ru(); P.silu = ru(); P.eps = rf();
+        unsigned int batch = ru();
+        auto x = vf((size_t)batch * P.channels * P.spatial), gamma = vf(P.channels), beta = vf(P.channels);
+        std::vector<float> y(x.size());
+        unsigned int n = (P.channels / P.groups) * P.spatial;
+        static float part[GN_THREADS];
+        for (unsigned int slice = 0; slice < batch * P.groups; ++slice) {
+            const float* xs = x.data() + (size_t)slice * n;
+            for (unsigned int t = 0; t < GN_THREADS; ++t) part[t] = gn_partial(xs, n, t, 0.0f, 1);
+            float mean = (float)(gn_total(part) / (double)n);
+            for (unsigned int t = 0; t < GN_THREADS; ++t) part[t] = gn_partial(xs, n, t, mean, 2);
+            float rstd = (float)(1.0 / std::sqrt(gn_total(part) / (double)n + (double)P.eps));
+            for (unsigned int t = 0; t < GN_THREADS; ++t)
+                gn_apply(P, xs, y.data() + (size_t)slice * n, gamma.data(), beta.data(), slice % P.groups, t, mean, rstd);
+        }
+        out(y);
+    } else if (mode == 2) {  // softmax: rows n scale, x
+        unsigned int rows = ru(), n = ru();
+        float scale = rf();
+        auto x = vf((size_t)rows * n);
+        static float part[SOFTMAX_THREADS];
+        for (unsigned int r = 0; r < rows; ++r) {
+            float* row = x.data() + (size_t)r * n;
+            for (unsigned int t = 0; t < SOFTMAX_THREADS; ++t) part[t] = softmax_partial_max(row, n, t);
+            float m = part[0];
+            for (int i = 1; i < SOFTMAX_THREADS; ++i) m = lane_max(m, part[i]);
+            for (unsigned int t = 0; t < SOFTMAX_THREADS; ++t) part[t] = softmax_partial_exp(row, n, t, scale, m);
+            double s = 0.0;
+            for (int i = 0; i < SOFTMAX_THREADS; ++i) s += (double)part[i];
+            float inv = (float)(1.0 / s);
+            for (unsigned int t = 0; t < SOFTMAX_THREADS; ++t) softmax_scale(row, n, t, inv);
+        }
+        out(x);
+    } else {  // element-wise: batch c1 c2 h w, a (B,C1,H,W), b (B,C2,H,W), v (B·C1)
+        unsigned int batch = ru(), c1 = ru(), c2 = ru(), h = ru(), w = ru(), s = h * w;
+        auto a = vf((size_t)batch * c1 * s), b = vf((size_t)batch * c2 * s), v = vf((size_t)batch * c1);
+        std::vector<float> y1(a.size()), y2(a.size()), y3((size_t)batch * (c1 + c2) * s), y4(a.size() * 4);
+        for (size_t i = 0; i < y1.size(); ++i) y1[i] = ew_add(a.data(), a.data(), i);
+        for (size_t i = 0; i < y2.size(); ++i) y2[i] = ew_add_plane(a.data(), v.data(), i, s);
+        for (size_t i = 0; i < y3.size(); ++i) y3[i] = ew_concat(a.data(), b.data(), i, c1, c2, s);
+        for (size_t i = 0; i < y4.size(); ++i) y4[i] = ew_upsample2x(a.data(), i, h, w);
+        out(y1); out(y2); out(y3); out(y4);
+    }
+    return 0;
+}
+"#;
+
+/// Words of a host-twin input: u32 words, or u64 for the `long long` fields.
+fn hex_line(words: &[u64]) -> String {
+    words.iter().map(|w| format!("{w:x} ")).collect()
+}
+
+fn f32_words(v: &[f32]) -> Vec<u64> {
+    std::iter::once(v.len() as u64)
+        .chain(v.iter().map(|x| x.to_bits() as u64))
+        .collect()
+}
+
+/// The U-Net's GPU kernels (GEMM in its strided, batched and implicit-im2col forms; GroupNorm +
+/// SiLU; row softmax; add, per-plane add, concat, upsampling), compiled for the host and run
+/// thread by thread through their phases, against the CPU ops on odd sizes: GEMM within
+/// 1e-5·Σ|a·b| of the f64 reference, convolutions within 1e-5·Σ|x·w| of conv2d's f64 oracle,
+/// GroupNorm within 2e-5 and softmax within 2e-6 relative of the f64 references, the
+/// element-wise ops exactly.
+#[test]
+fn unet_ops_device_code_compiled_for_the_host_matches_the_cpu() {
+    use infodiff::cpu::gemm::MatRef;
+    use infodiff::tensor::Tensor;
+    let Some((exe, dir)) = host_twin("unet_ops", OPS_SHIM) else {
+        return;
+    };
+    // GEMM, batched and strided: z = 0..2 of (M, K)ᵀ·(K, N) with A transposed in memory.
+    let (m, n, k, zn) = (37usize, 70usize, 45usize, 3usize);
+    let a = fill(zn * k * m, 7, 1.0); // per z: Aᵀ stored (K, M)
+    let b = fill(zn * k * n, 8, 1.0); // per z: B (K, N)
+    let bias = fill(m, 9, 1.0);
+    let mut words: Vec<u64> = vec![0];
+    // a_rs a_cs b_rs b_cs c_rs c_cs, outer/inner for a b c
+    words.extend([1, m as u64, n as u64, 1, n as u64, 1]);
+    words.extend([(k * m) as u64, 0, (k * n) as u64, 0, (m * n) as u64, 0]);
+    // m n k zdiv b_im2col bias_mode accumulate pad, then 10 geometry words
+    words.extend([m as u64, n as u64, k as u64, 1, 0, 1, 0, 0]);
+    words.extend([0u64; 10]);
+    words.extend([n.div_ceil(64) as u64, m.div_ceil(64) as u64, zn as u64]);
+    words.extend(f32_words(&a));
+    words.extend(f32_words(&b));
+    words.extend(f32_words(&vec![0.0; zn * m * n]));
+    words.extend(f32_words(&bias));
+    let got: Vec<f32> = run_twin(&exe, &format!("{}", hex_line(&words)))
+        .iter()
+        .map(|w| f32::from_bits(*w as u32))
+        .collect();
+    for z in 0..zn {
+        let am = MatRef::row_major(&a[z * k * m..(z + 1) * k * m], k, m).t();
+        let bm = MatRef::row_major(&b[z * k * n..(z + 1) * k * n], k, n);
+        let mut want = vec![0.0f32; m * n];
+        reference::gemm(am, bm, &mut want, n, false);
+        for i in 0..m {
+            for j in 0..n {
+                let mag: f64 = (0..k)
+                    .map(|p| {
+                        (am.data[i * am.rs + p * am.cs] as f64 * bm.data[p * n + j] as f64).abs()
+                    })
+                    .sum();
+                let g = got[z * m * n + i * n + j] as f64;
+                let w = want[i * n + j] as f64 + bias[i] as f64;
+                // f32 products summed in another order: 1e-5 of Σ|a·b| (+ the bias's rounding)
+                assert!(
+                    (g - w).abs() <= 1e-5 * mag + 1e-6,
+                    "gemm z{z} ({i},{j}): {g} vs {w}"
+                );
+            }
+        }
+    }
+    // Convolutions (implicit im2col, NCHW output, per-row bias), against conv2d.
+    for &(bn, c, h, w, o, kk, s, pad) in &[
+        (
+            2usize,
+            5usize,
+            9usize,
+            7usize,
+            6usize,
+            3usize,
+            1usize,
+            [1usize, 1, 1, 1],
+        ),
+        (3, 4, 8, 8, 70, 3, 2, [0, 1, 0, 1]),
+        (2, 33, 5, 6, 9, 1, 1, [0, 0, 0, 0]),
+    ] {
+        let x = fill(bn * c * h * w, 11, 2.0);
+        let wt = fill(o * c * kk * kk, 12, 1.0);
+        let bias = fill(o, 13, 1.0);
+        let (ho, wo) = (
+            (h + pad[0] + pad[1] - kk) / s + 1,
+            (w + pad[2] + pad[3] - kk) / s + 1,
+        );
+        let (m, n, kdim) = (o, bn * ho * wo, c * kk * kk);
+        let mut words: Vec<u64> = vec![0];
+        words.extend([kdim as u64, 1, 0, 0, 0, 0]);
+        words.extend([0u64; 6]);
+        words.extend([m as u64, n as u64, kdim as u64, 1, 1, 1, 0, 0]);
+        words.extend([c, h, w, kk, kk, s, pad[0], pad[2], ho, wo].map(|v| v as u64));
+        words.extend([n.div_ceil(64) as u64, m.div_ceil(64) as u64, 1]);
+        words.extend(f32_words(&wt));
+        words.extend(f32_words(&x));
+        words.extend(f32_words(&vec![0.0; bn * o * ho * wo]));
+        words.extend(f32_words(&bias));
+        let got: Vec<f32> = run_twin(&exe, &hex_line(&words))
+            .iter()
+            .map(|v| f32::from_bits(*v as u32))
+            .collect();
+        let xt = Tensor::new(vec![bn, c, h, w], x.clone()).unwrap();
+        let wt4 = Tensor::new(vec![o, c, kk, kk], wt.clone()).unwrap();
+        let bt = Tensor::new(vec![o], bias.clone()).unwrap();
+        let want = infodiff::tensor::ops::conv2d_padded(&xt, &wt4, Some(&bt), s, pad).unwrap();
+        assert_eq!(got.len(), want.data.len());
+        // both f32 sums of C·k² products of magnitude ≤ 1: 1e-5·C·k² absolute
+        let tol = 1e-5 * kdim as f64;
+        for (i, (g, w)) in got.iter().zip(&want.data).enumerate() {
+            assert!(
+                ((g - w).abs() as f64) <= tol,
+                "conv {:?} at {i}: {g} vs {w}",
+                (bn, c, h, w, o, kk, s)
+            );
+        }
+    }
+    // GroupNorm + SiLU against the f64 reference.
+    let (bn, c, g, sp) = (3usize, 12usize, 4usize, 37usize);
+    let x = fill(bn * c * sp, 21, 3.0);
+    let gamma = fill(c, 22, 2.0);
+    let beta = fill(c, 23, 1.0);
+    for silu in [0u64, 1] {
+        let mut words = vec![
+            1u64,
+            c as u64,
+            g as u64,
+            sp as u64,
+            silu,
+            (1e-5f32).to_bits() as u64,
+            bn as u64,
+        ];
+        words.extend(
+            x.iter()
+                .chain(&gamma)
+                .chain(&beta)
+                .map(|v| v.to_bits() as u64),
+        );
+        let got: Vec<f32> = run_twin(&exe, &hex_line(&words))
+            .iter()
+            .map(|v| f32::from_bits(*v as u32))
+            .collect();
+        let cg = c / g;
+        for (si, slice) in x.chunks(cg * sp).enumerate() {
+            let grp = si % g;
+            let want = reference::group_norm(
+                slice,
+                sp,
+                &gamma[grp * cg..(grp + 1) * cg],
+                &beta[grp * cg..(grp + 1) * cg],
+                1e-5,
+                silu == 1,
+            );
+            for (e, w) in want.iter().enumerate() {
+                let gv = got[si * cg * sp + e] as f64;
+                // f32 normalisation of values ≤ ~6: 2e-5·(1 + |y|)
+                assert!(
+                    (gv - *w as f64).abs() <= 2e-5 * (1.0 + w.abs() as f64),
+                    "group_norm silu={silu} slice {si} [{e}]: {gv} vs {w}"
+                );
+            }
+        }
+    }
+    // Row softmax against the f64 reference (rows longer than the block).
+    let (rows, cols) = (5usize, 300usize);
+    let xs = fill(rows * cols, 31, 20.0);
+    let mut words = vec![2u64, rows as u64, cols as u64, (0.37f32).to_bits() as u64];
+    words.extend(xs.iter().map(|v| v.to_bits() as u64));
+    let got: Vec<f32> = run_twin(&exe, &hex_line(&words))
+        .iter()
+        .map(|v| f32::from_bits(*v as u32))
+        .collect();
+    let want = reference::softmax_rows(&xs, cols, 0.37);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        // 2e-6 relative, as the CPU kernel's test
+        assert!(
+            ((g - w).abs() as f64) <= 2e-6 * (w.abs() as f64) + 1e-9,
+            "softmax [{i}]: {g} vs {w}"
+        );
+    }
+    // Element-wise ops against the CPU ops, exactly.
+    let (bn, c1, c2, h, w) = (2usize, 3usize, 5usize, 3usize, 7usize);
+    let a = fill(bn * c1 * h * w, 41, 1.0);
+    let b = fill(bn * c2 * h * w, 42, 1.0);
+    let v = fill(bn * c1, 43, 1.0);
+    let mut words: Vec<u64> = vec![3, bn as u64, c1 as u64, c2 as u64, h as u64, w as u64];
+    words.extend(a.iter().chain(&b).chain(&v).map(|x| x.to_bits() as u64));
+    let got: Vec<f32> = run_twin(&exe, &hex_line(&words))
+        .iter()
+        .map(|x| f32::from_bits(*x as u32))
+        .collect();
+    let at = Tensor::new(vec![bn, c1, h, w], a.clone()).unwrap();
+    let bt = Tensor::new(vec![bn, c2, h, w], b.clone()).unwrap();
+    let mut plane = at.clone();
+    infodiff::tensor::ops::add_channel_bias(&mut plane, &Tensor::new(vec![bn, c1], v).unwrap())
+        .unwrap();
+    let want: Vec<f32> = [
+        infodiff::tensor::ops::add(&at, &at).unwrap().data.clone(),
+        plane.data.clone(),
+        infodiff::tensor::ops::concat_channels(&at, &bt)
+            .unwrap()
+            .data
+            .clone(),
+        infodiff::tensor::ops::upsample_nearest2x(&at)
+            .unwrap()
+            .data
+            .clone(),
+    ]
+    .concat();
+    assert_eq!(got, want, "add, add_plane, concat, upsample2x");
+    let _ = std::fs::remove_dir_all(&dir);
+}
