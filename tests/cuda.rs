@@ -821,10 +821,10 @@ fn unet_ops_device_code_compiled_for_the_host_matches_the_cpu() {
         assert_eq!(got.len(), want.data.len());
         // both f32 sums of C·k² products of magnitude ≤ 1: 1e-5·C·k² absolute
         let tol = 1e-5 * kdim as f64;
-        for (i, (g, w)) in got.iter().zip(&want.data).enumerate() {
+        for (i, (g, wv)) in got.iter().zip(&want.data).enumerate() {
             assert!(
-                ((g - w).abs() as f64) <= tol,
-                "conv {:?} at {i}: {g} vs {w}",
+                ((g - wv).abs() as f64) <= tol,
+                "conv {:?} at {i}: {g} vs {wv}",
                 (bn, c, h, w, o, kk, s)
             );
         }

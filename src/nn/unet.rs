@@ -359,114 +359,25 @@ impl UNet {
         Ok(t)
     }
 
-    fn conv(&self, x: &Tensor, prefix: &str, stride: usize, pad: usize) -> Result<Tensor> {
-        self.conv_padded(x, prefix, stride, [pad; 4])
+    /// A weight tensor by name (for devices that upload the network).
+    pub fn tensor(&self, name: &str) -> Result<&Tensor> {
+        self.t(name)
     }
 
-    /// The conv `prefix` (weight and bias) with padding (top, bottom, left, right).
-    fn conv_padded(
+    /// Names of every weight tensor.
+    pub fn tensor_names(&self) -> impl Iterator<Item = &String> {
+        self.w.tensors.keys()
+    }
+
+    /// SiLU(time embedding (+ class embedding)) for the batch, (B, time_embed_dim): the small
+    /// MLP every device runs on the CPU; each ResNet projects it to its channels.
+    pub fn embedding(
         &self,
-        x: &Tensor,
-        prefix: &str,
-        stride: usize,
-        pad: [usize; 4],
-    ) -> Result<Tensor> {
-        let name = format!("{prefix}.weight");
-        let w = self.conv.get(&name).ok_or_else(|| Error::Unsupported {
-            op: "UNet",
-            reason: format!("tensor `{name}` missing"),
-        })?;
-        let b = self.t(&format!("{prefix}.bias"))?;
-        scope("conv2d", || conv2d_packed(x, w, Some(b), stride, pad))
-    }
-
-    fn norm(&self, x: &Tensor, prefix: &str, groups: usize, silu_after: bool) -> Result<Tensor> {
-        let (w, b) = (
-            self.t(&format!("{prefix}.weight"))?,
-            self.t(&format!("{prefix}.bias"))?,
-        );
-        scope("group_norm+silu", || {
-            group_norm(x, groups, w, b, self.config.norm_eps, silu_after)
-        })
-    }
-
-    /// ResnetBlock2D: h = conv1(SiLU(GN(x))) + proj(SiLU(emb)); h = conv2(SiLU(GN(h)));
-    /// (shortcut(x) + h) / scale.
-    fn resnet(&self, x: &Tensor, emb_act: &Tensor, p: &str, scale: f64) -> Result<Tensor> {
-        let g = self.config.norm_num_groups;
-        let h = self.norm(x, &format!("{p}.norm1"), g, true)?;
-        let mut h = self.conv(&h, &format!("{p}.conv1"), 1, 1)?;
-        let (pw, pb) = (
-            self.t(&format!("{p}.time_emb_proj.weight"))?,
-            self.t(&format!("{p}.time_emb_proj.bias"))?,
-        );
-        let tproj = scope("linear", || linear(emb_act, pw, Some(pb)))?;
-        scope("add", || add_channel_bias(&mut h, &tproj))?;
-        let h = self.norm(&h, &format!("{p}.norm2"), g, true)?;
-        let h = self.conv(&h, &format!("{p}.conv2"), 1, 1)?;
-        let shortcut = format!("{p}.conv_shortcut");
-        let mut y = if self.w.tensors.contains_key(&format!("{shortcut}.weight")) {
-            let short = self.conv(x, &shortcut, 1, 0)?;
-            scope("add", || add(&short, &h))?
-        } else {
-            scope("add", || add(x, &h))?
-        };
-        if scale != 1.0 {
-            y.data
-                .iter_mut()
-                .for_each(|v| *v = (*v as f64 / scale) as f32);
-        }
-        Ok(y)
-    }
-
-    fn attention(&self, x: &Tensor, p: &str, groups: usize, scale: f64) -> Result<Tensor> {
-        let c = x.shape[1];
-        let (gw, gb) = (
-            self.t(&format!("{p}.group_norm.weight"))?,
-            self.t(&format!("{p}.group_norm.bias"))?,
-        );
-        let wts = self.attn.get(p).ok_or_else(|| Error::Unsupported {
-            op: "UNet",
-            reason: format!("tensor `{p}.to_q.weight` missing"),
-        })?;
-        let norm = (gw, gb, groups, self.config.norm_eps);
-        let mut y = scope("attention", || {
-            spatial_attention_packed(x, self.config.heads(c), norm, wts)
-        })?;
-        if scale != 1.0 {
-            y.data
-                .iter_mut()
-                .for_each(|v| *v = (*v as f64 / scale) as f32);
-        }
-        Ok(y)
-    }
-
-    /// ε̂ for x (B, C, H, W), diffusers timesteps (B) and class labels (B) for class-conditional
-    /// models. Returns (B, out_channels, H, W).
-    pub fn forward(
-        &self,
-        x: &Tensor,
+        b: usize,
         timesteps: &[f32],
         class_labels: Option<&[i64]>,
     ) -> Result<Tensor> {
         let cfg = &self.config;
-        let (b, c, h, w) = x.dims4("UNet::forward: sample")?;
-        if c != cfg.in_channels {
-            return Err(Error::shape(
-                "UNet::forward: sample channels",
-                cfg.in_channels,
-                c,
-            ));
-        }
-        let levels = cfg.block_out_channels.len();
-        let div = 1usize << (levels - 1);
-        if h % div != 0 || w % div != 0 {
-            return Err(Error::shape(
-                "UNet::forward: H and W divisible by 2^(levels−1)",
-                div,
-                (h, w),
-            ));
-        }
         if timesteps.len() != b {
             return Err(Error::shape(
                 "UNet::forward: timesteps (B)",
@@ -474,11 +385,6 @@ impl UNet {
                 timesteps.len(),
             ));
         }
-        let mut x = x.clone();
-        if cfg.center_input_sample {
-            x.data.iter_mut().for_each(|v| *v = 2.0 * *v - 1.0);
-        }
-        // Time (and class) embedding. (B, time_embed_dim)
         let c0 = cfg.block_out_channels[0];
         let temb = timestep_embedding(timesteps, c0, cfg.flip_sin_to_cos, cfg.freq_shift, 10000.0);
         let mut emb = linear(
@@ -515,79 +421,218 @@ impl UNet {
             let cemb = embedding(self.t("class_embedding.weight")?, &ids)?;
             emb = add(&emb, &cemb)?;
         }
-        let mut emb_act = emb;
-        silu(&mut emb_act); // every ResNet's time_emb_proj sees SiLU(emb)
+        silu(&mut emb); // every ResNet's time_emb_proj sees SiLU(emb)
+        Ok(emb)
+    }
 
-        let mut sample = self.conv(&x, "conv_in", 1, 1)?;
-        let mut skips = vec![sample.clone()];
+    /// The input checked against the config ((B, C, H, W) with C = in_channels and H, W
+    /// divisible by 2^(levels−1)) and centred when the config asks; returns B.
+    pub fn prepare_input(&self, x: &Tensor) -> Result<(usize, Tensor)> {
+        let cfg = &self.config;
+        let (b, c, h, w) = x.dims4("UNet::forward: sample")?;
+        if c != cfg.in_channels {
+            return Err(Error::shape(
+                "UNet::forward: sample channels",
+                cfg.in_channels,
+                c,
+            ));
+        }
+        let div = 1usize << (cfg.block_out_channels.len() - 1);
+        if h % div != 0 || w % div != 0 {
+            return Err(Error::shape(
+                "UNet::forward: H and W divisible by 2^(levels−1)",
+                div,
+                (h, w),
+            ));
+        }
+        let mut x = x.clone();
+        if cfg.center_input_sample {
+            x.data.iter_mut().for_each(|v| *v = 2.0 * *v - 1.0);
+        }
+        Ok((b, x))
+    }
+
+    /// ResnetBlock2D: h = conv1(SiLU(GN(x))) + proj(SiLU(emb)); h = conv2(SiLU(GN(h)));
+    /// (shortcut(x) + h) / scale.
+    fn resnet<O: UNetOps>(
+        &self,
+        o: &O,
+        x: &O::T,
+        emb_act: &Tensor,
+        p: &str,
+        scale: f64,
+    ) -> Result<O::T> {
+        let g = self.config.norm_num_groups;
+        let h = o.norm(x, &format!("{p}.norm1"), g, true)?;
+        let mut h = o.conv(&h, &format!("{p}.conv1"), 1, [1; 4])?;
+        let (pw, pb) = (
+            self.t(&format!("{p}.time_emb_proj.weight"))?,
+            self.t(&format!("{p}.time_emb_proj.bias"))?,
+        );
+        let tproj = scope("linear", || linear(emb_act, pw, Some(pb)))?;
+        o.add_channel_bias(&mut h, &tproj)?;
+        let h = o.norm(&h, &format!("{p}.norm2"), g, true)?;
+        let h = o.conv(&h, &format!("{p}.conv2"), 1, [1; 4])?;
+        let shortcut = format!("{p}.conv_shortcut");
+        let mut y = if self.w.tensors.contains_key(&format!("{shortcut}.weight")) {
+            let short = o.conv(x, &shortcut, 1, [0; 4])?;
+            o.add(&short, &h)?
+        } else {
+            o.add(x, &h)?
+        };
+        if scale != 1.0 {
+            o.scale(&mut y, scale)?;
+        }
+        Ok(y)
+    }
+
+    /// ε̂ for x (B, C, H, W), diffusers timesteps (B) and class labels (B) for class-conditional
+    /// models. Returns (B, out_channels, H, W).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        timesteps: &[f32],
+        class_labels: Option<&[i64]>,
+    ) -> Result<Tensor> {
+        let (b, x) = self.prepare_input(x)?;
+        let emb_act = self.embedding(b, timesteps, class_labels)?;
+        self.forward_on(&CpuOps(self), x, &emb_act)
+    }
+
+    /// The architecture walked once for any device: `x` prepared and on the device, `emb_act`
+    /// from [`UNet::embedding`].
+    pub fn forward_on<O: UNetOps>(&self, o: &O, x: O::T, emb_act: &Tensor) -> Result<O::T> {
+        let cfg = &self.config;
+        let levels = cfg.block_out_channels.len();
+        let mut sample = o.conv(&x, "conv_in", 1, [1; 4])?;
+        let mut skips = vec![o.dup(&sample)?];
         for (i, kind) in cfg.down_blocks.iter().enumerate() {
             for l in 0..cfg.layers_per_block {
-                sample = self.resnet(
-                    &sample,
-                    &emb_act,
-                    &format!("down_blocks.{i}.resnets.{l}"),
-                    1.0,
-                )?;
+                sample = self.resnet(o, &sample, emb_act, &format!("down_blocks.{i}.resnets.{l}"), 1.0)?;
                 if *kind == BlockKind::Attn {
-                    sample = self.attention(
-                        &sample,
-                        &format!("down_blocks.{i}.attentions.{l}"),
-                        cfg.norm_num_groups,
-                        1.0,
-                    )?;
+                    let p = format!("down_blocks.{i}.attentions.{l}");
+                    sample = o.attention(&sample, &p, cfg.norm_num_groups)?;
                 }
-                skips.push(sample.clone());
+                skips.push(o.dup(&sample)?);
             }
             if i + 1 < levels {
                 // diffusers: padding 0 means an asymmetric (0, 1, 0, 1) pad before the conv.
                 let p = cfg.downsample_padding;
                 let pad = if p == 0 { [0, 1, 0, 1] } else { [p; 4] };
-                sample = self.conv_padded(
-                    &sample,
-                    &format!("down_blocks.{i}.downsamplers.0.conv"),
-                    2,
-                    pad,
-                )?;
-                skips.push(sample.clone());
+                sample = o.conv(&sample, &format!("down_blocks.{i}.downsamplers.0.conv"), 2, pad)?;
+                skips.push(o.dup(&sample)?);
             }
         }
         // Middle.
         let ms = cfg.mid_block_scale_factor;
-        sample = self.resnet(&sample, &emb_act, "mid_block.resnets.0", ms)?;
+        sample = self.resnet(o, &sample, emb_act, "mid_block.resnets.0", ms)?;
         if cfg.add_attention {
             let g = cfg.attn_norm_num_groups.unwrap_or(cfg.norm_num_groups);
-            sample = self.attention(&sample, "mid_block.attentions.0", g, ms)?;
+            sample = o.attention(&sample, "mid_block.attentions.0", g)?;
+            if ms != 1.0 {
+                o.scale(&mut sample, ms)?;
+            }
         }
-        sample = self.resnet(&sample, &emb_act, "mid_block.resnets.1", ms)?;
+        sample = self.resnet(o, &sample, emb_act, "mid_block.resnets.1", ms)?;
         // Up path: each block consumes layers_per_block + 1 skips, last in first out.
         for (i, kind) in cfg.up_blocks.iter().enumerate() {
             for l in 0..=cfg.layers_per_block {
                 let skip = skips.pop().ok_or_else(|| {
                     Error::shape("UNet::forward: skip connections", "one more", 0)
                 })?;
-                sample = scope("concat", || concat_channels(&sample, &skip))?;
-                sample = self.resnet(
-                    &sample,
-                    &emb_act,
-                    &format!("up_blocks.{i}.resnets.{l}"),
-                    1.0,
-                )?;
+                sample = o.concat(&sample, &skip)?;
+                sample = self.resnet(o, &sample, emb_act, &format!("up_blocks.{i}.resnets.{l}"), 1.0)?;
                 if *kind == BlockKind::Attn {
-                    sample = self.attention(
-                        &sample,
-                        &format!("up_blocks.{i}.attentions.{l}"),
-                        cfg.norm_num_groups,
-                        1.0,
-                    )?;
+                    let p = format!("up_blocks.{i}.attentions.{l}");
+                    sample = o.attention(&sample, &p, cfg.norm_num_groups)?;
                 }
             }
             if i + 1 < levels {
-                sample = scope("upsample", || upsample_nearest2x(&sample))?;
-                sample = self.conv(&sample, &format!("up_blocks.{i}.upsamplers.0.conv"), 1, 1)?;
+                sample = o.upsample(&sample)?;
+                sample = o.conv(&sample, &format!("up_blocks.{i}.upsamplers.0.conv"), 1, [1; 4])?;
             }
         }
-        let sample = self.norm(&sample, "conv_norm_out", cfg.norm_num_groups, true)?;
-        self.conv(&sample, "conv_out", 1, 1)
+        let sample = o.norm(&sample, "conv_norm_out", cfg.norm_num_groups, true)?;
+        o.conv(&sample, "conv_out", 1, [1; 4])
+    }
+}
+
+/// The operations a U-Net forward needs, on one device's tensors; [`UNet::forward_on`] walks
+/// the architecture with them. Weights are named by their diffusers prefix.
+pub trait UNetOps {
+    /// A (B, C, H, W) activation on the device.
+    type T;
+    /// A copy (skip connections).
+    fn dup(&self, x: &Self::T) -> Result<Self::T>;
+    /// The conv `prefix` (weight and bias), padding (top, bottom, left, right).
+    fn conv(&self, x: &Self::T, prefix: &str, stride: usize, pad: [usize; 4]) -> Result<Self::T>;
+    /// GroupNorm `prefix` (weight and bias), then SiLU when `silu`.
+    fn norm(&self, x: &Self::T, prefix: &str, groups: usize, silu: bool) -> Result<Self::T>;
+    /// x + the spatial attention block `prefix` of x.
+    fn attention(&self, x: &Self::T, prefix: &str, groups: usize) -> Result<Self::T>;
+    fn add(&self, a: &Self::T, b: &Self::T) -> Result<Self::T>;
+    /// x[b, c, ·] += v[b, c], v a host (B, C) tensor.
+    fn add_channel_bias(&self, x: &mut Self::T, v: &Tensor) -> Result<()>;
+    fn concat(&self, a: &Self::T, b: &Self::T) -> Result<Self::T>;
+    fn upsample(&self, x: &Self::T) -> Result<Self::T>;
+    /// x / s (diffusers' output scale factors).
+    fn scale(&self, x: &mut Self::T, s: f64) -> Result<()>;
+}
+
+/// The CPU device: the engine's tensor ops, weights packed at load.
+pub struct CpuOps<'a>(pub &'a UNet);
+
+impl UNetOps for CpuOps<'_> {
+    type T = Tensor;
+    fn dup(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+    fn conv(&self, x: &Tensor, prefix: &str, stride: usize, pad: [usize; 4]) -> Result<Tensor> {
+        let name = format!("{prefix}.weight");
+        let w = self.0.conv.get(&name).ok_or_else(|| Error::Unsupported {
+            op: "UNet",
+            reason: format!("tensor `{name}` missing"),
+        })?;
+        let b = self.0.t(&format!("{prefix}.bias"))?;
+        scope("conv2d", || conv2d_packed(x, w, Some(b), stride, pad))
+    }
+    fn norm(&self, x: &Tensor, prefix: &str, groups: usize, silu: bool) -> Result<Tensor> {
+        let (w, b) = (
+            self.0.t(&format!("{prefix}.weight"))?,
+            self.0.t(&format!("{prefix}.bias"))?,
+        );
+        let eps = self.0.config.norm_eps;
+        scope("group_norm+silu", || group_norm(x, groups, w, b, eps, silu))
+    }
+    fn attention(&self, x: &Tensor, p: &str, groups: usize) -> Result<Tensor> {
+        let c = x.shape[1];
+        let (gw, gb) = (
+            self.0.t(&format!("{p}.group_norm.weight"))?,
+            self.0.t(&format!("{p}.group_norm.bias"))?,
+        );
+        let wts = self.0.attn.get(p).ok_or_else(|| Error::Unsupported {
+            op: "UNet",
+            reason: format!("tensor `{p}.to_q.weight` missing"),
+        })?;
+        let norm = (gw, gb, groups, self.0.config.norm_eps);
+        let heads = self.0.config.heads(c);
+        scope("attention", || spatial_attention_packed(x, heads, norm, wts))
+    }
+    fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        scope("add", || add(a, b))
+    }
+    fn add_channel_bias(&self, x: &mut Tensor, v: &Tensor) -> Result<()> {
+        scope("add", || add_channel_bias(x, v))
+    }
+    fn concat(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        scope("concat", || concat_channels(a, b))
+    }
+    fn upsample(&self, x: &Tensor) -> Result<Tensor> {
+        scope("upsample", || upsample_nearest2x(x))
+    }
+    fn scale(&self, x: &mut Tensor, s: f64) -> Result<()> {
+        x.data.iter_mut().for_each(|v| *v = (*v as f64 / s) as f32);
+        Ok(())
     }
 }
 
