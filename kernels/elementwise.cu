@@ -53,3 +53,10 @@ extern "C" __global__ void upsample2x(const float* __restrict__ x, float* __rest
     EW_GRID y[i] = ew_upsample2x(x, i, h, w);
 }
 #endif
+
+#ifndef INFODIFF_HOST_TWIN
+// x[i] /= s (diffusers' output scale factors).
+extern "C" __global__ void scale_div(float* __restrict__ x, size_t n, float s) {
+    EW_GRID x[i] = __fdiv_rn(x[i], s);
+}
+#endif

@@ -60,7 +60,8 @@ enum Command {
         /// fused trajectory kernel on the default job) or sde-step (the fused neural step).
         #[arg(value_enum)]
         what: BenchWhat,
-        /// Where to run (mixture and sde-step have GPU kernels; the rest run on the CPU).
+        /// Where to run (mixture, sde-step and unet have GPU kernels; gemm and conv run on the
+        /// CPU).
         #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
         device: DeviceArg,
         /// Trajectories for mixture (default 20,000 on the CPU, 1,000,000 on a GPU).
@@ -96,7 +97,7 @@ enum Command {
         /// safetensors to write, holding tensor `out`.
         #[arg(long)]
         output: PathBuf,
-        /// Where to run (the network runs on the CPU in this version: cuda is refused).
+        /// Where to run the network (auto: the GPU when one opens).
         #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
         device: DeviceArg,
     },
@@ -184,7 +185,10 @@ fn run(cli: Cli) -> Result<(), Error> {
                     0,
                 ));
             }
-            let gpu_path = matches!(what, BenchWhat::Mixture | BenchWhat::SdeStep);
+            let gpu_path = matches!(
+                what,
+                BenchWhat::Mixture | BenchWhat::SdeStep | BenchWhat::Unet
+            );
             let dev = open_device(device, &format!("bench {what:?}").to_lowercase(), gpu_path)?;
             let gpu = match &dev {
                 Device::Cuda(g) => Some(g),
@@ -193,7 +197,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             let r = match what {
                 BenchWhat::Gemm => bench::gemm(size)?,
                 BenchWhat::Conv => bench::conv(batch.unwrap_or(16))?,
-                BenchWhat::Unet => bench::unet(model.as_deref(), batch.unwrap_or(64), profile)?,
+                BenchWhat::Unet => {
+                    bench::unet_on(gpu, model.as_deref(), batch.unwrap_or(64), profile)?
+                }
                 BenchWhat::Mixture => {
                     let n = trajectories.unwrap_or(if gpu.is_some() { 1_000_000 } else { 20_000 });
                     bench::mixture(gpu, n, steps)?
@@ -239,8 +245,12 @@ fn run(cli: Cli) -> Result<(), Error> {
             output,
             device,
         } => {
-            open_device(device, "denoise (the U-Net)", false)?;
-            infodiff::nn::unet::denoise_file(&model, &input, &output)?;
+            let dev = open_device(device, "denoise", true)?;
+            let gpu = match &dev {
+                Device::Cuda(g) => Some(g),
+                Device::Cpu { .. } => None,
+            };
+            infodiff::nn::unet::denoise_file_on(&model, &input, &output, gpu)?;
             println!("wrote {}", output.display());
             Ok(())
         }

@@ -924,3 +924,48 @@ fn unet_ops_device_code_compiled_for_the_host_matches_the_cpu() {
     assert_eq!(got, want, "add, add_plane, concat, upsample2x");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The U-Net on the GPU against diffusers' float64 reference on every fixture (relative L2
+/// ≤ 1e-4, as on the CPU); skipped without a GPU.
+#[test]
+fn gpu_unet_matches_diffusers_fixtures() {
+    use infodiff::nn::Weights;
+    use infodiff::nn::unet::UNet;
+    let Some(gpu) = infodiff::cuda::gpu_for_test("gpu_unet_matches_diffusers_fixtures") else {
+        return;
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dirs = [
+        root.join("../shared/fixtures/unet"),
+        root.join("tests/fixtures/unet"),
+    ];
+    let mut n = 0;
+    for dir in dirs {
+        for case in std::fs::read_dir(&dir).unwrap() {
+            let case = case.unwrap().path();
+            if !case.join("io.safetensors").exists() {
+                continue;
+            }
+            let net = UNet::load(&case).unwrap();
+            let gnet = infodiff::cuda::unet::GpuUNet::new(&gpu, &net).unwrap();
+            let io = Weights::load(&case.join("io.safetensors")).unwrap();
+            let labels = io.ints.get("class_labels").map(|(_, v)| v.as_slice());
+            let got = gnet
+                .forward(&io.tensors["sample"], &io.tensors["timestep"].data, labels)
+                .unwrap();
+            let want = &io.tensors["out"];
+            let num: f64 = got
+                .data
+                .iter()
+                .zip(&want.data)
+                .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+                .sum();
+            let den: f64 = want.data.iter().map(|b| (*b as f64).powi(2)).sum();
+            let rel = (num / den).sqrt();
+            eprintln!("{} on the GPU: relative L2 error {rel:.3e}", case.display());
+            assert!(rel <= 1e-4, "{}: {rel:e}", case.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 3);
+}

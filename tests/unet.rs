@@ -325,3 +325,31 @@ fn cifar_architecture_and_bench_command() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["images_per_s"].as_f64().unwrap() > 0.0);
 }
+
+/// The device forward (every launch of the GPU path: shapes, strides, offsets, the attention's
+/// batched GEMMs) run on the CPU interpreter of the kernels, against diffusers' float64
+/// reference on every fixture: relative L2 ≤ 1e-4, as the CPU forward.
+#[test]
+fn device_unet_orchestration_matches_diffusers_on_the_kernel_interpreter() {
+    use infodiff::cuda::ops::Emu;
+    use infodiff::cuda::unet::DeviceUNet;
+    let own = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet");
+    for case in cases_in(&fixtures()).into_iter().chain(cases_in(&own)) {
+        let net = UNet::load(&case).unwrap();
+        let dev = DeviceUNet::new(Emu, &net).unwrap();
+        let io = Weights::load(&case.join("io.safetensors")).unwrap();
+        let labels = io.ints.get("class_labels").map(|(_, v)| v.as_slice());
+        let got = dev
+            .forward(&io.tensors["sample"], &io.tensors["timestep"].data, labels)
+            .unwrap();
+        let want = &io.tensors["out"];
+        assert_eq!(got.shape, want.shape);
+        let rel = rel_l2(&got, want);
+        eprintln!(
+            "{} (device path, interpreter): relative L2 error {rel:.3e}",
+            case.display()
+        );
+        // issue: ≤ 1e-4 relative L2 against the float64 reference
+        assert!(rel <= 1e-4, "{}: relative L2 error {rel:e}", case.display());
+    }
+}

@@ -7,7 +7,9 @@
 //! [`Unavailable`] with the reason.
 
 pub mod mixture_trajectory;
+pub mod ops;
 pub mod sde_step;
+pub mod unet;
 
 #[cfg(feature = "cuda")]
 mod backend;

@@ -102,6 +102,16 @@ pub fn conv(batch: usize) -> Result<BenchResult> {
 /// The forward of the U-Net in `dir` (default: the DDPM CIFAR-10 architecture, random weights)
 /// on a batch; with `profile`, one more forward is timed op by op.
 pub fn unet(dir: Option<&Path>, batch: usize, profile: bool) -> Result<BenchResult> {
+    unet_on(None, dir, batch, profile)
+}
+
+/// [`unet`] on a GPU when one is given (no op profile there: launches are asynchronous).
+pub fn unet_on(
+    gpu: Option<&crate::cuda::Gpu>,
+    dir: Option<&Path>,
+    batch: usize,
+    profile: bool,
+) -> Result<BenchResult> {
     let net = match dir {
         Some(d) => UNet::load(d)?,
         None => UNet::random(UNetConfig::ddpm_cifar10(), 0)?,
@@ -118,6 +128,26 @@ pub fn unet(dir: Option<&Path>, batch: usize, profile: bool) -> Result<BenchResu
         .map(|n| (0..batch).map(|i| (i % n) as i64).collect());
     // Small batches take tens of milliseconds: more repetitions steady their best time.
     let reps = if batch <= 4 { 10 } else { 2 };
+    if let Some(g) = gpu {
+        let dev = crate::cuda::unet::GpuUNet::new(g, &net)?;
+        // Each forward ends with the download of its output: the time includes the device work.
+        let s = best_of(reps.max(5), || {
+            dev.forward(&x, &t, labels.as_deref()).map(|_| ())
+        })?;
+        return Ok(BenchResult {
+            what: format!(
+                "UNet ({} parameters) batch {batch} on cuda ({})",
+                net.parameters(),
+                g.describe()
+            ),
+            seconds: s,
+            images_per_s: Some(batch as f64 / s),
+            gflops: None,
+            profile: None,
+            trajectory_steps_per_s: None,
+            gbytes_per_s: None,
+        });
+    }
     let s = best_of(reps, || net.forward(&x, &t, labels.as_deref()).map(|_| ()))?;
     let profile = if profile {
         crate::nn::profile::enable(true);

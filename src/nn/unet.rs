@@ -279,7 +279,7 @@ impl UNetConfig {
     }
 
     /// Heads of an attention block with `channels` channels.
-    fn heads(&self, channels: usize) -> usize {
+    pub(crate) fn heads(&self, channels: usize) -> usize {
         self.attention_head_dim.map_or(1, |d| channels / d)
     }
 }
@@ -508,7 +508,13 @@ impl UNet {
         let mut skips = vec![o.dup(&sample)?];
         for (i, kind) in cfg.down_blocks.iter().enumerate() {
             for l in 0..cfg.layers_per_block {
-                sample = self.resnet(o, &sample, emb_act, &format!("down_blocks.{i}.resnets.{l}"), 1.0)?;
+                sample = self.resnet(
+                    o,
+                    &sample,
+                    emb_act,
+                    &format!("down_blocks.{i}.resnets.{l}"),
+                    1.0,
+                )?;
                 if *kind == BlockKind::Attn {
                     let p = format!("down_blocks.{i}.attentions.{l}");
                     sample = o.attention(&sample, &p, cfg.norm_num_groups)?;
@@ -519,7 +525,12 @@ impl UNet {
                 // diffusers: padding 0 means an asymmetric (0, 1, 0, 1) pad before the conv.
                 let p = cfg.downsample_padding;
                 let pad = if p == 0 { [0, 1, 0, 1] } else { [p; 4] };
-                sample = o.conv(&sample, &format!("down_blocks.{i}.downsamplers.0.conv"), 2, pad)?;
+                sample = o.conv(
+                    &sample,
+                    &format!("down_blocks.{i}.downsamplers.0.conv"),
+                    2,
+                    pad,
+                )?;
                 skips.push(o.dup(&sample)?);
             }
         }
@@ -541,7 +552,13 @@ impl UNet {
                     Error::shape("UNet::forward: skip connections", "one more", 0)
                 })?;
                 sample = o.concat(&sample, &skip)?;
-                sample = self.resnet(o, &sample, emb_act, &format!("up_blocks.{i}.resnets.{l}"), 1.0)?;
+                sample = self.resnet(
+                    o,
+                    &sample,
+                    emb_act,
+                    &format!("up_blocks.{i}.resnets.{l}"),
+                    1.0,
+                )?;
                 if *kind == BlockKind::Attn {
                     let p = format!("up_blocks.{i}.attentions.{l}");
                     sample = o.attention(&sample, &p, cfg.norm_num_groups)?;
@@ -549,7 +566,12 @@ impl UNet {
             }
             if i + 1 < levels {
                 sample = o.upsample(&sample)?;
-                sample = o.conv(&sample, &format!("up_blocks.{i}.upsamplers.0.conv"), 1, [1; 4])?;
+                sample = o.conv(
+                    &sample,
+                    &format!("up_blocks.{i}.upsamplers.0.conv"),
+                    1,
+                    [1; 4],
+                )?;
             }
         }
         let sample = o.norm(&sample, "conv_norm_out", cfg.norm_num_groups, true)?;
@@ -616,7 +638,9 @@ impl UNetOps for CpuOps<'_> {
         })?;
         let norm = (gw, gb, groups, self.0.config.norm_eps);
         let heads = self.0.config.heads(c);
-        scope("attention", || spatial_attention_packed(x, heads, norm, wts))
+        scope("attention", || {
+            spatial_attention_packed(x, heads, norm, wts)
+        })
     }
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         scope("add", || add(a, b))
@@ -747,6 +771,16 @@ pub fn expected_tensors(cfg: &UNetConfig) -> Vec<(String, Vec<usize>)> {
 /// (B, C, H, W) f32, `timestep` (B), optional `class_labels` (B) integers) and writes tensor
 /// `out` (B, out_channels, H, W) f32 to `output` atomically.
 pub fn denoise_file(model_dir: &Path, input: &Path, output: &Path) -> Result<()> {
+    denoise_file_on(model_dir, input, output, None)
+}
+
+/// [`denoise_file`] with the network on a GPU when one is given.
+pub fn denoise_file_on(
+    model_dir: &Path,
+    input: &Path,
+    output: &Path,
+    gpu: Option<&crate::cuda::Gpu>,
+) -> Result<()> {
     let net = UNet::load(model_dir)?;
     let io = Weights::load(input)?;
     let name = input.display().to_string();
@@ -761,7 +795,10 @@ pub fn denoise_file(model_dir: &Path, input: &Path, output: &Path) -> Result<()>
         _ => return Err(missing("timestep")),
     };
     let labels = io.ints.get("class_labels").map(|(_, v)| v.as_slice());
-    let out = net.forward(x, &t, labels)?;
+    let out = match gpu {
+        Some(g) => crate::cuda::unet::GpuUNet::new(g, &net)?.forward(x, &t, labels)?,
+        None => net.forward(x, &t, labels)?,
+    };
     let bytes: Vec<u8> = out.data.iter().flat_map(|v| v.to_le_bytes()).collect();
     let view =
         safetensors::tensor::TensorView::new(safetensors::Dtype::F32, out.shape.clone(), &bytes)
