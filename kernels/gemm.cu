@@ -1,5 +1,6 @@
 // SGEMM for the U-Net on the GPU (CPU twin: src/cpu/gemm.rs; oracle cpu::reference::gemm):
-// C (M, N) = [C +] A (M, K) · B (K, N) [+ bias], f32 with fused multiply-adds, batched over
+// C (M, N) = [C +] A (M, K) · B (K, N) [+ bias], f32 with fused multiply-adds (A optionally
+// stored as bfloat16), batched over
 // grid.z. A and B are strided views (element (i, p) at base + i·rs + p·cs), or B is the implicit
 // im2col matrix of a batch of images (row (ci, i, j), column b·Ho·Wo + oy·Wo + ox), in which
 // case C is written straight into the NCHW output y[(b·M + o)·Ho·Wo + oy·Wo + ox].
@@ -18,7 +19,9 @@ struct GemmParams {
     // batch z: offset (z / zdiv)·outer + (z % zdiv)·inner, for A, B and C.
     long long a_outer, a_inner, b_outer, b_inner, c_outer, c_inner;
     unsigned int m, n, k, zdiv;
-    unsigned int b_im2col, bias_mode, accumulate, pad_;
+    // a_bf16: A holds bfloat16 values (two per 32-bit word, element i in the low half when i
+    // is even), widened to f32 on load: weights stored at half the bytes, f32 accumulation.
+    unsigned int b_im2col, bias_mode, accumulate, a_bf16;
     // im2col geometry (b_im2col = 1): image (C, H, W), kernel kh × kw, stride, top/left padding,
     // output Ho × Wo; columns span every image of the batch.
     unsigned int ic, ih, iw, kh, kw, stride, pad_t, pad_l, oh, ow;
@@ -50,6 +53,13 @@ __device__ __forceinline__ size_t gemm_c_index(const GemmParams& P, unsigned int
     return zoff(z, P.zdiv, P.c_outer, P.c_inner) + row * P.c_rs + col * P.c_cs;
 }
 
+// A element at index i (f32, or bfloat16 widened exactly to f32).
+__device__ __forceinline__ float gemm_a(const GemmParams& P, const float* a, long long i) {
+    if (!P.a_bf16) return a[i];
+    unsigned short h = ((const unsigned short*)a)[i];
+    return __uint_as_float((unsigned int)h << 16);
+}
+
 // Phase 1: thread t loads 4 elements of the A slice (64 × 16, stored k-major) and 4 of B.
 __device__ __forceinline__ void gemm_load(const GemmParams& P, const float* a, const float* b,
                                           unsigned int z, unsigned int row0, unsigned int col0,
@@ -60,7 +70,7 @@ __device__ __forceinline__ void gemm_load(const GemmParams& P, const float* a, c
         unsigned int e = t + q * GEMM_THREADS;        // 0..1023
         unsigned int r = e / GEMM_BK, kk = e % GEMM_BK; // A: row r, k kk
         unsigned int gi = row0 + r, gk = k0 + kk;
-        as[kk][r] = (gi < P.m && gk < P.k) ? a[ao + gi * P.a_rs + gk * P.a_cs] : 0.0f;
+        as[kk][r] = (gi < P.m && gk < P.k) ? gemm_a(P, a, ao + gi * P.a_rs + gk * P.a_cs) : 0.0f;
         unsigned int kb = e / GEMM_TILE, c = e % GEMM_TILE; // B: k kb, column c
         unsigned int gk2 = k0 + kb, gc = col0 + c;
         bs[kb][c] = (gk2 < P.k && gc < P.n) ? gemm_b(P, b, z, gk2, gc) : 0.0f;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use infodiff::Error;
+use infodiff::cuda::unet::Storage;
 use infodiff::cuda::{Device, DeviceChoice};
 use infodiff::measure::{self, Config};
 
@@ -82,6 +83,9 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Weight storage of the U-Net on the GPU (bf16: half the bytes, f32 accumulation).
+        #[arg(long, value_enum, default_value_t = StorageArg::F32)]
+        storage: StorageArg,
         /// For unet: time one more forward op by op (conv2d, group_norm+silu, attention, ...).
         #[arg(long)]
         profile: bool,
@@ -100,6 +104,9 @@ enum Command {
         /// Where to run the network (auto: the GPU when one opens).
         #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
         device: DeviceArg,
+        /// Weight storage of the network on the GPU (bf16: half the bytes, f32 accumulation).
+        #[arg(long, value_enum, default_value_t = StorageArg::F32)]
+        storage: StorageArg,
     },
 }
 
@@ -110,6 +117,29 @@ enum BenchWhat {
     Unet,
     Mixture,
     SdeStep,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum StorageArg {
+    F32,
+    Bf16,
+}
+
+/// The GPU and its weight storage, or None on the CPU (where only f32 exists).
+fn gpu_storage(
+    dev: &Device,
+    storage: StorageArg,
+) -> Result<Option<(&infodiff::cuda::Gpu, Storage)>, Error> {
+    match (dev, storage) {
+        (Device::Cuda(g), StorageArg::F32) => Ok(Some((g, Storage::F32))),
+        (Device::Cuda(g), StorageArg::Bf16) => Ok(Some((g, Storage::Bf16))),
+        (Device::Cpu { .. }, StorageArg::F32) => Ok(None),
+        (Device::Cpu { .. }, StorageArg::Bf16) => Err(Error::config(
+            "--storage",
+            "f32 on the CPU (bf16 weights are a GPU option)",
+            "bf16",
+        )),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -176,6 +206,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             device,
             trajectories,
             steps,
+            storage,
         } => {
             use infodiff::nn::bench;
             if batch == Some(0) || size == 0 || trajectories == Some(0) || steps == 0 {
@@ -197,9 +228,12 @@ fn run(cli: Cli) -> Result<(), Error> {
             let r = match what {
                 BenchWhat::Gemm => bench::gemm(size)?,
                 BenchWhat::Conv => bench::conv(batch.unwrap_or(16))?,
-                BenchWhat::Unet => {
-                    bench::unet_on(gpu, model.as_deref(), batch.unwrap_or(64), profile)?
-                }
+                BenchWhat::Unet => bench::unet_on(
+                    gpu_storage(&dev, storage)?,
+                    model.as_deref(),
+                    batch.unwrap_or(64),
+                    profile,
+                )?,
                 BenchWhat::Mixture => {
                     let n = trajectories.unwrap_or(if gpu.is_some() { 1_000_000 } else { 20_000 });
                     bench::mixture(gpu, n, steps)?
@@ -244,12 +278,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             input,
             output,
             device,
+            storage,
         } => {
             let dev = open_device(device, "denoise", true)?;
-            let gpu = match &dev {
-                Device::Cuda(g) => Some(g),
-                Device::Cpu { .. } => None,
-            };
+            let gpu = gpu_storage(&dev, storage)?;
             infodiff::nn::unet::denoise_file_on(&model, &input, &output, gpu)?;
             println!("wrote {}", output.display());
             Ok(())

@@ -777,6 +777,43 @@ fn unet_ops_device_code_compiled_for_the_host_matches_the_cpu() {
             }
         }
     }
+    // GEMM with A stored as bfloat16 (packed two per word): equal to the f32 GEMM of the
+    // bf16-rounded A, within the same f32 bound.
+    {
+        use infodiff::cuda::ops::{from_bf16, pack_bf16, to_bf16};
+        let (m, n, k) = (19usize, 33usize, 29usize);
+        let a = fill(m * k, 51, 1.0); // (M, K) row-major
+        let b = fill(k * n, 52, 1.0);
+        let mut words: Vec<u64> = vec![0, k as u64, 1, n as u64, 1, n as u64, 1];
+        words.extend([0u64; 6]);
+        words.extend([m as u64, n as u64, k as u64, 1, 0, 0, 0, 1]);
+        words.extend([0u64; 10]);
+        words.extend([1, 1, 1]);
+        words.extend(f32_words(&pack_bf16(&a)));
+        words.extend(f32_words(&b));
+        words.extend(f32_words(&vec![0.0; m * n]));
+        words.extend(f32_words(&[0.0]));
+        let got: Vec<f32> = run_twin(&exe, &hex_line(&words))
+            .iter()
+            .map(|w| f32::from_bits(*w as u32))
+            .collect();
+        let ar: Vec<f32> = a.iter().map(|v| from_bf16(to_bf16(*v))).collect();
+        let mut want = vec![0.0f32; m * n];
+        reference::gemm(
+            MatRef::row_major(&ar, m, k),
+            MatRef::row_major(&b, k, n),
+            &mut want,
+            n,
+            false,
+        );
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            // f32 sums of k products of magnitude ≤ 0.25: 1e-5·k/4
+            assert!(
+                ((g - w).abs() as f64) <= 1e-5 * k as f64 / 4.0,
+                "bf16 gemm [{i}]: {g} vs {w}"
+            );
+        }
+    }
     // Convolutions (implicit im2col, NCHW output, per-row bias), against conv2d.
     for &(bn, c, h, w, o, kk, s, pad) in &[
         (
@@ -947,7 +984,9 @@ fn gpu_unet_matches_diffusers_fixtures() {
                 continue;
             }
             let net = UNet::load(&case).unwrap();
-            let gnet = infodiff::cuda::unet::GpuUNet::new(&gpu, &net).unwrap();
+            let gnet =
+                infodiff::cuda::unet::GpuUNet::new(&gpu, &net, infodiff::cuda::unet::Storage::F32)
+                    .unwrap();
             let io = Weights::load(&case.join("io.safetensors")).unwrap();
             let labels = io.ints.get("class_labels").map(|(_, v)| v.as_slice());
             let got = gnet

@@ -332,11 +332,12 @@ fn cifar_architecture_and_bench_command() {
 #[test]
 fn device_unet_orchestration_matches_diffusers_on_the_kernel_interpreter() {
     use infodiff::cuda::ops::Emu;
-    use infodiff::cuda::unet::DeviceUNet;
+    use infodiff::cuda::unet::{DeviceUNet, Storage};
     let own = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet");
     for case in cases_in(&fixtures()).into_iter().chain(cases_in(&own)) {
         let net = UNet::load(&case).unwrap();
-        let dev = DeviceUNet::new(Emu, &net).unwrap();
+        let bf16 = DeviceUNet::new(Emu, &net, Storage::Bf16).unwrap();
+        let dev = DeviceUNet::new(Emu, &net, Storage::F32).unwrap();
         let io = Weights::load(&case.join("io.safetensors")).unwrap();
         let labels = io.ints.get("class_labels").map(|(_, v)| v.as_slice());
         let got = dev
@@ -351,5 +352,19 @@ fn device_unet_orchestration_matches_diffusers_on_the_kernel_interpreter() {
         );
         // issue: ≤ 1e-4 relative L2 against the float64 reference
         assert!(rel <= 1e-4, "{}: relative L2 error {rel:e}", case.display());
+        // bf16 weights (2⁻⁹ relative rounding each, f32 accumulation): 2e-2 relative L2
+        let got = bf16
+            .forward(&io.tensors["sample"], &io.tensors["timestep"].data, labels)
+            .unwrap();
+        let rel = rel_l2(&got, want);
+        eprintln!(
+            "{} (bf16 weights, interpreter): relative L2 error {rel:.3e}",
+            case.display()
+        );
+        assert!(
+            rel <= 2e-2,
+            "{}: bf16 relative L2 error {rel:e}",
+            case.display()
+        );
     }
 }

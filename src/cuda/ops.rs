@@ -32,7 +32,8 @@ pub struct GemmParams {
     /// 0 none, 1 per row of C, 2 per column.
     pub bias_mode: u32,
     pub accumulate: u32,
-    pub pad_: u32,
+    /// A holds bfloat16 values packed two per f32 word ([`pack_bf16`]).
+    pub a_bf16: u32,
     pub ic: u32,
     pub ih: u32,
     pub iw: u32,
@@ -55,6 +56,32 @@ pub struct GroupNormParams {
     pub silu: u32,
     pub eps: f32,
     pub pad_: f32,
+}
+
+/// x rounded to bfloat16 (nearest, ties to even), as its 16 bits.
+pub fn to_bf16(x: f32) -> u16 {
+    if x.is_nan() {
+        return 0x7fc0;
+    }
+    let b = x.to_bits();
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// bfloat16 bits widened (exactly) to f32.
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// `v` rounded to bfloat16 and packed two per f32 word (element i in the low half of word i/2
+/// when i is even, the GEMM's A layout when `a_bf16` is set).
+pub fn pack_bf16(v: &[f32]) -> Vec<f32> {
+    v.chunks(2)
+        .map(|p| {
+            let lo = to_bf16(p[0]) as u32;
+            let hi = p.get(1).map_or(0, |x| to_bf16(*x) as u32);
+            f32::from_bits(lo | hi << 16)
+        })
+        .collect()
 }
 
 /// A device that runs the U-Net's kernels on its buffers. Offsets are in elements.
@@ -179,7 +206,16 @@ impl Dev for Emu {
                     let mut acc = 0.0f32;
                     for q in 0..p.k {
                         let ai = az + i as i64 * p.a_rs + q as i64 * p.a_cs;
-                        let av = a[idx(ai, a.len(), "gemm: A index")?];
+                        let av = if p.a_bf16 != 0 {
+                            let word = a[idx(ai / 2, a.len(), "gemm: A index")?].to_bits();
+                            from_bf16(if ai % 2 == 0 {
+                                word as u16
+                            } else {
+                                (word >> 16) as u16
+                            })
+                        } else {
+                            a[idx(ai, a.len(), "gemm: A index")?]
+                        };
                         acc = av.mul_add(gemm_b(p, b, z, q, j)?, acc);
                     }
                     let bias_v = match (p.bias_mode, bias) {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::Gpu;
-use super::ops::{Dev, GemmParams, GroupNormParams};
+use super::ops::{Dev, GemmParams, GroupNormParams, pack_bf16};
 use crate::error::{Error, Result};
 use crate::nn::unet::{UNet, UNetOps};
 use crate::tensor::Tensor;
@@ -24,22 +24,44 @@ impl<B> DevTensor<B> {
     }
 }
 
+/// How a device stores the GEMM weights (convolutions and attention projections); biases and
+/// normalisation parameters stay f32, and every product accumulates in f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    F32,
+    /// bfloat16 (round to nearest even): half the weight bytes.
+    Bf16,
+}
+
 /// A network whose weights live on `D`.
 pub struct DeviceUNet<'n, D: Dev> {
     dev: D,
     net: &'n UNet,
+    storage: Storage,
     w: HashMap<String, D::Buf>,
     /// Per attention block: [W_q; W_k; W_v] (3C, C) and its bias (3C).
     qkv: HashMap<String, (D::Buf, D::Buf)>,
 }
 
 impl<'n, D: Dev> DeviceUNet<'n, D> {
-    /// Uploads every weight of `net` (and each attention block's stacked Q/K/V projection).
-    pub fn new(dev: D, net: &'n UNet) -> Result<Self> {
+    /// Uploads every weight of `net` (and each attention block's stacked Q/K/V projection),
+    /// the GEMM weights in `storage`.
+    pub fn new(dev: D, net: &'n UNet, storage: Storage) -> Result<Self> {
         let mut w = HashMap::new();
         let mut qkv = HashMap::new();
+        let gemm_weight = |name: &str, t: &Tensor| {
+            t.shape.len() == 4 || (name.ends_with(".to_out.0.weight") && t.shape.len() == 2)
+        };
+        let up = |v: &[f32], as_gemm_weight: bool| -> Result<D::Buf> {
+            if as_gemm_weight && storage == Storage::Bf16 {
+                dev.upload(&pack_bf16(v))
+            } else {
+                dev.upload(v)
+            }
+        };
         for name in net.tensor_names() {
-            w.insert(name.clone(), dev.upload(&net.tensor(name)?.data)?);
+            let t = net.tensor(name)?;
+            w.insert(name.clone(), up(&t.data, gemm_weight(name, t))?);
             if let Some(p) = name.strip_suffix(".to_q.weight") {
                 let cat = |suffix: &str| -> Result<Vec<f32>> {
                     let mut v = Vec::new();
@@ -48,11 +70,17 @@ impl<'n, D: Dev> DeviceUNet<'n, D> {
                     }
                     Ok(v)
                 };
-                let pair = (dev.upload(&cat("weight")?)?, dev.upload(&cat("bias")?)?);
+                let pair = (up(&cat("weight")?, true)?, dev.upload(&cat("bias")?)?);
                 qkv.insert(p.to_string(), pair);
             }
         }
-        Ok(DeviceUNet { dev, net, w, qkv })
+        Ok(DeviceUNet {
+            dev,
+            net,
+            storage,
+            w,
+            qkv,
+        })
     }
 
     fn w(&self, name: &str) -> Result<&D::Buf> {
@@ -121,6 +149,7 @@ impl<D: Dev> UNetOps for DeviceUNet<'_, D> {
             zdiv: 1,
             b_im2col: 1,
             bias_mode: 1,
+            a_bf16: (self.storage == Storage::Bf16) as u32,
             ic: c as u32,
             ih: h as u32,
             iw: w as u32,
@@ -201,6 +230,7 @@ impl<D: Dev> UNetOps for DeviceUNet<'_, D> {
             zdiv: 1,
             b_im2col: 1,
             bias_mode: 1,
+            a_bf16: (self.storage == Storage::Bf16) as u32,
             ic: c as u32,
             ih: h as u32,
             iw: w as u32,
@@ -373,14 +403,14 @@ pub struct GpuUNet<'g> {
 }
 
 impl<'g> GpuUNet<'g> {
-    pub fn new(gpu: &'g Gpu, net: &'g UNet) -> Result<GpuUNet<'g>> {
+    pub fn new(gpu: &'g Gpu, net: &'g UNet, storage: Storage) -> Result<GpuUNet<'g>> {
         #[cfg(feature = "cuda")]
         return Ok(GpuUNet {
-            inner: DeviceUNet::new(super::ops::CudaDev(gpu), net)?,
+            inner: DeviceUNet::new(super::ops::CudaDev(gpu), net, storage)?,
         });
         #[cfg(not(feature = "cuda"))]
         {
-            let _ = net;
+            let _ = (net, storage);
             gpu.unreachable()
         }
     }

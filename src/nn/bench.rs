@@ -105,9 +105,10 @@ pub fn unet(dir: Option<&Path>, batch: usize, profile: bool) -> Result<BenchResu
     unet_on(None, dir, batch, profile)
 }
 
-/// [`unet`] on a GPU when one is given (no op profile there: launches are asynchronous).
+/// [`unet`] on a GPU when one is given, weights stored as asked (no op profile there:
+/// launches are asynchronous).
 pub fn unet_on(
-    gpu: Option<&crate::cuda::Gpu>,
+    gpu: Option<(&crate::cuda::Gpu, crate::cuda::unet::Storage)>,
     dir: Option<&Path>,
     batch: usize,
     profile: bool,
@@ -128,15 +129,15 @@ pub fn unet_on(
         .map(|n| (0..batch).map(|i| (i % n) as i64).collect());
     // Small batches take tens of milliseconds: more repetitions steady their best time.
     let reps = if batch <= 4 { 10 } else { 2 };
-    if let Some(g) = gpu {
-        let dev = crate::cuda::unet::GpuUNet::new(g, &net)?;
+    if let Some((g, storage)) = gpu {
+        let dev = crate::cuda::unet::GpuUNet::new(g, &net, storage)?;
         // Each forward ends with the download of its output: the time includes the device work.
         let s = best_of(reps.max(5), || {
             dev.forward(&x, &t, labels.as_deref()).map(|_| ())
         })?;
         return Ok(BenchResult {
             what: format!(
-                "UNet ({} parameters) batch {batch} on cuda ({})",
+                "UNet ({} parameters, {storage:?} weights) batch {batch} on cuda ({})",
                 net.parameters(),
                 g.describe()
             ),

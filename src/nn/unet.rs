@@ -774,12 +774,12 @@ pub fn denoise_file(model_dir: &Path, input: &Path, output: &Path) -> Result<()>
     denoise_file_on(model_dir, input, output, None)
 }
 
-/// [`denoise_file`] with the network on a GPU when one is given.
+/// [`denoise_file`] with the network on a GPU when one is given (weights stored as asked).
 pub fn denoise_file_on(
     model_dir: &Path,
     input: &Path,
     output: &Path,
-    gpu: Option<&crate::cuda::Gpu>,
+    gpu: Option<(&crate::cuda::Gpu, crate::cuda::unet::Storage)>,
 ) -> Result<()> {
     let net = UNet::load(model_dir)?;
     let io = Weights::load(input)?;
@@ -796,7 +796,9 @@ pub fn denoise_file_on(
     };
     let labels = io.ints.get("class_labels").map(|(_, v)| v.as_slice());
     let out = match gpu {
-        Some(g) => crate::cuda::unet::GpuUNet::new(g, &net)?.forward(x, &t, labels)?,
+        Some((g, storage)) => {
+            crate::cuda::unet::GpuUNet::new(g, &net, storage)?.forward(x, &t, labels)?
+        }
         None => net.forward(x, &t, labels)?,
     };
     let bytes: Vec<u8> = out.data.iter().flat_map(|v| v.to_le_bytes()).collect();
