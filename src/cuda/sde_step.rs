@@ -36,6 +36,12 @@ pub fn bench_sde_step(
     imp::bench(gpu, batch, classes, dim, steps)
 }
 
+/// The device's measured memory bandwidth, bytes/s: the best of 5 device-to-device copies of
+/// 1 GiB (read + write counted), the yardstick of the step kernel's efficiency.
+pub fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
+    imp::copy_bandwidth(gpu)
+}
+
 #[cfg(feature = "cuda")]
 mod imp {
     use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
@@ -139,6 +145,24 @@ mod imp {
                 as f64;
         Ok((secs, bytes))
     }
+
+    pub fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
+        let s = &gpu.stream;
+        let n = 1usize << 28; // 1 GiB of f32
+        let src = s
+            .alloc_zeros::<f32>(n)
+            .map_err(err("copy bandwidth: alloc"))?;
+        let mut best = f64::INFINITY;
+        for _ in 0..6 {
+            let t = std::time::Instant::now();
+            let dst = s.clone_dtod(&src).map_err(err("copy bandwidth: copy"))?;
+            s.synchronize()
+                .map_err(err("copy bandwidth: synchronize"))?;
+            best = best.min(t.elapsed().as_secs_f64());
+            drop(dst);
+        }
+        Ok(2.0 * 4.0 * n as f64 / best)
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -157,6 +181,10 @@ mod imp {
     }
 
     pub fn bench(gpu: &Gpu, _: usize, _: usize, _: usize, _: usize) -> Result<(f64, f64)> {
+        gpu.unreachable()
+    }
+
+    pub fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
         gpu.unreachable()
     }
 }

@@ -254,7 +254,16 @@ pub fn sde_step(
     let (what, secs) = match gpu {
         Some(g) => {
             let (secs, _) = crate::cuda::sde_step::bench_sde_step(g, batch, classes, dim, 200)?;
-            (format!("sde_step (cuda: {})", g.describe()), secs)
+            let peak = crate::cuda::sde_step::copy_bandwidth(g)?;
+            (
+                format!(
+                    "sde_step (cuda: {}; measured copy bandwidth {:.0} GB/s, the step at {:.0}%)",
+                    g.describe(),
+                    peak / 1e9,
+                    100.0 * bytes / secs / peak
+                ),
+                secs,
+            )
         }
         None => {
             let eps = fill(batch * (classes + 1) * dim);
