@@ -352,12 +352,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                 .expect("valid template"),
             );
             let tick = |n: usize| bar.inc(n as u64);
-            let gpu_path = cfg.model.is_none() && cfg.sampler.supports_online_classifier();
-            let what = if cfg.model.is_some() {
-                "measure with a network"
-            } else {
-                "measure with this sampler (the generic engine)"
-            };
+            // GPU paths: the fused mixture kernel (online-classifier samplers), or the network.
+            let gpu_path = cfg.model.is_some() || cfg.sampler.supports_online_classifier();
+            let what = "measure with this sampler (the generic engine)";
             let dev = open_device(device, what, gpu_path)?;
             let gpu = match &dev {
                 Device::Cuda(g) => Some(g),

@@ -694,18 +694,39 @@ pub fn run_on(
         let net = crate::score::unet::UNetScore::load(dir)?;
         let start = Instant::now();
         // Batches of 8 trajectories: each step is one forward of 8·(K+1) images.
-        let sums = measure_trajectories(
-            &net,
-            &spec,
-            &grid,
-            &cfg.sampler,
-            noise,
-            0,
-            cfg.trajectories,
-            8,
-            Tracking::Online,
-            progress,
-        )?;
+        let sums = match gpu {
+            Some(g) => {
+                let gnet =
+                    crate::cuda::unet::GpuUNet::new(g, &net.net, crate::cuda::unet::Storage::F32)?;
+                let score = crate::score::unet::UNetScoreWith::new(&net, "cuda", |x, t, l| {
+                    gnet.forward(x, t, Some(l))
+                });
+                measure_trajectories(
+                    &score,
+                    &spec,
+                    &grid,
+                    &cfg.sampler,
+                    noise,
+                    0,
+                    cfg.trajectories,
+                    8,
+                    Tracking::Online,
+                    progress,
+                )?
+            }
+            None => measure_trajectories(
+                &net,
+                &spec,
+                &grid,
+                &cfg.sampler,
+                noise,
+                0,
+                cfg.trajectories,
+                8,
+                Tracking::Online,
+                progress,
+            )?,
+        };
         let wall_s = start.elapsed().as_secs_f64();
         return Ok(Report {
             config: cfg.clone(),

@@ -198,13 +198,18 @@ impl Dev for Emu {
         bias: Option<&Vec<f32>>,
     ) -> Result<()> {
         let (a, b) = (&a[ao..], &b[bo..]);
+        let mut col = vec![0.0f32; p.k as usize];
         for z in 0..batch {
             let az = zoff(z, p.zdiv, p.a_outer, p.a_inner);
-            for i in 0..p.m {
-                for j in 0..p.n {
+            for j in 0..p.n {
+                // column j of B once, then every row of A against it
+                for (q, v) in col.iter_mut().enumerate() {
+                    *v = gemm_b(p, b, z, q as u32, j)?;
+                }
+                for i in 0..p.m {
                     // the kernel's order: one fused multiply-add per k, k ascending
                     let mut acc = 0.0f32;
-                    for q in 0..p.k {
+                    for (q, bv) in col.iter().enumerate() {
                         let ai = az + i as i64 * p.a_rs + q as i64 * p.a_cs;
                         let av = if p.a_bf16 != 0 {
                             let word = a[idx(ai / 2, a.len(), "gemm: A index")?].to_bits();
@@ -216,7 +221,7 @@ impl Dev for Emu {
                         } else {
                             a[idx(ai, a.len(), "gemm: A index")?]
                         };
-                        acc = av.mul_add(gemm_b(p, b, z, q, j)?, acc);
+                        acc = av.mul_add(*bv, acc);
                     }
                     let bias_v = match (p.bias_mode, bias) {
                         (1, Some(v)) => Some(v[i as usize]),
