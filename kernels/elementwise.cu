@@ -28,6 +28,13 @@ __device__ __forceinline__ float ew_upsample2x(const float* x, size_t i, unsigne
     return x[plane * h * w + (yy / 2) * w + xx / 2];
 }
 
+// Output row r of `times` copies of each of the rows of x (rows of d values): row r / times.
+__device__ __forceinline__ float ew_repeat(const float* x, size_t i, unsigned int d,
+                                           unsigned int times) {
+    size_t row = i / d;
+    return x[(row / times) * d + i % d];
+}
+
 #ifndef INFODIFF_HOST_TWIN
 #define EW_GRID for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; \
                      i += (size_t)gridDim.x * blockDim.x)
@@ -46,6 +53,11 @@ extern "C" __global__ void concat(const float* __restrict__ a, const float* __re
                                   float* __restrict__ y, size_t n, unsigned int c1,
                                   unsigned int c2, unsigned int s) {
     EW_GRID y[i] = ew_concat(a, b, i, c1, c2, s);
+}
+
+extern "C" __global__ void repeat_rows(const float* __restrict__ x, float* __restrict__ y, size_t n,
+                                       unsigned int d, unsigned int times) {
+    EW_GRID y[i] = ew_repeat(x, i, d, times);
 }
 
 extern "C" __global__ void upsample2x(const float* __restrict__ x, float* __restrict__ y, size_t n,

@@ -4,7 +4,9 @@
 //   dot_y = Σ_e Δ_y·z, ‖Δ_y‖² = Σ_e Δ_y²,
 //   x' = a x + c s + √var z,
 //   ln π_y += (c/√var) dot_y − c²/(2 var) ‖Δ_y‖², then log-sum-exp normalised,
-// and the step's per-trajectory record (H(π) before the update, Σ_y π_y‖Δ_y‖², non-finite flag).
+// and the step's per-trajectory record (3 + 2K values): H(π) before the update, Σ_y π_y‖Δ_y‖²,
+// the non-finite flag, ‖Δ_y‖² (K), and ln π before the update (K), from which the host
+// accumulates every information sum after the run.
 // ε̂ is the network's output for the K + 1 labels of each state, null label first: (B, K+1, D).
 #include "common.cuh"
 
@@ -40,6 +42,8 @@ __device__ __forceinline__ void sde_step_classifier(const SdeStepParams& p, floa
     const unsigned int k = p.classes;
     float h = 0.0f, rb = 0.0f;
     for (unsigned int y = 0; y < k; ++y) {
+        rec[3 + y] = d2[y];
+        rec[3 + k + y] = lp[y];
         float pi = lane_exp(lp[y]);
         h = __fsub_rn(h, __fmul_rn(pi, lp[y]));
         rb = __fmaf_rn(pi, d2[y], rb);
@@ -61,7 +65,7 @@ __device__ __forceinline__ void sde_step_classifier(const SdeStepParams& p, floa
 }
 
 #ifndef INFODIFF_HOST_TWIN
-// grid (B), block (SDE_STEP_THREADS); x (B, D), eps (B, K+1, D), log_pi (B, K), rec (B, 3).
+// grid (B), block (SDE_STEP_THREADS); x (B, D), eps (B, K+1, D), log_pi (B, K), rec (B, 3+2K).
 #define SDE_STEP_THREADS 256
 extern "C" __global__ void __launch_bounds__(SDE_STEP_THREADS)
 sde_step(SdeStepParams p, float* __restrict__ x, const float* __restrict__ eps,
@@ -99,7 +103,7 @@ sde_step(SdeStepParams p, float* __restrict__ x, const float* __restrict__ eps,
             for (unsigned int w = 0; w < blockDim.x / 32; ++w) { a += red[2 * y][w]; q += red[2 * y + 1][w]; }
             dot[y] = a; d2[y] = q;
         }
-        sde_step_classifier(p, log_pi + (size_t)b * k, dot, d2, rec + (size_t)b * 3, bad == 0);
+        sde_step_classifier(p, log_pi + (size_t)b * k, dot, d2, rec + (size_t)b * (3 + 2 * k), bad == 0);
     }
 }
 #endif

@@ -696,21 +696,17 @@ pub fn run_on(
         // Batches of 8 trajectories: each step is one forward of 8·(K+1) images.
         let sums = match gpu {
             Some(g) => {
+                // Network, states and classifier on the GPU; one download per batch of 64.
                 let gnet =
                     crate::cuda::unet::GpuUNet::new(g, &net.net, crate::cuda::unet::Storage::F32)?;
-                let score = crate::score::unet::UNetScoreWith::new(&net, "cuda", |x, t, l| {
-                    gnet.forward(x, t, Some(l))
-                });
-                measure_trajectories(
-                    &score,
+                gnet.measure(
+                    &net,
                     &spec,
                     &grid,
                     &cfg.sampler,
                     noise,
-                    0,
                     cfg.trajectories,
-                    8,
-                    Tracking::Online,
+                    64,
                     progress,
                 )?
             }

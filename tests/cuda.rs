@@ -86,7 +86,8 @@ fn cpu_sde_step_matches_f64_oracle_on_every_isa() {
         let (b, k, d) = (5, 3, 37);
         let mut states = Vec::new();
         for kind in IsaKind::all_available() {
-            let (mut x, mut lp, mut rec) = (c.x.clone(), c.lp.clone(), vec![0.0f32; b * 3]);
+            let (mut x, mut lp, mut rec) =
+                (c.x.clone(), c.lp.clone(), vec![0.0f32; b * (3 + 2 * k)]);
             sde_step(kind, &c.p, &mut x, &c.eps, &mut lp, &mut rec).unwrap();
             for bi in 0..b {
                 let (xw, lw, [h, rb]) = reference::sde_step(
@@ -110,14 +111,17 @@ fn cpu_sde_step_matches_f64_oracle_on_every_isa() {
                     assert!(err < tol, "{kind:?} lp[{bi},{y}]: error {err:e} > {tol:e}");
                 }
                 assert!(
-                    (rec[bi * 3] as f64 - h).abs() < 1e-6 * (1.0 + h.abs()),
+                    (rec[bi * (3 + 2 * k)] as f64 - h).abs() < 1e-6 * (1.0 + h.abs()),
                     "{kind:?} H"
                 );
                 assert!(
-                    (rec[bi * 3 + 1] as f64 - rb).abs() < 1e-5 * (1.0 + rb),
+                    (rec[bi * (3 + 2 * k) + 1] as f64 - rb).abs() < 1e-5 * (1.0 + rb),
                     "{kind:?} rb"
                 );
-                assert_eq!(rec[bi * 3 + 2], 0.0);
+                assert_eq!(rec[bi * (3 + 2 * k) + 2], 0.0);
+                // the trace: ln π before the update, as given
+                let trace = &rec[bi * (3 + 2 * k) + 3 + k..(bi + 1) * (3 + 2 * k)];
+                assert_eq!(trace, &c.lp[bi * k..(bi + 1) * k]);
             }
             if var == 0.0 {
                 assert_eq!(lp, c.lp, "a deterministic step leaves the classifier alone");
@@ -132,7 +136,7 @@ fn cpu_sde_step_matches_f64_oracle_on_every_isa() {
     }
     let mut bad = case(0, 1e-4);
     bad.eps[3] = f32::INFINITY;
-    let mut rec = vec![0.0f32; 15];
+    let mut rec = vec![0.0f32; 5 * 9];
     sde_step(
         infodiff::cpu::detected(),
         &bad.p,
@@ -204,11 +208,11 @@ int main() {
         float dot[SDE_STEP_MAX_CLASSES] = {0}, d2[SDE_STEP_MAX_CLASSES] = {0};
         for (unsigned int e = 0; e < d; ++e)
             sde_step_element(p, eps + bi * (k + 1) * d, x + bi * d, p.traj0 + bi, e, dot, d2);
-        sde_step_classifier(p, lp + bi * k, dot, d2, rec + bi * 3, true);
+        sde_step_classifier(p, lp + bi * k, dot, d2, rec + bi * (3 + 2 * k), true);
     }
     for (unsigned int i = 0; i < b * d; ++i) printf("%08x\n", __float_as_uint(x[i]));
     for (unsigned int i = 0; i < b * k; ++i) printf("%08x\n", __float_as_uint(lp[i]));
-    for (unsigned int i = 0; i < b * 3; ++i) printf("%08x\n", __float_as_uint(rec[i]));
+    for (unsigned int i = 0; i < b * (3 + 2 * k); ++i) printf("%08x\n", __float_as_uint(rec[i]));
     return 0;
 }
 "#;
@@ -326,7 +330,7 @@ fn device_code_compiled_for_the_host_matches_the_cpu() {
             }
         }
         let (b, k, d) = (5, 3, 37);
-        let (mut x, mut lp, mut rec) = (c.x.clone(), c.lp.clone(), vec![0.0f32; b * 3]);
+        let (mut x, mut lp, mut rec) = (c.x.clone(), c.lp.clone(), vec![0.0f32; b * (3 + 2 * k)]);
         sde_step(
             infodiff::cpu::detected(),
             p,
@@ -347,7 +351,7 @@ fn device_code_compiled_for_the_host_matches_the_cpu() {
                 lp[i]
             );
         }
-        for (i, v) in it.by_ref().take(b * 3).enumerate() {
+        for (i, v) in it.by_ref().take(b * (3 + 2 * k)).enumerate() {
             assert!(
                 (v - rec[i]).abs() <= 2e-5 * (1.0 + rec[i].abs()),
                 "record[{i}]: {v} vs {}",
@@ -367,7 +371,7 @@ fn gpu_sde_step_matches_cpu_twin() {
     for (step, var) in [(0u32, 1e-4), (7, 2.5e-3), (9, 0.0)] {
         let c = case(step, var);
         let (b, k) = (5, 3);
-        let (mut x, mut lp, mut rec) = (c.x.clone(), c.lp.clone(), vec![0.0f32; b * 3]);
+        let (mut x, mut lp, mut rec) = (c.x.clone(), c.lp.clone(), vec![0.0f32; b * (3 + 2 * k)]);
         sde_step(
             infodiff::cpu::detected(),
             &c.p,
@@ -377,7 +381,8 @@ fn gpu_sde_step_matches_cpu_twin() {
             &mut rec,
         )
         .unwrap();
-        let (mut gx, mut glp, mut grec) = (c.x.clone(), c.lp.clone(), vec![0.0f32; b * 3]);
+        let (mut gx, mut glp, mut grec) =
+            (c.x.clone(), c.lp.clone(), vec![0.0f32; b * (3 + 2 * k)]);
         infodiff::cuda::sde_step::sde_step_host(&gpu, &c.p, &mut gx, &c.eps, &mut glp, &mut grec)
             .unwrap();
         assert_eq!(
@@ -389,7 +394,7 @@ fn gpu_sde_step_matches_cpu_twin() {
             let tol = 2.0 * lp_tolerance(&c, i / k);
             assert!(((glp[i] - lp[i]).abs() as f64) < tol, "ln π[{i}]");
         }
-        for i in 0..b * 3 {
+        for i in 0..b * (3 + 2 * k) {
             assert!(
                 (grec[i] - rec[i]).abs() <= 2e-5 * (1.0 + rec[i].abs()),
                 "record[{i}]"

@@ -1,8 +1,9 @@
 //! Fused reverse-SDE step for neural score models, over a batch of trajectories b:
 //! s = −ε̂_∅/σ, s_y = −ε̂_y/σ, Δ_y = s_y − s, z = Noise::normal(traj0 + b, step, e),
 //! x' = a x + c s + √var z, ln π_y += (c/√var) Σ_e Δ_y z − c²/(2 var) ‖Δ_y‖² (log-sum-exp
-//! normalised), and a record per trajectory: H(π) = −Σ π_y ln π_y before the update (nats),
-//! Σ_y π_y ‖Δ_y‖², and a non-finite flag. ε̂ holds the network's K + 1 outputs per state, null
+//! normalised), and a record per trajectory (3 + 2K values): H(π) = −Σ π_y ln π_y before the
+//! update (nats), Σ_y π_y ‖Δ_y‖², a non-finite flag, ‖Δ_y‖² (K) and ln π before the update (K)
+//! (what [`crate::info::InfoObserver::record_point`] takes). ε̂ holds the network's K + 1 outputs per state, null
 //! label first: (B, K+1, D), the layout of [`crate::score::unet::UNetScore`]'s batched forward.
 //!
 //! One body for every ISA (lanes over D; the dot products in f32 lanes, folded in f64); its
@@ -94,17 +95,17 @@ impl SdeStepParams {
         })
     }
 
-    /// Checks buffer lengths: x (B, D), ε̂ (B, K+1, D), ln π (B, K), record (B, 3).
+    /// Checks buffer lengths: x (B, D), ε̂ (B, K+1, D), ln π (B, K), record (B, 3 + 2K).
     pub fn check(&self, x: usize, eps: usize, log_pi: usize, rec: usize) -> Result<()> {
         let (b, k, d) = (
             self.batch as usize,
             self.classes as usize,
             self.dim as usize,
         );
-        let want = (b * d, b * (k + 1) * d, b * k, b * 3);
+        let want = (b * d, b * (k + 1) * d, b * k, b * (3 + 2 * k));
         if (x, eps, log_pi, rec) != want {
             return Err(Error::shape(
-                "sde_step: x (B, D), eps (B, K+1, D), log_pi (B, K), record (B, 3)",
+                "sde_step: x (B, D), eps (B, K+1, D), log_pi (B, K), record (B, 3 + 2K)",
                 want,
                 (x, eps, log_pi, rec),
             ));
@@ -127,7 +128,7 @@ pub fn sde_step(
     let noise = Noise::new(p.key0 as u64 | (p.key1 as u64) << 32);
     x.par_chunks_mut(d)
         .zip(eps.par_chunks((k + 1) * d))
-        .zip(log_pi.par_chunks_mut(k).zip(rec.par_chunks_mut(3)))
+        .zip(log_pi.par_chunks_mut(k).zip(rec.par_chunks_mut(3 + 2 * k)))
         .enumerate()
         .for_each_init(
             || vec![0.0f32; d],
@@ -249,6 +250,11 @@ fn classifier(
     rec: &mut [f32],
     finite: bool,
 ) {
+    let k = lp.len();
+    for y in 0..k {
+        rec[3 + y] = d2[y] as f32;
+        rec[3 + k + y] = lp[y];
+    }
     let (mut h, mut rb) = (0.0f64, 0.0f64);
     for (l, q) in lp.iter().zip(d2) {
         let pi = (*l as f64).exp();

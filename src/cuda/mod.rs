@@ -7,6 +7,7 @@
 //! [`Unavailable`] with the reason.
 
 pub mod mixture_trajectory;
+pub mod neural;
 pub mod ops;
 pub mod sde_step;
 pub mod unet;

@@ -129,6 +129,24 @@ pub trait Dev {
     fn upsample2x(&self, x: &Self::Buf, y: &mut Self::Buf, n: usize, h: u32, w: u32) -> Result<()>;
     /// x[i] /= s for i < n.
     fn scale_div(&self, x: &mut Self::Buf, n: usize, s: f32) -> Result<()>;
+    /// y (rows·times, d): each row of x (rows, d) `times` times in a row.
+    fn repeat_rows(
+        &self,
+        x: &Self::Buf,
+        y: &mut Self::Buf,
+        rows: usize,
+        d: usize,
+        times: usize,
+    ) -> Result<()>;
+    /// The fused reverse-SDE step (`kernels/sde_step.cu`), its record at `rec`'s offset.
+    fn sde_step(
+        &self,
+        p: &crate::cpu::sde_step::SdeStepParams,
+        x: &mut Self::Buf,
+        eps: &Self::Buf,
+        log_pi: &mut Self::Buf,
+        rec: (&mut Self::Buf, usize),
+    ) -> Result<()>;
 }
 
 /// The CPU interpreter of the kernels (see the module docs).
@@ -318,6 +336,32 @@ impl Dev for Emu {
     fn scale_div(&self, x: &mut Vec<f32>, n: usize, s: f32) -> Result<()> {
         x[..n].iter_mut().for_each(|v| *v /= s);
         Ok(())
+    }
+    fn repeat_rows(
+        &self,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+        rows: usize,
+        d: usize,
+        times: usize,
+    ) -> Result<()> {
+        for (r, out) in y.chunks_mut(d).take(rows * times).enumerate() {
+            out.copy_from_slice(&x[(r / times) * d..(r / times + 1) * d]);
+        }
+        Ok(())
+    }
+    fn sde_step(
+        &self,
+        p: &crate::cpu::sde_step::SdeStepParams,
+        x: &mut Vec<f32>,
+        eps: &Vec<f32>,
+        log_pi: &mut Vec<f32>,
+        (rec, off): (&mut Vec<f32>, usize),
+    ) -> Result<()> {
+        // the CPU twin stands in for the kernel (tested against each other in tests/cuda.rs)
+        let w = p.batch as usize * (3 + 2 * p.classes as usize);
+        let kind = crate::cpu::detected();
+        crate::cpu::sde_step::sde_step(kind, p, x, eps, log_pi, &mut rec[off..off + w])
     }
 }
 
@@ -510,6 +554,47 @@ mod cuda_dev {
             // SAFETY: arguments match `upsample2x(const float*, float*, size_t, unsigned int,
             // unsigned int)`; y holds n = 4·planes·h·w values, x a quarter.
             unsafe { l.launch(grid_1d(n)) }.map_err(err("upsample launch"))?;
+            Ok(())
+        }
+        fn repeat_rows(
+            &self,
+            x: &CudaSlice<f32>,
+            y: &mut CudaSlice<f32>,
+            rows: usize,
+            d: usize,
+            times: usize,
+        ) -> Result<()> {
+            let f = self.0.function("elementwise", "repeat_rows")?;
+            let n = rows * times * d;
+            let (d32, t32) = (d as u32, times as u32);
+            let mut l = self.0.stream.launch_builder(&f);
+            l.arg(x).arg(y).arg(&n).arg(&d32).arg(&t32);
+            // SAFETY: arguments match `repeat_rows(const float*, float*, size_t, unsigned int,
+            // unsigned int)`; y holds rows·times·d values, x rows·d.
+            unsafe { l.launch(grid_1d(n)) }.map_err(err("repeat launch"))?;
+            Ok(())
+        }
+        fn sde_step(
+            &self,
+            p: &crate::cpu::sde_step::SdeStepParams,
+            x: &mut CudaSlice<f32>,
+            eps: &CudaSlice<f32>,
+            log_pi: &mut CudaSlice<f32>,
+            (rec, off): (&mut CudaSlice<f32>, usize),
+        ) -> Result<()> {
+            let f = self.0.function("sde_step", "sde_step")?;
+            let mut rv = rec.slice_mut(off..);
+            let mut l = self.0.stream.launch_builder(&f);
+            l.arg(p).arg(x).arg(eps).arg(log_pi).arg(&mut rv);
+            let cfg = LaunchConfig {
+                grid_dim: (p.batch.max(1), 1, 1),
+                block_dim: (super::super::sde_step::THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: arguments match `sde_step(SdeStepParams, float*, const float*, float*,
+            // float*)`; x, ε̂, ln π and the record from `off` hold B·D, B·(K+1)·D, B·K and
+            // B·(3+2K) values (the caller sizes them from p).
+            unsafe { l.launch(cfg) }.map_err(err("sde_step launch"))?;
             Ok(())
         }
         fn scale_div(&self, x: &mut CudaSlice<f32>, n: usize, s: f32) -> Result<()> {

@@ -116,7 +116,7 @@ mod imp {
         let lp = vec![-(classes as f32).ln(); batch * classes];
         let mut ld = s.clone_htod(&lp).map_err(err("sde_step: upload"))?;
         let mut rd = s
-            .alloc_zeros::<f32>(batch * 3)
+            .alloc_zeros::<f32>(batch * (3 + 2 * classes))
             .map_err(err("sde_step: alloc"))?;
         let noise = crate::rng::Noise::new(1);
         let run = |n: usize, xd: &mut _, ld: &mut _, rd: &mut _| -> Result<f64> {
@@ -141,8 +141,7 @@ mod imp {
         run(3, &mut xd, &mut ld, &mut rd)?; // warm-up (module load, clocks)
         let secs = run(steps, &mut xd, &mut ld, &mut rd)? / steps as f64;
         let bytes = 4.0
-            * (batch * (classes + 1) * dim + 2 * batch * dim + 2 * batch * classes + 3 * batch)
-                as f64;
+            * (batch * (classes + 1) * dim + 2 * batch * dim + batch * (3 + 4 * classes)) as f64;
         Ok((secs, bytes))
     }
 

@@ -83,6 +83,11 @@ impl<'n, D: Dev> DeviceUNet<'n, D> {
         })
     }
 
+    /// The device the network lives on.
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+
     fn w(&self, name: &str) -> Result<&D::Buf> {
         self.w.get(name).ok_or_else(|| Error::Unsupported {
             op: "UNet (device)",
@@ -412,6 +417,40 @@ impl<'g> GpuUNet<'g> {
         {
             let _ = (net, storage);
             gpu.unreachable()
+        }
+    }
+
+    /// [`super::neural::measure_on`] on this GPU: `score`'s network must be the one this
+    /// handle uploaded.
+    #[allow(clippy::too_many_arguments)]
+    pub fn measure(
+        &self,
+        score: &crate::score::unet::UNetScore,
+        spec: &crate::info::InfoSpec,
+        grid: &crate::sde::Grid,
+        sampler: &crate::sde::Sampler,
+        noise: crate::rng::Noise,
+        n: usize,
+        batch: usize,
+        progress: Option<&(dyn Fn(usize) + Sync)>,
+    ) -> Result<crate::info::InfoSums> {
+        #[cfg(feature = "cuda")]
+        return super::neural::measure_on(
+            &self.inner,
+            score,
+            spec,
+            grid,
+            sampler,
+            noise,
+            0,
+            n,
+            batch,
+            progress,
+        );
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (score, spec, grid, sampler, noise, n, batch, progress);
+            self._gpu.unreachable()
         }
     }
 

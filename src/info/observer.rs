@@ -156,24 +156,11 @@ impl Observer for InfoObserver<'_> {
                     .map(|(a, u)| (*a as f64 - *u as f64).powi(2))
                     .sum();
             }
-            let pi: Vec<f64> = self.log_pi[b * k..(b + 1) * k]
-                .iter()
-                .map(|l| l.exp())
-                .collect();
-            let rb: f64 = pi.iter().zip(&delta2).map(|(p, d2)| p * d2).sum();
-            let run = self.rb_integral(j, b, rb);
-            let row = self.sums.row_mut(j);
-            row[Layout::RB] += rb;
-            row[Layout::RBN] += 1.0;
-            row[Layout::RBC] += run;
-            row[Layout::RBC2] += run * run;
+            self.record_delta(j, b, &delta2);
             if let Some(div) = &v.scores.divergence {
+                let row = self.sums.row_mut(j);
                 row[Layout::PROD] += d as f64 / (v.from.sigma * v.from.sigma) + div[b];
                 row[Layout::PRODN] += 1.0;
-            }
-            let t0 = (j * self.batch + b) * (1 + k);
-            for (o, d2) in self.trail[t0 + 1..t0 + 1 + k].iter_mut().zip(&delta2) {
-                *o = *d2 as f32;
             }
             // Online update from the transition actually taken.
             if self.tracking == Tracking::Online
@@ -203,11 +190,74 @@ impl Observer for InfoObserver<'_> {
     }
 
     fn on_end(&mut self, v: &EndView<'_>) -> Result<()> {
+        self.end(v.exact_posterior.as_deref())
+    }
+}
+
+impl InfoObserver<'_> {
+    /// The Rao–Blackwell integrand Σ_y π_y‖Δ_y‖² of trajectory b at point j (π tracked), its
+    /// running integral, and ‖Δ_y‖² kept for the final-posterior weighting.
+    fn record_delta(&mut self, j: usize, b: usize, delta2: &[f64]) {
+        let k = self.spec.classes();
+        let pi: Vec<f64> = self.log_pi[b * k..(b + 1) * k]
+            .iter()
+            .map(|l| l.exp())
+            .collect();
+        let rb: f64 = pi.iter().zip(delta2).map(|(p, d2)| p * d2).sum();
+        let run = self.rb_integral(j, b, rb);
+        let row = self.sums.row_mut(j);
+        row[Layout::RB] += rb;
+        row[Layout::RBN] += 1.0;
+        row[Layout::RBC] += run;
+        row[Layout::RBC2] += run * run;
+        let t0 = (j * self.batch + b) * (1 + k);
+        for (o, d2) in self.trail[t0 + 1..t0 + 1 + k].iter_mut().zip(delta2) {
+            *o = *d2 as f32;
+        }
+    }
+
+    /// Trajectory b at point j when its step ran elsewhere (a fused device kernel that updates
+    /// the classifier itself): its tracked ln π before the step's update and ‖Δ_y‖² (K each).
+    pub fn record_point(
+        &mut self,
+        j: usize,
+        b: usize,
+        log_pi: &[f64],
+        delta2: &[f64],
+    ) -> Result<()> {
+        let k = self.spec.classes();
+        if log_pi.len() != k || delta2.len() != k || b >= self.batch || j + 1 >= self.sums.points {
+            return Err(Error::shape(
+                "InfoObserver::record_point: (j < S, b < B, K, K)",
+                (self.sums.points - 1, self.batch, k, k),
+                (j, b, log_pi.len(), delta2.len()),
+            ));
+        }
+        self.log_pi[b * k..(b + 1) * k].copy_from_slice(log_pi);
+        self.record_posterior(j, b, None);
+        self.record_delta(j, b, delta2);
+        Ok(())
+    }
+
+    /// The data end after [`InfoObserver::record_point`]s: the final tracked ln π (B, K).
+    pub fn finish(&mut self, final_log_pi: &[f64]) -> Result<()> {
+        if final_log_pi.len() != self.log_pi.len() {
+            return Err(Error::shape(
+                "InfoObserver::finish: ln π (B, K)",
+                self.log_pi.len(),
+                final_log_pi.len(),
+            ));
+        }
+        self.log_pi.copy_from_slice(final_log_pi);
+        self.end(None)
+    }
+
+    fn end(&mut self, exact_posterior: Option<&[f64]>) -> Result<()> {
         let k = self.spec.classes();
         let j = self.sums.points - 1;
         let lay = self.sums.layout;
         for b in 0..self.batch {
-            let exact = v.exact_posterior.as_ref().map(|p| &p[b * k..(b + 1) * k]);
+            let exact = exact_posterior.map(|p| &p[b * k..(b + 1) * k]);
             if self.tracking == Tracking::Exact
                 && let Some(p) = exact
             {
