@@ -12,6 +12,7 @@ own benchmark, same architecture and batch), and both are printed side by side.
 
 Run (from the repository root; torch and diffusers from PyPI):
     python3 benches/torch_unet_baseline.py --infodiff target/release/infodiff
+On a GPU machine: `--device cuda --batch 256` (infodiff built with `--features cuda`).
 Options: --batch B (repeatable; default 64 and 1), --threads T (default 2), --reps R (timed
 forwards: default 3 at batch ≥ 8, 20 below; `infodiff bench unet` takes 2 and 10).
 """
@@ -25,8 +26,9 @@ CHILD = r"""
 import json, sys, time, resource
 import torch
 from diffusers import UNet2DModel
-batch, threads, reps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+batch, threads, reps, device = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 torch.set_num_threads(threads)
+sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 torch.manual_seed(0)
 model = UNet2DModel(
     sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
@@ -34,15 +36,17 @@ model = UNet2DModel(
     down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
     downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6,
-    attention_head_dim=None).eval()
-x = torch.randn(batch, 3, 32, 32)
-t = torch.arange(batch, dtype=torch.float32) * 37 % 1000
+    attention_head_dim=None).eval().to(device)
+x = torch.randn(batch, 3, 32, 32, device=device)
+t = torch.arange(batch, dtype=torch.float32, device=device) * 37 % 1000
 with torch.no_grad():
     model(x, t)
+    sync()
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
         model(x, t)
+        sync()
         best = min(best, time.perf_counter() - t0)
 print(json.dumps(dict(parameters=sum(p.numel() for p in model.parameters()), seconds=best,
                       images_per_s=batch / best, torch=torch.__version__)))
@@ -67,15 +71,20 @@ def main():
     ap.add_argument("--reps", type=int, default=0,
                     help="timed forwards per measurement (default: 3 at batch ≥ 8, 20 below)")
     ap.add_argument("--infodiff")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: PyTorch eager on the GPU (default TF32 settings) against "
+                         "`infodiff bench unet --device cuda`")
     args = ap.parse_args()
     for b in args.batch or [64, 1]:
         reps = args.reps or (3 if b >= 8 else 20)
-        res, rss = run([sys.executable, "-c", CHILD, str(b), str(args.threads), str(reps)])
+        res, rss = run([sys.executable, "-c", CHILD, str(b), str(args.threads), str(reps),
+                        args.device])
         print(f"torch {res['torch']} batch {b}: {res['images_per_s']:.2f} images/s "
               f"({res['seconds'] * 1e3:.0f} ms), peak RSS {rss:.0f} MiB, "
               f"{res['parameters']} parameters")
         if args.infodiff:
-            env_cmd = [args.infodiff, "bench", "unet", "--batch", str(b), "--json"]
+            env_cmd = [args.infodiff, "bench", "unet", "--batch", str(b), "--json",
+                       "--device", args.device]
             ours, ours_rss = run(env_cmd)
             print(f"infodiff batch {b}: {ours['images_per_s']:.2f} images/s "
                   f"({ours['seconds'] * 1e3:.0f} ms), peak RSS {ours_rss:.0f} MiB; "
