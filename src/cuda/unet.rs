@@ -109,6 +109,43 @@ impl<'n, D: Dev> DeviceUNet<'n, D> {
         Tensor::new(y.shape.to_vec(), data[..y.numel()].to_vec())
     }
 
+    /// The GEMM of a convolution with `m` output channels over x (B, C, H, W) as implicit
+    /// im2col: kernel (kh, kw), stride, padding (top, bottom, left, right), output (Ho, Wo),
+    /// per-channel bias, NCHW output, weights in this network's storage.
+    fn conv_params(
+        &self,
+        m: usize,
+        [b, c, h, w]: [usize; 4],
+        (kh, kw): (usize, usize),
+        stride: usize,
+        pad: [usize; 4],
+        (ho, wo): (usize, usize),
+    ) -> Result<GemmParams> {
+        let k = c * kh * kw;
+        Ok(GemmParams {
+            a_rs: k as i64,
+            a_cs: 1,
+            m: u32_of(m, "conv: output channels")?,
+            n: u32_of(b * ho * wo, "conv: B·Ho·Wo")?,
+            k: u32_of(k, "conv: C·kh·kw")?,
+            zdiv: 1,
+            b_im2col: 1,
+            bias_mode: 1,
+            a_bf16: (self.storage == Storage::Bf16) as u32,
+            ic: c as u32,
+            ih: h as u32,
+            iw: w as u32,
+            kh: kh as u32,
+            kw: kw as u32,
+            stride: stride as u32,
+            pad_t: pad[0] as u32,
+            pad_l: pad[2] as u32,
+            oh: ho as u32,
+            ow: wo as u32,
+            ..Default::default()
+        })
+    }
+
     fn new_tensor(&self, shape: [usize; 4]) -> Result<DevTensor<D::Buf>> {
         Ok(DevTensor {
             shape,
@@ -144,29 +181,7 @@ impl<D: Dev> UNetOps for DeviceUNet<'_, D> {
         }
         let ho = (h + pad[0] + pad[1] - kh) / stride + 1;
         let wo = (w + pad[2] + pad[3] - kw) / stride + 1;
-        let k = c * kh * kw;
-        let p = GemmParams {
-            a_rs: k as i64,
-            a_cs: 1,
-            m: u32_of(o, "conv: O")?,
-            n: u32_of(b * ho * wo, "conv: B·Ho·Wo")?,
-            k: u32_of(k, "conv: C·kh·kw")?,
-            zdiv: 1,
-            b_im2col: 1,
-            bias_mode: 1,
-            a_bf16: (self.storage == Storage::Bf16) as u32,
-            ic: c as u32,
-            ih: h as u32,
-            iw: w as u32,
-            kh: kh as u32,
-            kw: kw as u32,
-            stride: stride as u32,
-            pad_t: pad[0] as u32,
-            pad_l: pad[2] as u32,
-            oh: ho as u32,
-            ow: wo as u32,
-            ..Default::default()
-        };
+        let p = self.conv_params(o, x.shape, (kh, kw), stride, pad, (ho, wo))?;
         let mut y = self.new_tensor([b, o, ho, wo])?;
         let bias = self.w(&format!("{prefix}.bias"))?;
         self.dev.gemm(
@@ -226,29 +241,10 @@ impl<D: Dev> UNetOps for DeviceUNet<'_, D> {
         })?;
         let (cn, nn) = ((c * n) as i64, n as i64);
         // Qᵀ, Kᵀ, Vᵀ: (B, 3C, HW) = [W_q; W_k; W_v] · X per image (a 1×1 convolution).
-        let conv1x1 = |m: usize| GemmParams {
-            a_rs: c as i64,
-            a_cs: 1,
-            m: m as u32,
-            n: (b * n) as u32,
-            k: c as u32,
-            zdiv: 1,
-            b_im2col: 1,
-            bias_mode: 1,
-            a_bf16: (self.storage == Storage::Bf16) as u32,
-            ic: c as u32,
-            ih: h as u32,
-            iw: w as u32,
-            kh: 1,
-            kw: 1,
-            stride: 1,
-            oh: h as u32,
-            ow: w as u32,
-            ..Default::default()
-        };
+        let conv1x1 = |m: usize| self.conv_params(m, x.shape, (1, 1), 1, [0; 4], (h, w));
         let mut qkv = self.new_tensor([b, 3 * c, h, w])?;
         self.dev.gemm(
-            &conv1x1(3 * c),
+            &conv1x1(3 * c)?,
             1,
             (wqkv, 0),
             (&hn.buf, 0),
@@ -318,7 +314,7 @@ impl<D: Dev> UNetOps for DeviceUNet<'_, D> {
         let mut out = self.dup(x)?;
         let pout = GemmParams {
             accumulate: 1,
-            ..conv1x1(c)
+            ..conv1x1(c)?
         };
         let (wo, bo) = (
             self.w(&format!("{prefix}.to_out.0.weight"))?,
