@@ -693,7 +693,6 @@ pub fn run_on(
     if let Some(dir) = &cfg.model {
         let net = crate::score::unet::UNetScore::load(dir)?;
         let start = Instant::now();
-        // Batches of 8 trajectories: each step is one forward of 8·(K+1) images.
         let sums = match gpu {
             Some(g) => {
                 // Network, states and classifier on the GPU; one download per batch of 64.
@@ -710,6 +709,7 @@ pub fn run_on(
                     progress,
                 )?
             }
+            // Batches of 8 trajectories: each step is one forward of 8·(K+1) images.
             None => measure_trajectories(
                 &net,
                 &spec,

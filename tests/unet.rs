@@ -369,54 +369,6 @@ fn device_unet_orchestration_matches_diffusers_on_the_kernel_interpreter() {
     }
 }
 
-/// `measure --model` with the network on a device: the U-Net score model evaluated through the
-/// device path (here the kernel interpreter, on a GPU `GpuUNet`) gives the CPU's information
-/// sums: same noise and sampler, ε̂ equal to ~1e-6, so every per-point sum within
-/// 1e-3·(1 + |sum|).
-#[test]
-fn neural_measurement_through_the_device_path_matches_the_cpu() {
-    use infodiff::cuda::ops::Emu;
-    use infodiff::cuda::unet::{DeviceUNet, Storage};
-    use infodiff::info::{InfoSpec, Tracking, measure_trajectories};
-    use infodiff::rng::Noise;
-    use infodiff::score::ScoreModel;
-    use infodiff::score::unet::{UNetScore, UNetScoreWith};
-    use infodiff::sde::{AncestralVariance, Ddpm, Process, Sampler};
-    let score = UNetScore::load(&fixtures().join("tiny-class")).unwrap();
-    let dev = DeviceUNet::new(Emu, &score.net, Storage::F32).unwrap();
-    let on_dev = UNetScoreWith::new(&score, "the kernel interpreter", |x, t, l| {
-        dev.forward(x, t, Some(l))
-    });
-    let spec = InfoSpec::new(score.class_prior(), vec![]).unwrap();
-    let grid = Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(3).unwrap();
-    let sampler = Sampler::Ancestral {
-        variance: AncestralVariance::Beta,
-    };
-    let run = |m: &dyn ScoreModel| {
-        measure_trajectories(
-            m,
-            &spec,
-            &grid,
-            &sampler,
-            Noise::new(3),
-            0,
-            1,
-            1,
-            Tracking::Online,
-            None,
-        )
-        .unwrap()
-    };
-    let (cpu, devs) = (run(&score), run(&on_dev));
-    assert!(cpu.data.iter().any(|v| *v != 0.0));
-    for (i, (a, b)) in devs.data.iter().zip(&cpu.data).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
-            "entry {i}: device {a} vs cpu {b}"
-        );
-    }
-}
-
 /// The device-resident neural loop (states replicated for the K + 1 labels on the device, the
 /// network there, the fused step's records in a device table, one download per batch) gives
 /// the CPU observer's information sums: run on the kernel interpreter, 2 trajectories in one

@@ -64,26 +64,6 @@ impl ScoreModel for UNetScore {
         vec![1.0 / self.classes as f64; self.classes]
     }
     fn scores(&self, x: &[f32], point: &GridPoint, out: &mut Scores) -> Result<()> {
-        self.scores_with(x, point, out, |x, t, labels| {
-            self.net.forward(x, t, Some(labels))
-        })
-    }
-    fn describe(&self) -> String {
-        let (c, h, w) = self.image;
-        format!("UNet2DModel ({c}×{h}×{w}, {} classes + null)", self.classes)
-    }
-}
-
-impl UNetScore {
-    /// [`ScoreModel::scores`] with the network evaluated by `forward` (x, timesteps, labels) →
-    /// ε̂: the CPU forward, or a device's.
-    pub fn scores_with(
-        &self,
-        x: &[f32],
-        point: &GridPoint,
-        out: &mut Scores,
-        forward: impl Fn(&Tensor, &[f32], &[i64]) -> Result<Tensor>,
-    ) -> Result<()> {
         let d = self.dim();
         let b = check_batch("UNetScore::scores", x, d, out)?;
         if !(point.sigma > 0.0) {
@@ -106,7 +86,7 @@ impl UNetScore {
         let input = Tensor::new(vec![b * (k + 1), c, h, w], batch)?;
         let timestep = point.index as f32 - 1.0; // diffusers' index of state x_i
         let t = vec![timestep; b * (k + 1)];
-        let eps = forward(&input, &t, &labels)?;
+        let eps = self.net.forward(&input, &t, Some(&labels))?;
         let inv = (-1.0 / point.sigma) as f32;
         for bi in 0..b {
             let base = bi * (k + 1) * d;
@@ -128,56 +108,8 @@ impl UNetScore {
         out.divergence = None;
         Ok(())
     }
-}
-
-/// A [`UNetScore`] whose network is evaluated by `forward` (x, timesteps, labels) → ε̂: a
-/// device's U-Net (`cuda::unet::GpuUNet`, or the kernel interpreter in tests). The sampler and
-/// the information layer run on the CPU as for [`UNetScore`].
-pub struct UNetScoreWith<'a, F> {
-    pub base: &'a UNetScore,
-    forward: F,
-    device: String,
-}
-
-impl<'a, F> UNetScoreWith<'a, F>
-where
-    F: Fn(&Tensor, &[f32], &[i64]) -> Result<Tensor> + Sync,
-{
-    pub fn new(base: &'a UNetScore, device: impl Into<String>, forward: F) -> Self {
-        UNetScoreWith {
-            base,
-            forward,
-            device: device.into(),
-        }
-    }
-}
-
-impl<F> ScoreModel for UNetScoreWith<'_, F>
-where
-    F: Fn(&Tensor, &[f32], &[i64]) -> Result<Tensor> + Sync,
-{
-    fn dim(&self) -> usize {
-        self.base.dim()
-    }
-    fn num_classes(&self) -> usize {
-        self.base.num_classes()
-    }
-    fn class_prior(&self) -> Vec<f64> {
-        self.base.class_prior()
-    }
-    fn scores(&self, x: &[f32], point: &GridPoint, out: &mut Scores) -> Result<()> {
-        self.base.scores_with(x, point, out, &self.forward)
-    }
-    fn initial_state(
-        &self,
-        point: &GridPoint,
-        noise: &crate::rng::Noise,
-        trajectory: u64,
-        out: &mut [f32],
-    ) {
-        self.base.initial_state(point, noise, trajectory, out)
-    }
     fn describe(&self) -> String {
-        format!("{} on {}", self.base.describe(), self.device)
+        let (c, h, w) = self.image;
+        format!("UNet2DModel ({c}×{h}×{w}, {} classes + null)", self.classes)
     }
 }
