@@ -9,7 +9,7 @@ use super::ops::Dev;
 use super::unet::{DevTensor, DeviceUNet};
 use crate::cpu::sde_step::SdeStepParams;
 use crate::error::{Error, Result};
-use crate::info::{InfoObserver, InfoSpec, InfoSums, Layout, Tracking};
+use crate::info::{InfoObserver, InfoSpec, InfoSums, Layout, PointScores, Tracking};
 use crate::rng::Noise;
 use crate::score::ScoreModel;
 use crate::score::unet::UNetScore;
@@ -114,7 +114,18 @@ pub fn measure_on<D: Dev>(
                 }
                 let d2: Vec<f64> = r[3..3 + k].iter().map(|v| *v as f64).collect();
                 let lpb: Vec<f64> = r[3 + k..].iter().map(|v| *v as f64).collect();
-                obs.record_point(j, b, &lpb, &d2)?;
+                // The device record holds ‖Δ_y‖² only: the cross terms, the partitions' score
+                // gaps and ‖s‖² are not yet recorded there (NaN: their curves are absent).
+                let nan_k = vec![f64::NAN; k];
+                let nan_p = vec![f64::NAN; spec.partitions.len()];
+                let ps = PointScores {
+                    delta2: &d2,
+                    cross: &nan_k,
+                    part_d2: &nan_p,
+                    s2: f64::NAN,
+                    div: None,
+                };
+                obs.record_point(j, b, d, &lpb, &ps)?;
             }
         }
         obs.finish(&lp_final)?;

@@ -23,7 +23,7 @@ pub mod sums;
 
 pub use curves::{Curves, PartitionCurve, Peak, peaks};
 pub use divergence::hutchinson_divergence;
-pub use observer::{InfoObserver, Tracking, measure_trajectories};
+pub use observer::{InfoObserver, PointScores, Tracking, measure_trajectories, point_terms};
 pub use sums::{InfoSums, Layout};
 
 use crate::error::{Error, Result};

@@ -46,6 +46,80 @@ pub struct InfoObserver<'a> {
     weights: Vec<[f64; 2]>,
     /// Each trajectory's Rao–Blackwell integral so far and its last integrand. (B, 2)
     rb_run: Vec<[f64; 2]>,
+    /// Each trajectory's tracked entropy at the noise end, h_i(0). (B)
+    h0: Vec<f64>,
+    /// σ_t of each grid point. (S+1)
+    sigmas: Vec<f64>,
+    /// Δ_y of one trajectory at one point, in f64. (K, D)
+    delta: Vec<f64>,
+}
+
+/// What one trajectory's scores at one grid point contribute beyond its posterior (Δ_y =
+/// s(x|y) − s(x), π the tracked posterior at the point, before the step's update).
+#[derive(Clone, Copy, Debug)]
+pub struct PointScores<'a> {
+    /// ‖Δ_y‖². (K)
+    pub delta2: &'a [f64],
+    /// Δ_k·u with u = Σ_y π_y ln π_y Δ_y. (K)
+    pub cross: &'a [f64],
+    /// ‖s(x|a) − s(x|b)‖² of each partition, s(x|z) = Σ_{y∈z} π_y s(x|y)/π_z (0 where π_a or
+    /// π_b is 0). (P)
+    pub part_d2: &'a [f64],
+    /// ‖s(x)‖².
+    pub s2: f64,
+    /// ∇·s(x), where known (exactly, or estimated by Hutchinson probes).
+    pub div: Option<f64>,
+}
+
+/// The [`PointScores`] of one trajectory from its Δ_y (K, D) and tracked ln π (K): writes ‖Δ_y‖²
+/// into `delta2`, Δ_k·u into `cross` and the partitions' ‖s(x|a) − s(x|b)‖² into `part_d2`.
+/// `scratch` holds one D-vector.
+pub fn point_terms(
+    spec: &InfoSpec,
+    log_pi: &[f64],
+    delta: &[f64],
+    delta2: &mut [f64],
+    cross: &mut [f64],
+    part_d2: &mut [f64],
+    scratch: &mut Vec<f64>,
+) {
+    let k = spec.classes();
+    let d = delta.len() / k.max(1);
+    let dy = |y: usize| &delta[y * d..(y + 1) * d];
+    for y in 0..k {
+        delta2[y] = dy(y).iter().map(|v| v * v).sum();
+    }
+    // u = Σ_y π_y ln π_y Δ_y
+    scratch.clear();
+    scratch.resize(d, 0.0);
+    for (y, &l) in log_pi.iter().enumerate() {
+        let w = if l > f64::NEG_INFINITY { l.exp() * l } else { 0.0 };
+        for (u, v) in scratch.iter_mut().zip(dy(y)) {
+            *u += w * v;
+        }
+    }
+    for y in 0..k {
+        cross[y] = dy(y).iter().zip(scratch.iter()).map(|(a, b)| a * b).sum();
+    }
+    // s(x|a) − s(x|b) = Σ_{y∈a} (π_y/π_a) Δ_y − Σ_{y∈b} (π_y/π_b) Δ_y
+    for (i, part) in spec.partitions.iter().enumerate() {
+        let mass = |set: &[usize]| set.iter().map(|&c| log_pi[c].exp()).sum::<f64>();
+        let (pa, pb) = (mass(&part.a), mass(&part.b));
+        if !(pa > 0.0 && pb > 0.0) {
+            part_d2[i] = 0.0;
+            continue;
+        }
+        scratch.iter_mut().for_each(|v| *v = 0.0);
+        for (set, scale) in [(&part.a, 1.0 / pa), (&part.b, -1.0 / pb)] {
+            for &c in set.iter() {
+                let w = log_pi[c].exp() * scale;
+                for (u, v) in scratch.iter_mut().zip(dy(c)) {
+                    *u += w * v;
+                }
+            }
+        }
+        part_d2[i] = scratch.iter().map(|v| v * v).sum();
+    }
 }
 
 impl<'a> InfoObserver<'a> {
@@ -68,6 +142,9 @@ impl<'a> InfoObserver<'a> {
             trail: vec![0.0; (steps + 1) * batch * (1 + k)],
             weights: integral_weights(grid),
             rb_run: vec![[0.0; 2]; batch],
+            h0: vec![0.0; batch],
+            sigmas: grid.points.iter().map(|p| p.sigma).collect(),
+            delta: vec![],
         }
     }
 
@@ -102,6 +179,9 @@ impl<'a> InfoObserver<'a> {
             row[lay.part_wh(i)] += w * decision_entropy(pa, pb);
         }
         self.trail[(j * self.batch + b) * (1 + k)] = h as f32;
+        if j == 0 {
+            self.h0[b] = h;
+        }
         h
     }
 
@@ -139,29 +219,45 @@ impl Observer for InfoObserver<'_> {
                 reason: "exact posterior tracking needs a model with an exact posterior".into(),
             });
         }
-        let mut delta2 = vec![0.0f64; k];
+        let np = self.spec.partitions.len();
+        let (mut delta2, mut cross, mut part_d2) = (vec![0.0f64; k], vec![0.0f64; k], vec![0.0f64; np]);
+        let mut scratch = Vec::with_capacity(d);
+        let mut delta = std::mem::take(&mut self.delta);
+        delta.resize(k * d, 0.0);
         for b in 0..self.batch {
             let exact = post.map(|p| &p[b * k..(b + 1) * k]);
             if self.tracking == Tracking::Exact {
                 self.set_exact(b, exact.unwrap_or_default());
             }
-            self.record_posterior(j, b, exact);
+            let h = self.record_posterior(j, b, exact);
             let su = v.scores.uncond_of(b);
-            for (y, d2) in delta2.iter_mut().enumerate() {
-                *d2 = v
-                    .scores
-                    .cond_of(b, y)
-                    .iter()
+            for y in 0..k {
+                for ((o, a), u) in delta[y * d..(y + 1) * d]
+                    .iter_mut()
+                    .zip(v.scores.cond_of(b, y))
                     .zip(su)
-                    .map(|(a, u)| (*a as f64 - *u as f64).powi(2))
-                    .sum();
+                {
+                    *o = *a as f64 - *u as f64;
+                }
             }
-            self.record_delta(j, b, &delta2);
-            if let Some(div) = &v.scores.divergence {
-                let row = self.sums.row_mut(j);
-                row[Layout::PROD] += d as f64 / (v.from.sigma * v.from.sigma) + div[b];
-                row[Layout::PRODN] += 1.0;
-            }
+            point_terms(
+                self.spec,
+                &self.log_pi[b * k..(b + 1) * k],
+                &delta,
+                &mut delta2,
+                &mut cross,
+                &mut part_d2,
+                &mut scratch,
+            );
+            let s2: f64 = su.iter().map(|v| (*v as f64).powi(2)).sum();
+            let ps = PointScores {
+                delta2: &delta2,
+                cross: &cross,
+                part_d2: &part_d2,
+                s2,
+                div: v.scores.divergence.as_ref().map(|dv| dv[b]),
+            };
+            self.record_scores(j, b, h, (d, v.from.sigma), &ps);
             // Online update from the transition actually taken.
             if self.tracking == Tracking::Online
                 && let Some(tr) = v.transition
@@ -186,6 +282,7 @@ impl Observer for InfoObserver<'_> {
                 lp.iter_mut().for_each(|l| *l -= lse);
             }
         }
+        self.delta = delta;
         Ok(())
     }
 
@@ -195,47 +292,97 @@ impl Observer for InfoObserver<'_> {
 }
 
 impl InfoObserver<'_> {
-    /// The Rao–Blackwell integrand Σ_y π_y‖Δ_y‖² of trajectory b at point j (π tracked), its
-    /// running integral, and ‖Δ_y‖² kept for the final-posterior weighting.
-    fn record_delta(&mut self, j: usize, b: usize, delta2: &[f64]) {
+    /// Trajectory b's scores at point j (D dimensions, σ_t = `sigma`): the Rao–Blackwell integrand
+    /// Σ_y π_y‖Δ_y‖² (π tracked) and its running integral, the decision and per-class rate
+    /// integrands, entropy production in both forms, and ‖Δ_y‖² kept for the final-posterior
+    /// weighting.
+    fn record_scores(
+        &mut self,
+        j: usize,
+        b: usize,
+        h: f64,
+        (d, sigma): (usize, f64),
+        ps: &PointScores<'_>,
+    ) {
         let k = self.spec.classes();
+        let lay = self.sums.layout;
         let pi: Vec<f64> = self.log_pi[b * k..(b + 1) * k]
             .iter()
             .map(|l| l.exp())
             .collect();
-        let rb: f64 = pi.iter().zip(delta2).map(|(p, d2)| p * d2).sum();
+        let rb: f64 = pi.iter().zip(ps.delta2).map(|(p, d2)| p * d2).sum();
         let run = self.rb_integral(j, b, rb);
+        let h0 = self.h0[b];
+        let d_over_s2 = d as f64 / (sigma * sigma);
+        let ibp = d_over_s2 - ps.s2;
         let row = self.sums.row_mut(j);
         row[Layout::RB] += rb;
         row[Layout::RBN] += 1.0;
         row[Layout::RBC] += run;
         row[Layout::RBC2] += run * run;
+        row[Layout::RBD2] += (h0 - h - run).powi(2);
+        row[Layout::IBP] += ibp;
+        row[Layout::IBP2] += ibp * ibp;
+        if let Some(div) = ps.div {
+            let prod = d_over_s2 + div;
+            row[Layout::PROD] += prod;
+            row[Layout::PROD2] += prod * prod;
+            row[Layout::PRODN] += 1.0;
+            row[Layout::IBPD2] += (prod - ibp).powi(2);
+        }
+        for (i, part) in self.spec.partitions.iter().enumerate() {
+            let pa: f64 = part.a.iter().map(|&c| pi[c]).sum();
+            let pb: f64 = part.b.iter().map(|&c| pi[c]).sum();
+            let pab = pa + pb;
+            // w·q_a q_b = (P(a∪b|x)/P(a∪b)) · π_a π_b / π_ab²
+            let v = if pab > 0.0 {
+                pa * pb / (pab * self.spec.partition_mass(i)) * ps.part_d2[i]
+            } else {
+                0.0
+            };
+            row[lay.part_rate(i)] += v;
+            row[lay.part_rate2(i)] += v * v;
+        }
+        for y in 0..k {
+            let v = pi[y] * (rb + 2.0 * ps.cross[y]);
+            row[lay.class_rate(y)] += v;
+            row[lay.class_rate2(y)] += v * v;
+        }
         let t0 = (j * self.batch + b) * (1 + k);
-        for (o, d2) in self.trail[t0 + 1..t0 + 1 + k].iter_mut().zip(delta2) {
+        for (o, d2) in self.trail[t0 + 1..t0 + 1 + k].iter_mut().zip(ps.delta2) {
             *o = *d2 as f32;
         }
     }
 
     /// Trajectory b at point j when its step ran elsewhere (a fused device kernel that updates
-    /// the classifier itself): its tracked ln π before the step's update and ‖Δ_y‖² (K each).
+    /// the classifier itself): its tracked ln π before the step's update (K) and its
+    /// [`PointScores`] on a state of `dim` elements.
     pub fn record_point(
         &mut self,
         j: usize,
         b: usize,
+        dim: usize,
         log_pi: &[f64],
-        delta2: &[f64],
+        ps: &PointScores<'_>,
     ) -> Result<()> {
-        let k = self.spec.classes();
-        if log_pi.len() != k || delta2.len() != k || b >= self.batch || j + 1 >= self.sums.points {
+        let (k, np) = (self.spec.classes(), self.spec.partitions.len());
+        if log_pi.len() != k
+            || ps.delta2.len() != k
+            || ps.cross.len() != k
+            || ps.part_d2.len() != np
+            || b >= self.batch
+            || j + 1 >= self.sums.points
+        {
             return Err(Error::shape(
-                "InfoObserver::record_point: (j < S, b < B, K, K)",
-                (self.sums.points - 1, self.batch, k, k),
-                (j, b, log_pi.len(), delta2.len()),
+                "InfoObserver::record_point: (j < S, b < B, ln π K, ‖Δ‖² K, cross K, partitions P)",
+                (self.sums.points - 1, self.batch, k, k, k, np),
+                (j, b, log_pi.len(), ps.delta2.len(), ps.cross.len(), ps.part_d2.len()),
             ));
         }
         self.log_pi[b * k..(b + 1) * k].copy_from_slice(log_pi);
-        self.record_posterior(j, b, None);
-        self.record_delta(j, b, delta2);
+        let h = self.record_posterior(j, b, None);
+        let sigma = self.sigmas[j];
+        self.record_scores(j, b, h, (dim, sigma), ps);
         Ok(())
     }
 
@@ -263,11 +410,13 @@ impl InfoObserver<'_> {
             {
                 self.set_exact(b, p);
             }
-            self.record_posterior(j, b, exact);
+            let h = self.record_posterior(j, b, exact);
             let run = self.rb_integral(j, b, 0.0);
+            let h0 = self.h0[b];
             let row = self.sums.row_mut(j);
             row[Layout::RBC] += run;
             row[Layout::RBC2] += run * run;
+            row[Layout::RBD2] += (h0 - h - run).powi(2);
             // Weight each point's values by the final posterior of the trajectory.
             let pi: Vec<f64> = self.log_pi[b * k..(b + 1) * k]
                 .iter()
@@ -283,6 +432,7 @@ impl InfoObserver<'_> {
                 let row = self.sums.row_mut(jj);
                 row[Layout::GIR] += gir;
                 row[Layout::GIRC2] += g_run * g_run;
+                row[Layout::HG2] += (h + g_run).powi(2);
                 for (y, p) in pi.iter().enumerate() {
                     row[lay.class_w(y)] += p;
                     row[lay.class_wh(y)] += p * h;

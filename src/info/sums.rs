@@ -4,7 +4,9 @@
 use super::InfoSpec;
 use crate::sde::Grid;
 
-/// Column layout of [`InfoSums`]: fixed quantities, then two per partition, then two per class.
+/// Column layout of [`InfoSums`]: fixed quantities, then four per partition, then four per class.
+/// kernels/mixture_trajectory.cu mirrors these indices (`L_*`, `MIX_FIXED`, `MIX_PER_*`); a test
+/// (tests/kernels.rs) reads them from the .cu file and checks them against this one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
     pub partitions: usize,
@@ -36,7 +38,24 @@ impl Layout {
     /// R_i(t) = ∫_t^T (g²/2) Σ_y π_y(u) ‖Δ_y‖² du.
     pub const RBC: usize = 12;
     pub const RBC2: usize = 13;
-    const FIXED: usize = 14;
+    /// Σ (d/σ_t² + ∇·s)² (for the standard error of `hx0_rate`), counted by `PRODN`.
+    pub const PROD2: usize = 14;
+    /// Σ (d/σ_t² − ‖s‖²), the integration-by-parts form of the production, and its square;
+    /// counted by `RBN` (recorded wherever scores are).
+    pub const IBP: usize = 15;
+    pub const IBP2: usize = 16;
+    /// Σ (∇·s + ‖s‖²)², the squared per-trajectory gap of the two production forms (where the
+    /// divergence is known): the paired standard error of `hx0_rate − hx0_rate_ibp`.
+    pub const IBPD2: usize = 17;
+    /// Σ (h_i(t) + G_i(t))²: the paired standard error of `mi_entropy − mi_girsanov`
+    /// (H(Y) − h_i − G_i per trajectory).
+    pub const HG2: usize = 18;
+    /// Σ (h_i(0) − h_i(t) − R_i(t))²: the paired standard error of ΔH − `mi_rb`.
+    pub const RBD2: usize = 19;
+    pub const FIXED: usize = 20;
+    /// Columns per partition and per class.
+    pub const PER_PARTITION: usize = 4;
+    pub const PER_CLASS: usize = 4;
 
     pub fn new(spec: &InfoSpec) -> Self {
         Layout {
@@ -46,20 +65,37 @@ impl Layout {
     }
     /// Σ w and Σ w·h_Z of partition `i` (w = P(a∪b | x)/P(a∪b)).
     pub fn part_w(&self, i: usize) -> usize {
-        Self::FIXED + 2 * i
+        Self::FIXED + Self::PER_PARTITION * i
     }
     pub fn part_wh(&self, i: usize) -> usize {
-        Self::FIXED + 2 * i + 1
+        self.part_w(i) + 1
+    }
+    /// Σ w·q_a q_b ‖s(x|a) − s(x|b)‖² of partition `i` (its Rao–Blackwell rate over g²/2, with
+    /// q_z = π_z/(π_a + π_b) and s(x|z) = Σ_{y∈z} π_y s(x|y)/π_z) and the sum of its squares.
+    pub fn part_rate(&self, i: usize) -> usize {
+        self.part_w(i) + 2
+    }
+    pub fn part_rate2(&self, i: usize) -> usize {
+        self.part_w(i) + 3
     }
     /// Σ π_k^final and Σ π_k^final·h of class `k`.
     pub fn class_w(&self, k: usize) -> usize {
-        Self::FIXED + 2 * self.partitions + 2 * k
+        Self::FIXED + Self::PER_PARTITION * self.partitions + Self::PER_CLASS * k
     }
     pub fn class_wh(&self, k: usize) -> usize {
-        Self::FIXED + 2 * self.partitions + 2 * k + 1
+        self.class_w(k) + 1
+    }
+    /// Σ π_k (Σ_y π_y ‖Δ_y‖² + 2 Δ_k·u), u = Σ_y π_y ln π_y Δ_y (π tracked, at the point itself):
+    /// class k's Rao–Blackwell entropy rate over g²/2 (see [`crate::info::curves`]), and the
+    /// sum of its squares. Summed over k it is `RB`.
+    pub fn class_rate(&self, k: usize) -> usize {
+        self.class_w(k) + 2
+    }
+    pub fn class_rate2(&self, k: usize) -> usize {
+        self.class_w(k) + 3
     }
     pub fn width(&self) -> usize {
-        Self::FIXED + 2 * self.partitions + 2 * self.classes
+        Self::FIXED + Self::PER_PARTITION * self.partitions + Self::PER_CLASS * self.classes
     }
 }
 

@@ -1,6 +1,9 @@
-//! entropy.svg: H(Y | X_t) (tracked, exact, per class, per decision problem) and the rates
-//! −dH/dλ against log-SNR λ, in bits, drawn with plotters' SVG backend.
+//! entropy.svg: three panels against log-SNR λ, in bits, drawn with plotters' SVG backend:
+//! H(Y | X_t) (tracked, exact, per class, per decision problem); the rates −dH/dλ of the label
+//! (Rao–Blackwell and finite difference) and of each decision problem (Rao–Blackwell); and the
+//! per-class rates. Within a panel every curve has its own (colour, dash) pair ([`style`]).
 
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
@@ -43,6 +46,21 @@ type Chart<'a, 'b> = ChartContext<
     Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
 >;
 
+/// How a curve is stroked: solid, dashed or dotted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dash {
+    Solid,
+    Dashed,
+    Dotted,
+}
+
+/// The style of the i-th curve of a panel: ten colours, then the same ten dashed, then dotted,
+/// so up to 30 curves in a panel differ in colour or dash (then it repeats).
+pub fn style(i: usize) -> (RGBColor, Dash) {
+    let dash = [Dash::Solid, Dash::Dashed, Dash::Dotted][(i / COLORS.len()) % 3];
+    (COLORS[i % COLORS.len()], dash)
+}
+
 /// Draws named curves (series from index `thin_from` on in thin lines) and their legend.
 fn draw_curves<'a, 'b: 'a>(
     chart: &mut Chart<'a, 'b>,
@@ -51,13 +69,27 @@ fn draw_curves<'a, 'b: 'a>(
     legend: SeriesLabelPosition,
 ) -> Result<()> {
     for (i, (name, pts)) in series.into_iter().enumerate() {
-        let col = COLORS[i % COLORS.len()];
+        let (col, dash) = style(i);
         let width = if i >= thin_from { 1 } else { 2 };
-        chart
-            .draw_series(LineSeries::new(pts, col.stroke_width(width)))
-            .map_err(err)?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+        let st = col.stroke_width(width);
+        let drawn = match dash {
+            Dash::Solid => chart.draw_series(LineSeries::new(pts, st)),
+            Dash::Dashed => chart.draw_series(DashedLineSeries::new(pts, 8, 5, st)),
+            Dash::Dotted => chart.draw_series(DashedLineSeries::new(pts, 2, 4, st)),
+        }
+        .map_err(err)?;
+        drawn.label(name).legend(move |(x, y)| {
+            let st = col.stroke_width(2);
+            match dash {
+                Dash::Solid => PathElement::new(vec![(x, y), (x + 20, y)], st).into_dyn(),
+                Dash::Dashed => {
+                    DashedPathElement::new(vec![(x, y), (x + 20, y)], 6, 3, st).into_dyn()
+                }
+                Dash::Dotted => {
+                    DashedPathElement::new(vec![(x, y), (x + 20, y)], 2, 3, st).into_dyn()
+                }
+            }
+        });
     }
     chart
         .configure_series_labels()
@@ -69,25 +101,34 @@ fn draw_curves<'a, 'b: 'a>(
     Ok(())
 }
 
+/// A finite, non-empty axis range covering the finite values of `v` (and `floor`..`ceil` when
+/// given); never hands plotters an infinite or empty range.
+fn axis_range(v: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
+    let (lo, hi) = v
+        .filter(|x| x.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(x), b.max(x))
+        });
+    if !(lo.is_finite() && hi.is_finite()) {
+        return (0.0, 1.0);
+    }
+    if hi - lo > 1e-12 * (1.0 + lo.abs().max(hi.abs())) {
+        let m = (hi - lo) * pad;
+        (lo - m, hi + m)
+    } else {
+        (lo - 1.0, hi + 1.0)
+    }
+}
+
 /// Renders the plot as SVG text.
 pub fn entropy_svg(c: &Curves) -> Result<String> {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (1000, 900)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (1000, 1350)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let (top, bottom) = root.split_vertically(450);
+        let panels = root.split_evenly((3, 1));
         let lam = &c.log_snr;
-        let finite: Vec<f64> = lam.iter().cloned().filter(|v| v.is_finite()).collect();
-        let (lo, hi) = finite
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v), b.max(v))
-            });
-        let (lo, hi) = if lo < hi {
-            (lo, hi)
-        } else {
-            (lo - 1.0, lo + 1.0)
-        };
+        let (lo, hi) = axis_range(lam.iter().cloned(), 0.0);
 
         // Entropies.
         let mut h_series: Vec<(String, Vec<(f64, f64)>)> = vec![(
@@ -106,6 +147,8 @@ pub fn entropy_svg(c: &Curves) -> Result<String> {
                 series(lam, p.h.iter().map(|v| Some(*v))),
             ));
         }
+        // Per-class curves (after the tracked, exact and partition ones) in thin lines.
+        let thin_from = h_series.len();
         for (k, h) in c.class_h.iter().enumerate() {
             h_series.push((
                 format!("H(Y|X_t) class {k}"),
@@ -113,7 +156,8 @@ pub fn entropy_svg(c: &Curves) -> Result<String> {
             ));
         }
         let hmax = bits(c.prior_entropy).max(1e-3) * 1.05;
-        let mut chart = ChartBuilder::on(&top)
+        let hmax = if hmax.is_finite() { hmax } else { 1.0 };
+        let mut chart = ChartBuilder::on(&panels[0])
             .caption(
                 "Conditional entropy along the generative trajectory",
                 ("sans-serif", 20),
@@ -129,8 +173,6 @@ pub fn entropy_svg(c: &Curves) -> Result<String> {
             .y_desc("bits")
             .draw()
             .map_err(err)?;
-        // Per-class curves (after the tracked, exact and partition ones) in thin lines.
-        let thin_from = 2 + c.partitions.len();
         draw_curves(
             &mut chart,
             h_series,
@@ -162,41 +204,75 @@ pub fn entropy_svg(c: &Curves) -> Result<String> {
             ),
         ];
         for p in &c.partitions {
-            r_series.push((
-                format!("−dH/dλ {}", p.name),
-                per_lambda(&p.rate.iter().map(|v| Some(*v)).collect::<Vec<_>>()),
-            ));
+            r_series.push((format!("−dH/dλ {}", p.name), per_lambda(&p.rate)));
         }
-        let rmax = r_series
+        let class_series: Vec<(String, Vec<(f64, f64)>)> = c
+            .class_rate
             .iter()
-            .flat_map(|(_, s)| s.iter().map(|p| p.1))
-            .fold(0.0f64, f64::max)
-            .max(1e-6)
-            * 1.05;
-        let rmin = r_series
-            .iter()
-            .flat_map(|(_, s)| s.iter().map(|p| p.1))
-            .fold(0.0f64, f64::min);
-        let mut chart = ChartBuilder::on(&bottom)
-            .caption("Entropy rates", ("sans-serif", 20))
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(lo..hi, rmin..rmax)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("log-SNR λ")
-            .y_desc("bits per unit log-SNR")
-            .draw()
-            .map_err(err)?;
-        draw_curves(
-            &mut chart,
-            r_series,
-            usize::MAX,
-            SeriesLabelPosition::UpperRight,
-        )?;
+            .enumerate()
+            .map(|(k, r)| (format!("−dH/dλ class {k}"), per_lambda(r)))
+            .collect();
+        for (panel, (caption, series_)) in panels[1..].iter().zip([
+            ("Entropy rates: label and decision problems", r_series),
+            ("Per-class entropy rates (Rao–Blackwell)", class_series),
+        ]) {
+            let (rmin, rmax) = axis_range(
+                series_
+                    .iter()
+                    .flat_map(|(_, s)| s.iter().map(|p| p.1))
+                    .chain([0.0]),
+                0.05,
+            );
+            let mut chart = ChartBuilder::on(panel)
+                .caption(caption, ("sans-serif", 20))
+                .margin(10)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d(lo..hi, rmin..rmax)
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .x_desc("log-SNR λ")
+                .y_desc("bits per unit log-SNR")
+                .draw()
+                .map_err(err)?;
+            draw_curves(
+                &mut chart,
+                series_,
+                usize::MAX,
+                SeriesLabelPosition::UpperRight,
+            )?;
+        }
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Up to 30 curves in a panel, no two share both colour and dash.
+    #[test]
+    fn curve_styles_are_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..30 {
+            let (c, d) = style(i);
+            assert!(seen.insert((c.0, c.1, c.2, d)), "curve {i} repeats a style");
+        }
+    }
+
+    #[test]
+    fn axis_ranges_are_finite_and_non_empty() {
+        for v in [
+            vec![],
+            vec![f64::INFINITY, f64::NAN],
+            vec![2.0, 2.0],
+            vec![-1e300, 1e300],
+            vec![f64::NEG_INFINITY, 3.0],
+        ] {
+            let (a, b) = axis_range(v.iter().cloned(), 0.05);
+            assert!(a.is_finite() && b.is_finite() && a < b, "{v:?} -> {a}..{b}");
+        }
+    }
 }
