@@ -18,8 +18,10 @@
 #define MIX_MAX_K 8
 #define MIX_MAX_KC 16
 #define MIX_MAX_P 8
-#define MIX_FIXED 14
-#define MIX_MAX_W (MIX_FIXED + 2 * MIX_MAX_P + 2 * MIX_MAX_K)
+#define MIX_FIXED 20
+#define MIX_PER_PARTITION 4
+#define MIX_PER_CLASS 4
+#define MIX_MAX_W (MIX_FIXED + MIX_PER_PARTITION * MIX_MAX_P + MIX_PER_CLASS * MIX_MAX_K)
 #define MIX_THREADS 128
 
 // Layout indices (src/info/sums.rs).
@@ -37,6 +39,14 @@
 #define L_GIRC2 11
 #define L_RBC 12
 #define L_RBC2 13
+#define L_PROD2 14
+#define L_IBP 15
+#define L_IBP2 16
+#define L_IBPD2 17
+#define L_HG2 18
+#define L_RBD2 19
+// Per partition i from MIX_FIXED + MIX_PER_PARTITION·i: Σw, Σw·h_Z, Σ rate, Σ rate²;
+// per class k after the partitions, MIX_PER_CLASS each: Σπ^final, Σπ^final·h, Σ rate, Σ rate².
 
 // Mirrors `MixParams` in src/cuda/mixture_trajectory.rs (#[repr(C)]).
 struct MixParams {
@@ -50,6 +60,7 @@ struct MixPlan {
     const float* inv;       // (S+1, Kc, D) 1/Σ_k
     const float* lognorm;   // (S+1, Kc)
     const float* dtrace;    // (S+1, Kc)
+    const float* d_over_s2; // (S+1) d/σ²
     const float* coef;      // (S, 5) a, c, √var, c/√var, c²/(2 var)
     const float* gw;        // (S+1, 2)
     const float* init_mean; // (Kc, D)
@@ -68,10 +79,11 @@ struct MixPlan {
 
 struct MixState {
     float x[MIX_MAX_D], lp[MIX_MAX_K], pi[MIX_MAX_K], run[4];
+    float h0; // the tracked entropy at the noise end
 };
 
 __device__ __forceinline__ unsigned int mix_width(const MixParams& P) {
-    return MIX_FIXED + 2 * P.parts + 2 * P.classes;
+    return MIX_FIXED + MIX_PER_PARTITION * P.parts + MIX_PER_CLASS * P.classes;
 }
 
 // run[q] = w0·run[q+1] + (w1·v + run[q]); run[q+1] = v (the trapezoid running integral).
@@ -105,6 +117,7 @@ __device__ __forceinline__ void mix_init(const MixParams& P, const MixPlan& L, M
         s.pi[y] = L.prior[y];
     }
     for (int q = 0; q < 4; ++q) s.run[q] = 0.0f;
+    s.h0 = 0.0f;
 }
 
 // Exact posterior at point p: e_c, 1/Σe, p(y|x) and its entropy hx (src: `exact_at`).
@@ -184,8 +197,9 @@ __device__ __forceinline__ float mix_record(const MixParams& P, const MixPlan& L
         float num = __fmaf_rn(pa, ln_pa, __fmul_rn(pb, ln_pb));
         float hz = __fsub_rn(ln_pab, __fdiv_rn(num, pab));
         float wgt = __fmul_rn(pab, L.part_inv_mass[i]);
-        acc[MIX_FIXED + 2 * i] = __fadd_rn(acc[MIX_FIXED + 2 * i], wgt);
-        acc[MIX_FIXED + 2 * i + 1] = __fadd_rn(acc[MIX_FIXED + 2 * i + 1], __fmul_rn(wgt, hz));
+        const unsigned int pw = MIX_FIXED + MIX_PER_PARTITION * i;
+        acc[pw] = __fadd_rn(acc[pw], wgt);
+        acc[pw + 1] = __fadd_rn(acc[pw + 1], __fmul_rn(wgt, hz));
     }
     return h;
 }
@@ -249,8 +263,63 @@ __device__ __forceinline__ bool mix_step(const MixParams& P, const MixPlan& L, M
     acc[L_RBN] = __fadd_rn(acc[L_RBN], 1.0f);
     acc[L_RBC] = __fadd_rn(acc[L_RBC], run);
     acc[L_RBC2] = __fadd_rn(acc[L_RBC2], __fmul_rn(run, run));
+    // h_i(0) − h_i(t) − R_i(t), the paired difference of ΔH and its integral.
+    if (step == 0) s.h0 = *h_out;
+    float dr = __fsub_rn(__fsub_rn(s.h0, *h_out), run);
+    acc[L_RBD2] = __fadd_rn(acc[L_RBD2], __fmul_rn(dr, dr));
     acc[L_PROD] = __fadd_rn(acc[L_PROD], prod);
     acc[L_PRODN] = __fadd_rn(acc[L_PRODN], 1.0f);
+    acc[L_PROD2] = __fadd_rn(acc[L_PROD2], __fmul_rn(prod, prod));
+    // Integration by parts: d/σ² − ‖s‖²; the gap to `prod` is ∇·s + ‖s‖².
+    float s2 = 0.0f;
+    for (unsigned int j = 0; j < d; ++j) s2 = __fmaf_rn(su[j], su[j], s2);
+    float ibp = __fsub_rn(L.d_over_s2[step], s2);
+    acc[L_IBP] = __fadd_rn(acc[L_IBP], ibp);
+    acc[L_IBP2] = __fadd_rn(acc[L_IBP2], __fmul_rn(ibp, ibp));
+    float gap = __fsub_rn(prod, ibp);
+    acc[L_IBPD2] = __fadd_rn(acc[L_IBPD2], __fmul_rn(gap, gap));
+    // Per-class rates: π_k (rb + 2 Δ_k·u), u = Σ_y π_y ln π_y Δ_y.
+    float u[MIX_MAX_D];
+    for (unsigned int j = 0; j < d; ++j) {
+        float uj = 0.0f;
+        for (unsigned int y = 0; y < k; ++y)
+            uj = __fmaf_rn(__fmul_rn(s.pi[y], s.lp[y]), sy[y][j], uj);
+        u[j] = uj;
+    }
+    const unsigned int cw0 = MIX_FIXED + MIX_PER_PARTITION * P.parts;
+    for (unsigned int y = 0; y < k; ++y) {
+        float cross = 0.0f;
+        for (unsigned int j = 0; j < d; ++j) cross = __fmaf_rn(sy[y][j], u[j], cross);
+        float v = __fmul_rn(s.pi[y], __fmaf_rn(2.0f, cross, rb));
+        const unsigned int cw = cw0 + MIX_PER_CLASS * y;
+        acc[cw + 2] = __fadd_rn(acc[cw + 2], v);
+        acc[cw + 3] = __fadd_rn(acc[cw + 3], __fmul_rn(v, v));
+    }
+    // Decision problems: (π_a π_b/(π_ab P(a∪b))) ‖s(x|a) − s(x|b)‖² (0 where π_a π_b = 0).
+    for (unsigned int i = 0; i < P.parts; ++i) {
+        float pa = 0.0f, pb = 0.0f;
+        for (unsigned int cl = 0; cl < k; ++cl)
+            if (L.part_a[i] >> cl & 1u) pa = __fadd_rn(pa, s.pi[cl]);
+        for (unsigned int cl = 0; cl < k; ++cl)
+            if (L.part_b[i] >> cl & 1u) pb = __fadd_rn(pb, s.pi[cl]);
+        float ia = __fdiv_rn(1.0f, pa);
+        float ib = __fsub_rn(0.0f, __fdiv_rn(1.0f, pb));
+        float n2 = 0.0f;
+        for (unsigned int j = 0; j < d; ++j) {
+            float v = 0.0f;
+            for (unsigned int cl = 0; cl < k; ++cl)
+                if (L.part_a[i] >> cl & 1u) v = __fmaf_rn(__fmul_rn(s.pi[cl], ia), sy[cl][j], v);
+            for (unsigned int cl = 0; cl < k; ++cl)
+                if (L.part_b[i] >> cl & 1u) v = __fmaf_rn(__fmul_rn(s.pi[cl], ib), sy[cl][j], v);
+            n2 = __fmaf_rn(v, v, n2);
+        }
+        float papb = __fmul_rn(pa, pb);
+        float coef = __fmul_rn(__fdiv_rn(papb, __fadd_rn(pa, pb)), L.part_inv_mass[i]);
+        float v = 0.0f < papb ? __fmul_rn(coef, n2) : 0.0f;
+        const unsigned int pw = MIX_FIXED + MIX_PER_PARTITION * i;
+        acc[pw + 2] = __fadd_rn(acc[pw + 2], v);
+        acc[pw + 3] = __fadd_rn(acc[pw + 3], __fmul_rn(v, v));
+    }
     // x' = a x + c s + √var z
     float z[MIX_MAX_D];
     bool finite = true;
@@ -293,6 +362,8 @@ __device__ __forceinline__ void mix_end(const MixParams& P, const MixPlan& L, Mi
     float run = mix_advance(s, L, 0, P.steps, 0.0f);
     acc[L_RBC] = __fadd_rn(acc[L_RBC], run);
     acc[L_RBC2] = __fadd_rn(acc[L_RBC2], __fmul_rn(run, run));
+    float dr = __fsub_rn(__fsub_rn(s.h0, *h_out), run);
+    acc[L_RBD2] = __fadd_rn(acc[L_RBD2], __fmul_rn(dr, dr));
 }
 
 // Pass 2 at point p: weights by the final posterior pif (h and ‖Δ_y‖² of the replayed point).
@@ -303,13 +374,16 @@ __device__ __forceinline__ void mix_final_weight(const MixParams& P, const MixPl
     float gir = 0.0f;
     for (unsigned int y = 0; y < k; ++y) {
         gir = __fmaf_rn(pif[y], d2[y], gir);
-        unsigned int cw = MIX_FIXED + 2 * P.parts + 2 * y;
+        unsigned int cw = MIX_FIXED + MIX_PER_PARTITION * P.parts + MIX_PER_CLASS * y;
         acc[cw] = __fadd_rn(acc[cw], pif[y]);
         acc[cw + 1] = __fmaf_rn(pif[y], h, acc[cw + 1]);
     }
     acc[L_GIR] = __fadd_rn(acc[L_GIR], gir);
     float run = mix_advance(s, L, 2, p, gir);
     acc[L_GIRC2] = __fadd_rn(acc[L_GIRC2], __fmul_rn(run, run));
+    // h_i + G_i: H(Y) − h_i − G_i is the paired difference of the two MI estimates.
+    float hg = __fadd_rn(h, run);
+    acc[L_HG2] = __fadd_rn(acc[L_HG2], __fmul_rn(hg, hg));
 }
 
 #ifndef INFODIFF_HOST_TWIN

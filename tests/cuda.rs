@@ -482,11 +482,11 @@ int main() {
     P.one_per_class = ru(); P.key0 = ru(); P.key1 = ru(); P.first = ru(); P.count = ru();
     unsigned int d = P.dim, k = P.classes, kc = P.comps, np = P.parts, S = P.steps;
     auto sm = vf((S + 1) * kc * d), inv = vf((S + 1) * kc * d), lognorm = vf((S + 1) * kc),
-         dtrace = vf((S + 1) * kc), coef = vf(S * 5), gw = vf((S + 1) * 2), im = vf(kc * d),
+         dtrace = vf((S + 1) * kc), dos2 = vf(S + 1), coef = vf(S * 5), gw = vf((S + 1) * 2), im = vf(kc * d),
          isd = vf(kc * d), cum = vf(kc), prior = vf(k), lprior = vf(k);
     auto class_of = vu(kc), pa = vu(np), pb = vu(np), pas = vu(np), pbs = vu(np), pca = vu(np);
     auto pim = vf(np);
-    MixPlan L = {sm.data(), inv.data(), lognorm.data(), dtrace.data(), coef.data(), gw.data(),
+    MixPlan L = {sm.data(), inv.data(), lognorm.data(), dtrace.data(), dos2.data(), coef.data(), gw.data(),
                  im.data(), isd.data(), cum.data(), prior.data(), lprior.data(), class_of.data(),
                  pa.data(), pb.data(), (const int*)pas.data(), (const int*)pbs.data(), pca.data(),
                  pim.data()};

@@ -55,6 +55,8 @@ pub struct MixturePlan {
     lognorm: Vec<f32>,
     /// d/σ_t² − tr Σ_k⁻¹, computed in f64 (exactly 0 for a point mass). (S+1, Kc)
     dtrace: Vec<f32>,
+    /// d/σ_t² (σ² floored as in `dtrace`), for the integration-by-parts production. (S+1)
+    d_over_s2: Vec<f32>,
     /// t of every grid point (for error messages). (S+1)
     times: Vec<f64>,
     /// Per step: a, c, √var, c/√var, c²/(2 var). (S, 5)
@@ -184,6 +186,10 @@ impl MixturePlan {
             inv,
             lognorm,
             dtrace,
+            d_over_s2: pts
+                .iter()
+                .map(|p| (d as f64 / (p.sigma * p.sigma).max(VAR_FLOOR)) as f32)
+                .collect(),
             times: pts.iter().map(|p| p.t).collect(),
             coef,
             init_mean,
@@ -207,9 +213,9 @@ pub struct FlatPlan {
     pub dims: [u32; 5],
     pub one_per_class: bool,
     pub key: [u32; 2],
-    /// sm, inv, lognorm, dtrace, coef (S, 5), gw (S+1, 2), init_mean, init_sd, cum, prior,
-    /// log_prior.
-    pub f32s: [Vec<f32>; 11],
+    /// sm, inv, lognorm, dtrace, d_over_s2, coef (S, 5), gw (S+1, 2), init_mean, init_sd, cum,
+    /// prior, log_prior.
+    pub f32s: [Vec<f32>; 12],
     pub class_of: Vec<u32>,
     /// Class bitmasks of each decision problem's two sides.
     pub part_a: Vec<u32>,
@@ -260,6 +266,7 @@ impl MixturePlan {
                 self.inv.clone(),
                 self.lognorm.clone(),
                 self.dtrace.clone(),
+                self.d_over_s2.clone(),
                 self.coef.iter().flatten().copied().collect(),
                 self.gw.iter().flatten().copied().collect(),
                 self.init_mean.clone(),
@@ -444,7 +451,7 @@ impl Scratch {
             acc: vec![0.0; plan.layout.width() * l],
             mask: vec![0.0; CHUNK],
             zc: vec![0.0; g * d * 4 * l],
-            tmp: vec![0.0; (2 * kc + d + k * d + 2 * k) * l],
+            tmp: vec![0.0; (2 * kc + 2 * d + k * d + 2 * k) * l],
             lanes: l,
         }
     }
@@ -535,6 +542,7 @@ struct Tmp {
     sy: usize,   // (K, D) Σ_{k∈y} e_k s_k, then Δ_y
     d2: usize,   // (K) ‖Δ_y‖²
     py: usize,   // (K) exact p(y | x)
+    u: usize,    // (D) Σ_y π_y ln π_y Δ_y, then a partition's s(x|a) − s(x|b)
 }
 
 impl Tmp {
@@ -544,6 +552,7 @@ impl Tmp {
         let sy = su + d;
         let d2 = sy + k * d;
         let py = d2 + k;
+        let u = py + k;
         Tmp {
             logp: 0,
             e: kc,
@@ -551,6 +560,7 @@ impl Tmp {
             sy,
             d2,
             py,
+            u,
         }
     }
 }
@@ -937,8 +947,78 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                 cx.acc_add(Layout::RBN, vmask, one);
                 cx.acc_add(Layout::RBC, vmask, run);
                 cx.acc_add(Layout::RBC2, vmask, I::mul(run, run));
+                // h_i(0) − h_i(t) − R_i(t), the paired difference of ΔH and its integral.
+                let h0 = cx.ld(trail, cx.trail_at(0, g, 0));
+                let dr = I::sub(I::sub(h0, h), run);
+                cx.acc_add(Layout::RBD2, vmask, I::mul(dr, dr));
                 cx.acc_add(Layout::PROD, vmask, prod);
                 cx.acc_add(Layout::PRODN, vmask, one);
+                cx.acc_add(Layout::PROD2, vmask, I::mul(prod, prod));
+                // Integration by parts: d/σ² − ‖s‖²; the gap to `prod` is ∇·s + ‖s‖².
+                let mut s2 = zero;
+                for j in 0..d {
+                    let su = cx.ld(tmp, tm.su + j);
+                    s2 = I::fma(su, su, s2);
+                }
+                let ibp = I::sub(I::splat(plan.d_over_s2[step]), s2);
+                cx.acc_add(Layout::IBP, vmask, ibp);
+                cx.acc_add(Layout::IBP2, vmask, I::mul(ibp, ibp));
+                let gap = I::sub(prod, ibp);
+                cx.acc_add(Layout::IBPD2, vmask, I::mul(gap, gap));
+                // Per-class rates: π_k (rb + 2 Δ_k·u), u = Σ_y π_y ln π_y Δ_y.
+                for j in 0..d {
+                    let mut u = zero;
+                    for y in 0..k {
+                        let w = I::mul(cx.ld(st, cx.pi_at(g, y)), cx.ld(st, cx.lp_at(g, y)));
+                        u = I::fma(w, cx.ld(tmp, tm.sy + y * d + j), u);
+                    }
+                    cx.sto(tmp, tm.u + j, u);
+                }
+                for y in 0..k {
+                    let mut cross = zero;
+                    for j in 0..d {
+                        cross = I::fma(cx.ld(tmp, tm.sy + y * d + j), cx.ld(tmp, tm.u + j), cross);
+                    }
+                    let v = I::mul(
+                        cx.ld(st, cx.pi_at(g, y)),
+                        I::fma(I::splat(2.0), cross, rb),
+                    );
+                    cx.acc_add(lay.class_rate(y), vmask, v);
+                    cx.acc_add(lay.class_rate2(y), vmask, I::mul(v, v));
+                }
+                // Decision problems: (π_a π_b/(π_ab P(a∪b))) ‖s(x|a) − s(x|b)‖², with
+                // s(x|a) − s(x|b) = Σ_{y∈a} (π_y/π_a) Δ_y − Σ_{y∈b} (π_y/π_b) Δ_y (0 where
+                // π_a π_b = 0).
+                for (i, pp) in plan.parts.iter().enumerate() {
+                    let mut pa = zero;
+                    let mut pb = zero;
+                    for &cl in &pp.a {
+                        pa = I::add(pa, cx.ld(st, cx.pi_at(g, cl)));
+                    }
+                    for &cl in &pp.b {
+                        pb = I::add(pb, cx.ld(st, cx.pi_at(g, cl)));
+                    }
+                    let ia = I::div(one, pa);
+                    let ib = I::sub(zero, I::div(one, pb));
+                    let mut n2 = zero;
+                    for j in 0..d {
+                        let mut v = zero;
+                        for &cl in &pp.a {
+                            let w = I::mul(cx.ld(st, cx.pi_at(g, cl)), ia);
+                            v = I::fma(w, cx.ld(tmp, tm.sy + cl * d + j), v);
+                        }
+                        for &cl in &pp.b {
+                            let w = I::mul(cx.ld(st, cx.pi_at(g, cl)), ib);
+                            v = I::fma(w, cx.ld(tmp, tm.sy + cl * d + j), v);
+                        }
+                        n2 = I::fma(v, v, n2);
+                    }
+                    let papb = I::mul(pa, pb);
+                    let coef = I::mul(I::div(papb, I::add(pa, pb)), I::splat(pp.inv_mass));
+                    let v = I::select(I::lt(zero, papb), I::mul(coef, n2), zero);
+                    cx.acc_add(lay.part_rate(i), vmask, v);
+                    cx.acc_add(lay.part_rate2(i), vmask, I::mul(v, v));
+                }
 
                 // x' = a x + c s + √var z
                 if fresh {
@@ -1009,6 +1089,9 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
             let run = cx.advance(g, 0, steps, zero);
             cx.acc_add(Layout::RBC, vmask, run);
             cx.acc_add(Layout::RBC2, vmask, I::mul(run, run));
+            let h0 = cx.ld(trail, cx.trail_at(0, g, 0));
+            let dr = I::sub(I::sub(h0, h), run);
+            cx.acc_add(Layout::RBD2, vmask, I::mul(dr, dr));
             cx.sto(trail, cx.trail_at(steps, g, 0), h);
             for y in 0..k {
                 cx.sto(trail, cx.trail_at(steps, g, 1 + y), zero);
@@ -1039,12 +1122,16 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                 cx.sto(cx.acc, Layout::GIR, I::add(cx.ld(cx.acc, Layout::GIR), gir));
                 let run = cx.advance(g, 2, p, gir);
                 cx.acc_add(Layout::GIRC2, vmask, I::mul(run, run));
+                // h_i + G_i: H(Y) − h_i − G_i is the paired difference of the two MI estimates.
+                let hg = I::add(h, run);
+                cx.acc_add(Layout::HG2, vmask, I::mul(hg, hg));
             }
             part.fill(0.0);
             reduce_lanes(&scr.acc, l, &mut part);
             let row = sums.row_mut(p);
             row[Layout::GIR] += part[Layout::GIR];
             row[Layout::GIRC2] += part[Layout::GIRC2];
+            row[Layout::HG2] += part[Layout::HG2];
             for y in 0..k {
                 row[lay.class_w(y)] += part[lay.class_w(y)];
                 row[lay.class_wh(y)] += part[lay.class_wh(y)];

@@ -49,12 +49,12 @@ mod imp {
     // SAFETY: #[repr(C)] plain data laid out as the kernel's `struct MixParams`.
     unsafe impl DeviceRepr for MixParams {}
 
-    /// Mirrors `MixPlan`: 18 device pointers in its field order.
+    /// Mirrors `MixPlan`: 19 device pointers in its field order.
     #[repr(C)]
     #[derive(Clone, Copy)]
-    struct MixPlanPtrs([u64; 18]);
+    struct MixPlanPtrs([u64; 19]);
     // SAFETY: #[repr(C)] array of device addresses, laid out as the kernel's `struct MixPlan`
-    // (18 pointers of 8 bytes).
+    // (19 pointers of 8 bytes).
     unsafe impl DeviceRepr for MixPlanPtrs {}
 
     fn err(op: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Error {
@@ -104,7 +104,7 @@ mod imp {
             .map_err(&up)?;
         let covers = s.clone_htod(&pad(&f.part_covers_all)).map_err(&up)?;
         let inv_mass = s.clone_htod(&pad(&f.part_inv_mass)).map_err(&up)?;
-        let mut ptrs = [0u64; 18];
+        let mut ptrs = [0u64; 19];
         {
             let mut i = 0;
             let mut put = |p: u64| {
