@@ -362,7 +362,7 @@ fn device_code_compiled_for_the_host_matches_the_cpu() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The GPU kernel against the CPU twin (skipped without a GPU).
+/// The GPU kernel against the CPU twin (ignored unless INFODIFF_REQUIRE_CUDA=1).
 #[test]
 #[cfg_attr(
     not(infodiff_require_cuda),
@@ -588,9 +588,9 @@ fn mixture_device_code_compiled_for_the_host_matches_the_cpu_kernel() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The fused mixture kernel on the GPU against the CPU kernel (skipped without a GPU): final
-/// states bit-identical, sums within 1e-5·(1 + |sum|) (f32 per-trajectory values reduced in
-/// other groupings, f64 across blocks).
+/// The fused mixture kernel on the GPU against the CPU kernel (ignored unless
+/// INFODIFF_REQUIRE_CUDA=1): final states bit-identical, sums within 1e-5·(1 + |sum|) (f32
+/// per-trajectory values reduced in other groupings, f64 across blocks).
 #[test]
 #[cfg_attr(
     not(infodiff_require_cuda),
@@ -641,7 +641,13 @@ fn kernel_files() -> usize {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels");
     std::fs::read_dir(dir)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "cu"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "cu")
+        })
         .count()
 }
 

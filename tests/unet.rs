@@ -39,7 +39,12 @@ fn cases_in(root: &std::path::Path) -> Vec<PathBuf> {
 fn unet_matches_diffusers_on_every_fixture() {
     let cases = cases_in(&fixtures());
     let names: Vec<_> = cases.iter().map(|c| c.file_name().unwrap()).collect();
-    assert_eq!(names, ["tiny-class", "tiny-ddpm", "tiny-uncond"], "{}", fixtures().display());
+    assert_eq!(
+        names,
+        ["tiny-class", "tiny-ddpm", "tiny-uncond"],
+        "{}",
+        fixtures().display()
+    );
     for case in cases {
         let net = UNet::load(&case).unwrap();
         let io = Weights::load(&case.join("io.safetensors")).unwrap();
@@ -443,10 +448,12 @@ fn device_resident_loop_orchestration_matches_the_cpu_observer() {
 )]
 fn gpu_device_resident_neural_loop_matches_the_cpu_observer() {
     use infodiff::cuda::unet::{GpuUNet, Storage};
-    let gpu = infodiff::cuda::gpu_for_test("gpu_device_resident_neural_loop_matches_the_cpu_observer");
+    let gpu =
+        infodiff::cuda::gpu_for_test("gpu_device_resident_neural_loop_matches_the_cpu_observer");
     neural_loop_against_the_cpu_observer(0, |score, spec, grid, sampler, noise| {
         let g = GpuUNet::new(&gpu, &score.net, Storage::F32).unwrap();
-        g.measure(score, spec, grid, sampler, noise, 2, 2, None).unwrap()
+        g.measure(score, spec, grid, sampler, noise, 2, 2, None)
+            .unwrap()
     });
 }
 
