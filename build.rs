@@ -4,7 +4,18 @@
 //! GPU). A kernel that does not compile fails the build. ptxas's register, stack and spill report
 //! is printed as a build warning per kernel and kept in `$OUT_DIR/ptxas-report.txt`.
 //! Without nvcc the sources (headers inlined) are embedded for NVRTC at run time.
-//! Without the `cuda` feature nothing is done.
+//! Without the `cuda` feature no kernel is built.
+//!
+//! Test gates (`cargo::rustc-cfg`, seen by every target of the package, integration tests
+//! included), so a test that cannot run here shows as `ignored` in the summary, not as `ok`:
+//! - `infodiff_require_cuda` when `INFODIFF_REQUIRE_CUDA=1`: the GPU tests (`gpu_*`) run, and
+//!   fail where no GPU opens; otherwise they are ignored.
+//! - `infodiff_cxx` when a C++ compiler (`$CXX`, else `c++`) runs, or when
+//!   `INFODIFF_REQUIRE_CXX=1` (then a missing compiler fails the host-twin tests of tests/cuda.rs
+//!   instead of leaving them ignored).
+//! - `infodiff_nvrtc` under the `cuda` feature when a libnvrtc.so* is where the dynamic loader
+//!   looks (a `LD_LIBRARY_PATH` folder or the ld.so cache), or when
+//!   `INFODIFF_REQUIRE_NVRTC=1` (then one that does not load fails the NVRTC test).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,10 +32,15 @@ fn main() {
         "CUDA_PATH",
         "PATH",
         "INFODIFF_CUDA_ARCH",
+        "CXX",
+        "INFODIFF_REQUIRE_CUDA",
+        "INFODIFF_REQUIRE_CXX",
     ] {
         println!("cargo:rerun-if-env-changed={v}");
     }
-    if env::var_os("CARGO_FEATURE_CUDA").is_none() {
+    let cuda = env::var_os("CARGO_FEATURE_CUDA").is_some();
+    test_gates(cuda);
+    if !cuda {
         return;
     }
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
@@ -89,6 +105,52 @@ fn main() {
         "/// Every kernel in kernels/.\npub static KERNELS: &[KernelSource] = &[\n{table}];\n/// The architecture the PTX was built for (INFODIFF_CUDA_ARCH).\npub const BUILD_ARCH: &str = {arch:?};\n"
     );
     fs::write(out.join("kernels.rs"), code).expect("writing kernels.rs");
+}
+
+/// Whether environment variable `v` is set to 1.
+fn required(v: &str) -> bool {
+    env::var(v).is_ok_and(|x| x == "1")
+}
+
+/// The `cargo::rustc-cfg` gates of the tests (see the module docs).
+fn test_gates(cuda: bool) {
+    for cfg in ["infodiff_require_cuda", "infodiff_cxx", "infodiff_nvrtc"] {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+    }
+    if required("INFODIFF_REQUIRE_CUDA") {
+        println!("cargo::rustc-cfg=infodiff_require_cuda");
+    }
+    let cxx = env::var("CXX").unwrap_or_else(|_| "c++".to_string());
+    let cxx_runs = Command::new(&cxx)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if cxx_runs || required("INFODIFF_REQUIRE_CXX") {
+        println!("cargo::rustc-cfg=infodiff_cxx");
+    }
+    if cuda {
+        println!("cargo:rerun-if-env-changed=LD_LIBRARY_PATH");
+        println!("cargo:rerun-if-env-changed=INFODIFF_REQUIRE_NVRTC");
+        if required("INFODIFF_REQUIRE_NVRTC") || nvrtc_findable() {
+            println!("cargo::rustc-cfg=infodiff_nvrtc");
+        }
+    }
+}
+
+/// Whether a libnvrtc.so* lies where dlopen (cudarc's loader) looks: a `LD_LIBRARY_PATH`
+/// folder or the ld.so cache.
+fn nvrtc_findable() -> bool {
+    let in_dir = |d: PathBuf| {
+        fs::read_dir(d).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("libnvrtc.so"))
+        })
+    };
+    env::var_os("LD_LIBRARY_PATH").is_some_and(|p| env::split_paths(&p).any(in_dir))
+        || Command::new("ldconfig")
+            .arg("-p")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libnvrtc.so"))
 }
 
 fn find_nvcc() -> Option<PathBuf> {

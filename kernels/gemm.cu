@@ -13,7 +13,7 @@
 #define GEMM_BK 16
 #define GEMM_THREADS 256
 
-// Mirrors `GemmParams` in src/cuda/gemm.rs (#[repr(C)]).
+// Mirrors `GemmParams` in src/cuda/ops.rs (#[repr(C)]).
 struct GemmParams {
     long long a_rs, a_cs, b_rs, b_cs, c_rs, c_cs;
     // batch z: offset (z / zdiv)·outer + (z % zdiv)·inner, for A, B and C.

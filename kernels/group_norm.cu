@@ -7,7 +7,7 @@
 
 #define GN_THREADS 256
 
-// Mirrors `GroupNormParams` in src/cuda/group_norm.rs (#[repr(C)]).
+// Mirrors `GroupNormParams` in src/cuda/ops.rs (#[repr(C)]).
 struct GroupNormParams {
     unsigned int channels, groups, spatial, silu;
     float eps, pad_;

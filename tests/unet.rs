@@ -1,6 +1,6 @@
-//! The U-Net against diffusers: every case in ../shared/fixtures/unet and in tests/fixtures/unet
-//! (the DDPM CIFAR-10 layout options, made by tests/fixtures/make_ddpm_fixture.py; reference
-//! computed in float64) matched to relative L2 error ≤ 1e-4.
+//! The U-Net against diffusers: every case in tests/fixtures/unet (tiny-class, tiny-uncond and
+//! tiny-ddpm, the DDPM CIFAR-10 layout options; made by tests/fixtures/make_unet_fixtures.py,
+//! reference computed in float64) matched to relative L2 error ≤ 1e-4.
 
 use std::path::PathBuf;
 
@@ -21,7 +21,7 @@ fn rel_l2(got: &Tensor, want: &Tensor) -> f64 {
 }
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/unet")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet")
 }
 
 /// The reference cases (folders holding io.safetensors) under `root`, sorted.
@@ -37,15 +37,15 @@ fn cases_in(root: &std::path::Path) -> Vec<PathBuf> {
 
 #[test]
 fn unet_matches_diffusers_on_every_fixture() {
-    let shared = cases_in(&fixtures());
-    assert!(
-        shared.len() >= 2,
-        "fixture cases in {}",
+    let cases = cases_in(&fixtures());
+    let names: Vec<_> = cases.iter().map(|c| c.file_name().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["tiny-class", "tiny-ddpm", "tiny-uncond"],
+        "{}",
         fixtures().display()
     );
-    let own = cases_in(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet"));
-    assert_eq!(own.len(), 1, "tests/fixtures/unet/tiny-ddpm");
-    for case in shared.into_iter().chain(own) {
+    for case in cases {
         let net = UNet::load(&case).unwrap();
         let io = Weights::load(&case.join("io.safetensors")).unwrap();
         let x: &Tensor = &io.tensors["sample"];
@@ -149,7 +149,7 @@ fn missing_misshaped_and_corrupt_weights_are_errors() {
         |w| w,
     ));
     assert!(
-        e.contains("class_embedding.weight") && e.contains("[12, 128]") && e.contains("[11, 128]"),
+        e.contains("class_embedding.weight") && e.contains("[12, 32]") && e.contains("[11, 32]"),
         "{e}"
     );
     // a truncated file
@@ -326,15 +326,17 @@ fn cifar_architecture_and_bench_command() {
     assert!(v["images_per_s"].as_f64().unwrap() > 0.0);
 }
 
-/// The device forward (every launch of the GPU path: shapes, strides, offsets, the attention's
-/// batched GEMMs) run on the CPU interpreter of the kernels, against diffusers' float64
-/// reference on every fixture: relative L2 ≤ 1e-4, as the CPU forward.
+/// The device forward's orchestration (`DeviceUNet`: every launch of the GPU path with its
+/// shapes, strides, offsets, the attention's batched GEMMs, bf16 packing) run on `cuda::ops::Emu`,
+/// which executes each launch from its parameters (the GEMM with gemm.cu's index arithmetic and
+/// summation order; GroupNorm, softmax and the element-wise ops as CPU loops over the same
+/// parameters), against diffusers' float64 reference on every fixture: relative L2 ≤ 1e-4, as
+/// the CPU forward. The kernels' own device code is checked in tests/cuda.rs.
 #[test]
 fn device_unet_orchestration_matches_diffusers_on_the_kernel_interpreter() {
     use infodiff::cuda::ops::Emu;
     use infodiff::cuda::unet::{DeviceUNet, Storage};
-    let own = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet");
-    for case in cases_in(&fixtures()).into_iter().chain(cases_in(&own)) {
+    for case in cases_in(&fixtures()) {
         let net = UNet::load(&case).unwrap();
         let bf16 = DeviceUNet::new(Emu, &net, Storage::Bf16).unwrap();
         let dev = DeviceUNet::new(Emu, &net, Storage::F32).unwrap();
@@ -369,23 +371,24 @@ fn device_unet_orchestration_matches_diffusers_on_the_kernel_interpreter() {
     }
 }
 
-/// The device-resident neural loop (states replicated for the K + 1 labels on the device, the
-/// network there, the fused step's records in a device table, one download per batch) gives
-/// the CPU observer's information sums: run on the kernel interpreter, 2 trajectories in one
-/// batch through 3 DDPM steps, every per-point sum within 1e-3·(1 + |sum|) (f32 state update
-/// and classifier against the CPU's f64 ones).
-#[test]
-fn device_resident_neural_loop_matches_the_cpu_observer() {
-    use infodiff::cuda::neural::measure_on;
-    use infodiff::cuda::ops::Emu;
-    use infodiff::cuda::unet::{DeviceUNet, Storage};
+/// The tiny-class score model, 2 trajectories from index `first` in one batch through 3 DDPM
+/// ancestral steps: the CPU observer's sums, and what `on_device` gives for the same job.
+fn neural_loop_against_the_cpu_observer(
+    first: u64,
+    on_device: impl FnOnce(
+        &infodiff::score::unet::UNetScore,
+        &infodiff::info::InfoSpec,
+        &infodiff::sde::Grid,
+        &infodiff::sde::Sampler,
+        infodiff::rng::Noise,
+    ) -> infodiff::info::InfoSums,
+) {
     use infodiff::info::{InfoSpec, Tracking, measure_trajectories};
     use infodiff::rng::Noise;
     use infodiff::score::ScoreModel;
     use infodiff::score::unet::UNetScore;
     use infodiff::sde::{AncestralVariance, Ddpm, Process, Sampler};
     let score = UNetScore::load(&fixtures().join("tiny-class")).unwrap();
-    let dev = DeviceUNet::new(Emu, &score.net, Storage::F32).unwrap();
     let spec = InfoSpec::new(score.class_prior(), vec![]).unwrap();
     let grid = Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(3).unwrap();
     let sampler = Sampler::Ancestral {
@@ -398,16 +401,18 @@ fn device_resident_neural_loop_matches_the_cpu_observer() {
         &grid,
         &sampler,
         noise,
-        7,
+        first,
         2,
         2,
         Tracking::Online,
         None,
     )
     .unwrap();
-    let on_dev = measure_on(&dev, &score, &spec, &grid, &sampler, noise, 7, 2, 2, None).unwrap();
+    let on_dev = on_device(&score, &spec, &grid, &sampler, noise);
     assert!(cpu.data.iter().any(|v| *v != 0.0));
+    assert_eq!(on_dev.data.len(), cpu.data.len());
     for (i, (a, b)) in on_dev.data.iter().zip(&cpu.data).enumerate() {
+        // f32 state update and classifier against the CPU observer's f64 ones: 1e-3·(1 + |sum|)
         assert!(
             (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
             "entry {i}: device {a} vs cpu {b}"
@@ -415,17 +420,55 @@ fn device_resident_neural_loop_matches_the_cpu_observer() {
     }
 }
 
-/// The U-Net on the GPU against diffusers' float64 reference on every fixture (relative L2
-/// ≤ 1e-4, as on the CPU; bf16 weights ≤ 2e-2); skipped without a GPU (fails instead under
-/// INFODIFF_REQUIRE_CUDA=1).
+/// The device-resident loop's orchestration (`cuda::neural::measure_on`: states replicated for
+/// the K + 1 labels on the device, the network there, each step's records at its offset in a
+/// device table, one download per batch, the sums built from that table) on the kernel
+/// interpreter gives the CPU observer's information sums (2 trajectories, 3 DDPM steps, every
+/// per-point sum within 1e-3·(1 + |sum|)). Inside `Emu` the fused step runs as its CPU twin
+/// (`cpu::sde_step`), not as kernels/sde_step.cu: the kernel's device code is checked against
+/// that twin in tests/cuda.rs (compiled for the host, and on a GPU), and the whole loop with
+/// the kernel in `gpu_device_resident_neural_loop_matches_the_cpu_observer`.
 #[test]
+fn device_resident_loop_orchestration_matches_the_cpu_observer() {
+    use infodiff::cuda::neural::measure_on;
+    use infodiff::cuda::ops::Emu;
+    use infodiff::cuda::unet::{DeviceUNet, Storage};
+    neural_loop_against_the_cpu_observer(7, |score, spec, grid, sampler, noise| {
+        let dev = DeviceUNet::new(Emu, &score.net, Storage::F32).unwrap();
+        measure_on(&dev, score, spec, grid, sampler, noise, 7, 2, 2, None).unwrap()
+    });
+}
+
+/// The device-resident neural loop on the GPU (U-Net kernels and the fused sde_step kernel)
+/// against the CPU observer, as the interpreter test above.
+#[test]
+#[cfg_attr(
+    not(infodiff_require_cuda),
+    ignore = "needs a CUDA GPU: run with INFODIFF_REQUIRE_CUDA=1 and --features cuda"
+)]
+fn gpu_device_resident_neural_loop_matches_the_cpu_observer() {
+    use infodiff::cuda::unet::{GpuUNet, Storage};
+    let gpu =
+        infodiff::cuda::gpu_for_test("gpu_device_resident_neural_loop_matches_the_cpu_observer");
+    neural_loop_against_the_cpu_observer(0, |score, spec, grid, sampler, noise| {
+        let g = GpuUNet::new(&gpu, &score.net, Storage::F32).unwrap();
+        g.measure(score, spec, grid, sampler, noise, 2, 2, None)
+            .unwrap()
+    });
+}
+
+/// The U-Net on the GPU against diffusers' float64 reference on every fixture (relative L2
+/// ≤ 1e-4, as on the CPU; bf16 weights ≤ 2e-2); ignored unless INFODIFF_REQUIRE_CUDA=1, which
+/// makes a missing GPU a failure.
+#[test]
+#[cfg_attr(
+    not(infodiff_require_cuda),
+    ignore = "needs a CUDA GPU: run with INFODIFF_REQUIRE_CUDA=1 and --features cuda"
+)]
 fn gpu_unet_matches_diffusers_fixtures() {
     use infodiff::cuda::unet::{GpuUNet, Storage};
-    let Some(gpu) = infodiff::cuda::gpu_for_test("gpu_unet_matches_diffusers_fixtures") else {
-        return;
-    };
-    let own = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet");
-    for case in cases_in(&fixtures()).into_iter().chain(cases_in(&own)) {
+    let gpu = infodiff::cuda::gpu_for_test("gpu_unet_matches_diffusers_fixtures");
+    for case in cases_in(&fixtures()) {
         let net = UNet::load(&case).unwrap();
         let io = Weights::load(&case.join("io.safetensors")).unwrap();
         let labels = io.ints.get("class_labels").map(|(_, v)| v.as_slice());

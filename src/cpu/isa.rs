@@ -579,7 +579,8 @@ macro_rules! isa_dispatch {
             match kind {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: an `IsaKind` other than Scalar is only used where `available()` holds;
-                // the assertion keeps that true even for a caller that constructs one by hand.
+                // the `if kind.available()` guard keeps that true even for a caller that
+                // constructs one by hand (an unavailable kind runs the scalar instantiation).
                 $crate::cpu::isa::IsaKind::Avx512 if kind.available() => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above, for avx2 and fma.
