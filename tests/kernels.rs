@@ -251,3 +251,58 @@ fn elementwise_kernels_match_reference_on_every_isa() {
         }
     }
 }
+
+/// kernels/mixture_trajectory.cu mirrors the column layout of `InfoSums` (`L_*`, `MIX_FIXED`,
+/// `MIX_PER_PARTITION`, `MIX_PER_CLASS`): every define read from the .cu file equals the Rust
+/// constant of the same name, and every Rust constant has its define.
+#[test]
+fn cuda_kernel_mirrors_the_sums_layout() {
+    use infodiff::info::Layout;
+    let src = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/mixture_trajectory.cu"),
+    )
+    .unwrap();
+    let defines: std::collections::HashMap<&str, usize> = src
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("#define ")?.split_whitespace();
+            let (name, value) = (w.next()?, w.next()?);
+            Some((name, value.parse().ok()?))
+        })
+        .collect();
+    let rust = [
+        ("L_N", Layout::N),
+        ("L_H", Layout::H),
+        ("L_H2", Layout::H2),
+        ("L_HX", Layout::HX),
+        ("L_HX2", Layout::HX2),
+        ("L_HXN", Layout::HXN),
+        ("L_RB", Layout::RB),
+        ("L_RBN", Layout::RBN),
+        ("L_GIR", Layout::GIR),
+        ("L_PROD", Layout::PROD),
+        ("L_PRODN", Layout::PRODN),
+        ("L_GIRC2", Layout::GIRC2),
+        ("L_RBC", Layout::RBC),
+        ("L_RBC2", Layout::RBC2),
+        ("L_PROD2", Layout::PROD2),
+        ("L_IBP", Layout::IBP),
+        ("L_IBP2", Layout::IBP2),
+        ("L_IBPD2", Layout::IBPD2),
+        ("L_HG2", Layout::HG2),
+        ("L_RBD2", Layout::RBD2),
+        ("MIX_FIXED", Layout::FIXED),
+        ("MIX_PER_PARTITION", Layout::PER_PARTITION),
+        ("MIX_PER_CLASS", Layout::PER_CLASS),
+    ];
+    for (name, v) in rust {
+        assert_eq!(defines.get(name), Some(&v), "{name} in kernels/mixture_trajectory.cu");
+    }
+    let l_defines = defines.keys().filter(|k| k.starts_with("L_")).count();
+    assert_eq!(l_defines, Layout::FIXED, "one L_ define per fixed column");
+    // The per-partition and per-class columns sit where the kernel's offsets put them.
+    let lay = Layout { partitions: 3, classes: 2 };
+    assert_eq!(lay.part_rate2(2), Layout::FIXED + 4 * 2 + 3);
+    assert_eq!(lay.class_rate(1), Layout::FIXED + 4 * 3 + 4 + 2);
+    assert_eq!(lay.width(), Layout::FIXED + 4 * 3 + 4 * 2);
+}

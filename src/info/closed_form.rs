@@ -47,3 +47,52 @@ pub fn mixture_conditional_entropy_1d(m: &GaussianMixture, s: f64, sigma: f64) -
 pub fn gaussian_latent_mutual_information(alpha_bar: f64, rho: f64) -> f64 {
     -0.5 * (1.0 - alpha_bar * rho * rho).ln()
 }
+
+/// Σ_k π_k E_z[f(s m_k + √(s²C_k + σ²) z)] over the components whose class `keep` accepts, for a
+/// one-dimensional mixture at kernel coefficients (s, σ): the unnormalised expectation of f under
+/// those classes' part of the marginal p_t.
+fn mixture_expect_1d(
+    m: &GaussianMixture,
+    s: f64,
+    sigma: f64,
+    keep: impl Fn(usize) -> bool,
+    f: impl Fn(f64) -> f64,
+) -> f64 {
+    m.components()
+        .iter()
+        .zip(m.weights())
+        .filter(|(c, _)| keep(c.class))
+        .map(|(c, w)| {
+            let sd = (s * s * c.var[0] + sigma * sigma).sqrt();
+            w * gauss_expect(|z| f(s * c.mean[0] + sd * z))
+        })
+        .sum()
+}
+
+/// Exact H(Z | X_t, Y ∈ a∪b) of the decision problem a vs b of a one-dimensional mixture, nats:
+/// E[H(P(a | x)/(P(a | x) + P(b | x)))] under p(x | a∪b), by quadrature.
+pub fn mixture_decision_entropy_1d(
+    m: &GaussianMixture,
+    a: &[usize],
+    b: &[usize],
+    s: f64,
+    sigma: f64,
+) -> f64 {
+    let inside = |y: usize| a.contains(&y) || b.contains(&y);
+    let mass = mixture_expect_1d(m, s, sigma, inside, |_| 1.0);
+    mixture_expect_1d(m, s, sigma, inside, |x| {
+        let p = m.eval(&[x], s, sigma).posterior;
+        let pa: f64 = a.iter().map(|&y| p[y]).sum();
+        let pb: f64 = b.iter().map(|&y| p[y]).sum();
+        super::decision_entropy(pa, pb)
+    }) / mass
+}
+
+/// Exact E[H(Y | x) | Y = k] of a one-dimensional mixture (the entropy left, on average, along
+/// trajectories of class k), nats, by quadrature under p(x | k).
+pub fn mixture_class_entropy_1d(m: &GaussianMixture, k: usize, s: f64, sigma: f64) -> f64 {
+    let mass = mixture_expect_1d(m, s, sigma, |y| y == k, |_| 1.0);
+    mixture_expect_1d(m, s, sigma, |y| y == k, |x| {
+        super::entropy(&m.eval(&[x], s, sigma).posterior)
+    }) / mass
+}

@@ -60,6 +60,8 @@ pub struct Curves {
     pub partitions: Vec<PartitionCurve>,
     /// Per class k: H(Y | X_t) over trajectories weighted by their final π_k. (K, S+1)
     pub class_h: Vec<Vec<f64>>,
+    /// Per class k: P̂(k), the mean final posterior mass (the normaliser of `class_h[k]`). (K)
+    pub class_mass: Vec<f64>,
     /// Per class k: the Rao–Blackwell rate of `class_h[k]` (module docs) and its SE. (K, S+1)
     pub class_rate: Vec<Vec<Option<f64>>>,
     pub class_rate_se: Vec<Vec<Option<f64>>>,
@@ -135,6 +137,9 @@ impl Curves {
             mi_rb_se: vec![0.0; n],
             partitions: vec![],
             class_h: vec![vec![0.0; n]; k],
+            class_mass: (0..k)
+                .map(|y| sums.row(0)[lay.class_w(y)] / sums.row(0)[Layout::N].max(1.0))
+                .collect(),
             class_rate: vec![vec![None; n]; k],
             class_rate_se: vec![vec![None; n]; k],
             hx0_rate: vec![None; n],
