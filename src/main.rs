@@ -356,10 +356,19 @@ fn run(cli: Cli) -> Result<(), Error> {
             let gpu_path = cfg.model.is_some() || cfg.sampler.supports_online_classifier();
             let what = "measure with this sampler (the generic engine)";
             let dev = open_device(device, what, gpu_path)?;
-            let gpu = match &dev {
+            let mut gpu = match &dev {
                 Device::Cuda(g) => Some(g),
                 Device::Cpu { .. } => None,
             };
+            // A job past a GPU kernel's shape limits: `auto` falls back to the CPU, saying why
+            // (`cuda` goes on and fails with the kernel's own refusal).
+            if gpu.is_some()
+                && device == DeviceArg::Auto
+                && let Some(why) = measure::gpu_limit(&cfg)
+            {
+                eprintln!("infodiff: running on the CPU instead: {why}");
+                gpu = None;
+            }
             let report = measure::run_on(&cfg, gpu, None, Some(&tick))?;
             bar.finish_and_clear();
             for w in report.warnings() {

@@ -646,8 +646,12 @@ pub enum Engine {
     Fused(IsaKind),
     /// The fused mixture kernel on the GPU (kernels/mixture_trajectory.cu).
     FusedCuda,
-    /// The generic sampler loop with the information observer (any sampler and model).
+    /// The generic sampler loop with the information observer (any sampler and model; a
+    /// network runs on the CPU).
     Generic,
+    /// The device-resident neural loop on the GPU (`cuda::neural`: the U-Net and the fused
+    /// step `kernels/sde_step.cu` on the device, the observer's sums built from its records).
+    NeuralCuda,
 }
 
 impl Engine {
@@ -656,6 +660,7 @@ impl Engine {
             Engine::Fused(k) => format!("fused ({})", k.name()),
             Engine::FusedCuda => "fused (cuda)".into(),
             Engine::Generic => "generic".into(),
+            Engine::NeuralCuda => "device-resident neural (cuda)".into(),
         }
     }
 }
@@ -677,6 +682,33 @@ pub fn run(
     progress: Option<&(dyn Fn(usize) + Sync)>,
 ) -> Result<Report> {
     run_on(cfg, None, engine, progress)
+}
+
+/// Why the GPU's kernels cannot run job `cfg` (a shape past a kernel's limits), if they cannot:
+/// `--device auto` then runs it on the CPU, saying this. None: the GPU path takes it (or the job
+/// has no GPU path, which the caller decides from the sampler).
+pub fn gpu_limit(cfg: &Config) -> Option<String> {
+    if cfg.model.is_some() {
+        let k = cfg.spec().ok()?.classes();
+        return (k > crate::cpu::sde_step::MAX_CLASSES).then(|| {
+            format!(
+                "the fused neural step takes at most {} classes, this model has {k}",
+                crate::cpu::sde_step::MAX_CLASSES
+            )
+        });
+    }
+    if !cfg.sampler.supports_online_classifier() {
+        return None;
+    }
+    let plan = MixturePlan::new(
+        &cfg.mixture().ok()?,
+        &cfg.spec().ok()?,
+        &cfg.grid().ok()?,
+        &cfg.sampler,
+        Noise::new(cfg.seed),
+    )
+    .ok()?;
+    plan.flat().err().map(|e| e.to_string())
 }
 
 /// [`run`] with a GPU: the fused mixture kernel runs there (online-classifier samplers); a
@@ -727,7 +759,11 @@ pub fn run_on(
         return Ok(Report {
             config: cfg.clone(),
             curves: Curves::from_sums(&sums, &spec, &grid, Tracking::Online),
-            engine: Engine::Generic,
+            engine: if gpu.is_some() {
+                Engine::NeuralCuda
+            } else {
+                Engine::Generic
+            },
             wall_s,
             trajectory_steps_per_s: (cfg.trajectories * grid.steps()) as f64 / wall_s,
             threads: rayon::current_num_threads(),
@@ -763,6 +799,13 @@ pub fn run_on(
                 p(cfg.trajectories);
             }
             sums
+        }
+        Engine::NeuralCuda => {
+            return Err(Error::Unsupported {
+                op: "measure",
+                reason: "the device-resident neural engine runs networks (`model`), not mixtures"
+                    .into(),
+            });
         }
         Engine::Generic => measure_trajectories(
             &mixture,

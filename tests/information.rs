@@ -352,7 +352,7 @@ fn shuffled_label_null_gives_zero_information() {
                 .unwrap();
                 infodiff::cpu::mixture_trajectory::run(&plan, k, 0, 2000, None).unwrap()
             }
-            Engine::FusedCuda => unreachable!("not in this list"),
+            Engine::FusedCuda | Engine::NeuralCuda => unreachable!("not in this list"),
         };
         let c = Curves::from_sums(&sums, &spec, &grid, Tracking::Online);
         for j in 0..c.t.len() {
@@ -744,4 +744,24 @@ fn entropy_production_equals_the_denoising_error() {
         );
         assert!(ma > 0.0);
     }
+}
+
+/// `--device auto` falls back to the CPU for a job past a GPU kernel's shape limits: the limit is
+/// named (a 16-D mixture: the kernel keeps at most 8 dimensions per thread), the default job has
+/// none, and a sampler without a GPU path is not the GPU's to refuse.
+#[test]
+fn gpu_shape_limits_are_named_for_the_cpu_fallback() {
+    let mean: Vec<String> = (0..16).map(|i| format!("{}", i % 3)).collect();
+    let text = format!(
+        r#"{{"mixture": {{"components": [{{"weight": 1, "mean": [{m}], "var": 0, "class": 0}},
+            {{"weight": 1, "mean": [{m}], "var": 1, "class": 1}}]}}, "trajectories": 10}}"#,
+        m = mean.join(",")
+    );
+    let cfg = Config::from_json_str(&text, "test").unwrap();
+    let why = measure::gpu_limit(&cfg).expect("a 16-D mixture exceeds the GPU kernel");
+    assert!(why.contains("dimension") && why.contains("16"), "{why}");
+    assert_eq!(measure::gpu_limit(&measure::default_config()), None);
+    let mut det = measure::default_config();
+    det.sampler = Sampler::Ddim { eta: 0.0 };
+    assert_eq!(measure::gpu_limit(&det), None);
 }
