@@ -295,27 +295,29 @@ __device__ __forceinline__ bool mix_step(const MixParams& P, const MixPlan& L, M
         acc[cw + 2] = __fadd_rn(acc[cw + 2], v);
         acc[cw + 3] = __fadd_rn(acc[cw + 3], __fmul_rn(v, v));
     }
-    // Decision problems: (π_a π_b/(π_ab P(a∪b))) ‖s(x|a) − s(x|b)‖² (0 where π_a π_b = 0).
+    // Decision problems: (π_a π_b/(π_ab P(a∪b))) ‖s(x|a) − s(x|b)‖²
+    // = ‖π_b A − π_a B‖²/(π_a π_b π_ab P(a∪b)), A = Σ_{y∈a} π_y Δ_y, B = Σ_{y∈b} π_y Δ_y
+    // (0 where the denominator underflows to 0).
     for (unsigned int i = 0; i < P.parts; ++i) {
         float pa = 0.0f, pb = 0.0f;
         for (unsigned int cl = 0; cl < k; ++cl)
             if (L.part_a[i] >> cl & 1u) pa = __fadd_rn(pa, s.pi[cl]);
         for (unsigned int cl = 0; cl < k; ++cl)
             if (L.part_b[i] >> cl & 1u) pb = __fadd_rn(pb, s.pi[cl]);
-        float ia = __fdiv_rn(1.0f, pa);
-        float ib = __fsub_rn(0.0f, __fdiv_rn(1.0f, pb));
         float n2 = 0.0f;
         for (unsigned int j = 0; j < d; ++j) {
-            float v = 0.0f;
+            float va = 0.0f, vb = 0.0f;
             for (unsigned int cl = 0; cl < k; ++cl)
-                if (L.part_a[i] >> cl & 1u) v = __fmaf_rn(__fmul_rn(s.pi[cl], ia), sy[cl][j], v);
+                if (L.part_a[i] >> cl & 1u) va = __fmaf_rn(s.pi[cl], sy[cl][j], va);
             for (unsigned int cl = 0; cl < k; ++cl)
-                if (L.part_b[i] >> cl & 1u) v = __fmaf_rn(__fmul_rn(s.pi[cl], ib), sy[cl][j], v);
-            n2 = __fmaf_rn(v, v, n2);
+                if (L.part_b[i] >> cl & 1u) vb = __fmaf_rn(s.pi[cl], sy[cl][j], vb);
+            float diff = __fsub_rn(__fmul_rn(pb, va), __fmul_rn(pa, vb));
+            n2 = __fmaf_rn(diff, diff, n2);
         }
         float papb = __fmul_rn(pa, pb);
-        float coef = __fmul_rn(__fdiv_rn(papb, __fadd_rn(pa, pb)), L.part_inv_mass[i]);
-        float v = 0.0f < papb ? __fmul_rn(coef, n2) : 0.0f;
+        float den = __fmul_rn(papb, __fadd_rn(pa, pb));
+        float v = __fmul_rn(__fdiv_rn(n2, den), L.part_inv_mass[i]);
+        v = 0.0f < den ? v : 0.0f;
         const unsigned int pw = MIX_FIXED + MIX_PER_PARTITION * i;
         acc[pw + 2] = __fadd_rn(acc[pw + 2], v);
         acc[pw + 3] = __fadd_rn(acc[pw + 3], __fmul_rn(v, v));

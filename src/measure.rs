@@ -935,7 +935,10 @@ impl Report {
         s += "peak of each rate (largest local maximum; t_fit: vertex of a parabola through its top):\n";
         for (name, y) in c.rate_curves() {
             if let Some(p) = peaks(&c.t, &c.log_snr, &y).first() {
-                let fit = p.t_fit.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+                let fit = p
+                    .t_fit
+                    .map(|v| format!("{v:.1}"))
+                    .unwrap_or_else(|| "-".into());
                 s += &format!(
                     "  {:<22} t = {:<10.4} t_fit = {:<8} log-SNR = {:<8.3} rate = {:.4e} nats/unit t\n",
                     name, p.t, fit, p.log_snr, p.value

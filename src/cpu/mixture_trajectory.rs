@@ -31,6 +31,8 @@ struct PartPlan {
     a_single: Option<usize>,
     b_single: Option<usize>,
     covers_all: bool,
+    /// Per class: 1 in a, −1 in b, 0 outside a∪b. (K)
+    side: Vec<i8>,
 }
 
 /// Everything the kernel needs, precomputed in f64 and stored in f32.
@@ -170,6 +172,17 @@ impl MixturePlan {
                 a_single: (p.a.len() == 1).then(|| p.a[0]),
                 b_single: (p.b.len() == 1).then(|| p.b[0]),
                 covers_all: p.a.len() + p.b.len() == k,
+                side: (0..k)
+                    .map(|y| {
+                        if p.a.contains(&y) {
+                            1
+                        } else if p.b.contains(&y) {
+                            -1
+                        } else {
+                            0
+                        }
+                    })
+                    .collect(),
             })
             .collect();
         Ok(MixturePlan {
@@ -433,6 +446,9 @@ pub struct Scratch {
     zc: Vec<f32>,
     /// Per-lane temporaries (see `Tmp`).
     tmp: Vec<f32>,
+    /// Each group's point record for the decision and class rates (see `Ctx::pt_at`): π, ln π
+    /// before the update, Δ_y, the Rao–Blackwell integrand, π_a and π_b. (G, 2K + KD + 1 + 2P, L)
+    pt: Vec<f32>,
     lanes: usize,
 }
 
@@ -452,6 +468,7 @@ impl Scratch {
             mask: vec![0.0; CHUNK],
             zc: vec![0.0; g * d * 4 * l],
             tmp: vec![0.0; (2 * kc + 2 * d + k * d + 2 * k) * l],
+            pt: vec![0.0; g * (2 * k + k * d + 1 + 2 * plan.parts.len()) * l],
             lanes: l,
         }
     }
@@ -525,6 +542,7 @@ struct Ctx<'a, I: Isa, const D: usize, const K: usize, const KC: usize> {
     tmp: *mut f32,
     acc: *mut f32,
     trail: *mut f32,
+    pt: *mut f32,
     /// Lane masks: 1 for a real trajectory, 0 for padding. (G, L)
     mask: *mut f32,
     /// Normals of the current block of four steps. (G, D, 4, L)
@@ -542,7 +560,7 @@ struct Tmp {
     sy: usize,   // (K, D) Σ_{k∈y} e_k s_k, then Δ_y
     d2: usize,   // (K) ‖Δ_y‖²
     py: usize,   // (K) exact p(y | x)
-    u: usize,    // (D) Σ_y π_y ln π_y Δ_y, then a partition's s(x|a) − s(x|b)
+    u: usize,    // (D) Σ_y π_y ln π_y Δ_y
 }
 
 impl Tmp {
@@ -616,6 +634,14 @@ impl<I: Isa, const D: usize, const K: usize, const KC: usize> Ctx<'_, I, D, K, K
     #[inline(always)]
     fn run_at(&self, g: usize, q: usize) -> usize {
         g * self.stride() + self.d() + 2 * self.k() + q
+    }
+    /// Group g's point record: π_y at `PT_PI + y`, ln π_y at `k + y`, Δ_y at `2k + y·d + j`,
+    /// the Rao–Blackwell integrand at `2k + kd`, π_a and π_b of partition i at `2k + kd + 1 + 2i`
+    /// (+1).
+    #[inline(always)]
+    fn pt_at(&self, g: usize, q: usize) -> usize {
+        let (d, k) = (self.d(), self.k());
+        g * (2 * k + k * d + 1 + 2 * self.plan.parts.len()) + q
     }
     #[inline(always)]
     fn trail_at(&self, p: usize, g: usize, q: usize) -> usize {
@@ -752,6 +778,9 @@ impl<I: Isa, const D: usize, const K: usize, const KC: usize> Ctx<'_, I, D, K, K
                 for &c in &pp.b {
                     pb = I::add(pb, self.ld(self.st, self.pi_at(g, c)));
                 }
+                let pab_at = 2 * self.k() + self.k() * self.d() + 1 + 2 * i;
+                self.sto(self.pt, self.pt_at(g, pab_at), pa);
+                self.sto(self.pt, self.pt_at(g, pab_at + 1), pb);
                 let pab = I::add(pa, pb);
                 // ln of a single class's mass is its tracked ln π; a∪b covering all classes has
                 // mass 1 (π is normalised).
@@ -824,6 +853,7 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
         tmp: scr.tmp.as_mut_ptr(),
         acc: scr.acc.as_mut_ptr(),
         trail: scr.trail.as_mut_ptr(),
+        pt: scr.pt.as_mut_ptr(),
         mask: scr.mask.as_mut_ptr(),
         zc: scr.zc.as_mut_ptr(),
         first,
@@ -935,6 +965,7 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                         let oy = tm.sy + y * d + j;
                         let dy = I::sub(I::mul(cx.ld(tmp, oy), norm), cx.ld(tmp, tm.su + j));
                         cx.sto(tmp, oy, dy);
+                        cx.sto(cx.pt, cx.pt_at(g, 2 * k + y * d + j), dy);
                         d2 = I::fma(dy, dy, d2);
                     }
                     cx.sto(tmp, tm.d2 + y, d2);
@@ -965,60 +996,13 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                 cx.acc_add(Layout::IBP2, vmask, I::mul(ibp, ibp));
                 let gap = I::sub(prod, ibp);
                 cx.acc_add(Layout::IBPD2, vmask, I::mul(gap, gap));
-                // Per-class rates: π_k (rb + 2 Δ_k·u), u = Σ_y π_y ln π_y Δ_y.
-                for j in 0..d {
-                    let mut u = zero;
-                    for y in 0..k {
-                        let w = I::mul(cx.ld(st, cx.pi_at(g, y)), cx.ld(st, cx.lp_at(g, y)));
-                        u = I::fma(w, cx.ld(tmp, tm.sy + y * d + j), u);
-                    }
-                    cx.sto(tmp, tm.u + j, u);
-                }
+                // The decision and class rates run in a second pass over the groups (below),
+                // from this point record.
                 for y in 0..k {
-                    let mut cross = zero;
-                    for j in 0..d {
-                        cross = I::fma(cx.ld(tmp, tm.sy + y * d + j), cx.ld(tmp, tm.u + j), cross);
-                    }
-                    let v = I::mul(
-                        cx.ld(st, cx.pi_at(g, y)),
-                        I::fma(I::splat(2.0), cross, rb),
-                    );
-                    cx.acc_add(lay.class_rate(y), vmask, v);
-                    cx.acc_add(lay.class_rate2(y), vmask, I::mul(v, v));
+                    cx.sto(cx.pt, cx.pt_at(g, y), cx.ld(st, cx.pi_at(g, y)));
+                    cx.sto(cx.pt, cx.pt_at(g, k + y), cx.ld(st, cx.lp_at(g, y)));
                 }
-                // Decision problems: (π_a π_b/(π_ab P(a∪b))) ‖s(x|a) − s(x|b)‖², with
-                // s(x|a) − s(x|b) = Σ_{y∈a} (π_y/π_a) Δ_y − Σ_{y∈b} (π_y/π_b) Δ_y (0 where
-                // π_a π_b = 0).
-                for (i, pp) in plan.parts.iter().enumerate() {
-                    let mut pa = zero;
-                    let mut pb = zero;
-                    for &cl in &pp.a {
-                        pa = I::add(pa, cx.ld(st, cx.pi_at(g, cl)));
-                    }
-                    for &cl in &pp.b {
-                        pb = I::add(pb, cx.ld(st, cx.pi_at(g, cl)));
-                    }
-                    let ia = I::div(one, pa);
-                    let ib = I::sub(zero, I::div(one, pb));
-                    let mut n2 = zero;
-                    for j in 0..d {
-                        let mut v = zero;
-                        for &cl in &pp.a {
-                            let w = I::mul(cx.ld(st, cx.pi_at(g, cl)), ia);
-                            v = I::fma(w, cx.ld(tmp, tm.sy + cl * d + j), v);
-                        }
-                        for &cl in &pp.b {
-                            let w = I::mul(cx.ld(st, cx.pi_at(g, cl)), ib);
-                            v = I::fma(w, cx.ld(tmp, tm.sy + cl * d + j), v);
-                        }
-                        n2 = I::fma(v, v, n2);
-                    }
-                    let papb = I::mul(pa, pb);
-                    let coef = I::mul(I::div(papb, I::add(pa, pb)), I::splat(pp.inv_mass));
-                    let v = I::select(I::lt(zero, papb), I::mul(coef, n2), zero);
-                    cx.acc_add(lay.part_rate(i), vmask, v);
-                    cx.acc_add(lay.part_rate2(i), vmask, I::mul(v, v));
-                }
+                cx.sto(cx.pt, cx.pt_at(g, 2 * k + k * d), rb);
 
                 // x' = a x + c s + √var z
                 if fresh {
@@ -1075,6 +1059,63 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                         cx.sto(st, cx.lp_at(g, y), I::sub(cx.ld(st, cx.lp_at(g, y)), shift));
                         cx.sto(st, cx.pi_at(g, y), I::mul(cx.ld(st, cx.pi_at(g, y)), inv));
                     }
+                }
+            }
+            // Pass B: the decision and class rates of every group from its point record (kept
+            // out of the main loop, whose registers they would crowd).
+            let rec_w = cx.pt_at(1, 0);
+            for g in 0..g_n {
+                let vmask = cx.valid(g);
+                // This group's record: offsets from its start are constants of the shape.
+                let pg = cx.pt.add(g * rec_w * l);
+                let rb = cx.ld(pg, (2 * k + k * d));
+                // Per-class rates: π_k (rb + 2 Δ_k·u), u = Σ_y π_y ln π_y Δ_y.
+                for j in 0..d {
+                    let mut u = zero;
+                    for y in 0..k {
+                        let w = I::mul(cx.ld(pg, (y)), cx.ld(pg, (k + y)));
+                        u = I::fma(w, cx.ld(pg, (2 * k + y * d + j)), u);
+                    }
+                    cx.sto(tmp, tm.u + j, u);
+                }
+                for y in 0..k {
+                    let mut cross = zero;
+                    for j in 0..d {
+                        cross = I::fma(cx.ld(pg, (2 * k + y * d + j)), cx.ld(tmp, tm.u + j), cross);
+                    }
+                    let v = I::mul(cx.ld(pg, (y)), I::fma(I::splat(2.0), cross, rb));
+                    cx.acc_add(lay.class_rate(y), vmask, v);
+                    cx.acc_add(lay.class_rate2(y), vmask, I::mul(v, v));
+                }
+                // Decision problems: (π_a π_b/(π_ab P(a∪b))) ‖s(x|a) − s(x|b)‖², with
+                // s(x|a) − s(x|b) = A/π_a − B/π_b, A = Σ_{y∈a} π_y Δ_y, B = Σ_{y∈b} π_y Δ_y:
+                // = ‖π_b A − π_a B‖²/(π_a π_b π_ab P(a∪b)), one division (0 where the denominator
+                // underflows to 0);
+                // π_a and π_b as `record` summed them.
+                for (i, pp) in plan.parts.iter().enumerate() {
+                    let pa = cx.ld(pg, (2 * k + k * d + 1 + 2 * i));
+                    let pb = cx.ld(pg, (2 * k + k * d + 2 + 2 * i));
+                    let npa = I::sub(zero, pa);
+                    let mut n2 = zero;
+                    for j in 0..d {
+                        let mut diff = zero;
+                        for y in 0..k {
+                            let side = match pp.side[y] {
+                                1 => pb,
+                                -1 => npa,
+                                _ => continue,
+                            };
+                            let w = I::mul(side, cx.ld(pg, (y)));
+                            diff = I::fma(w, cx.ld(pg, (2 * k + y * d + j)), diff);
+                        }
+                        n2 = I::fma(diff, diff, n2);
+                    }
+                    let papb = I::mul(pa, pb);
+                    let den = I::mul(papb, I::add(pa, pb));
+                    let v = I::mul(I::div(n2, den), I::splat(pp.inv_mass));
+                    let v = I::select(I::lt(zero, den), v, zero);
+                    cx.acc_add(lay.part_rate(i), vmask, v);
+                    cx.acc_add(lay.part_rate2(i), vmask, I::mul(v, v));
                 }
             }
             reduce_lanes(&scr.acc, l, sums.row_mut(step));

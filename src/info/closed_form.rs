@@ -92,7 +92,11 @@ pub fn mixture_decision_entropy_1d(
 /// trajectories of class k), nats, by quadrature under p(x | k).
 pub fn mixture_class_entropy_1d(m: &GaussianMixture, k: usize, s: f64, sigma: f64) -> f64 {
     let mass = mixture_expect_1d(m, s, sigma, |y| y == k, |_| 1.0);
-    mixture_expect_1d(m, s, sigma, |y| y == k, |x| {
-        super::entropy(&m.eval(&[x], s, sigma).posterior)
-    }) / mass
+    mixture_expect_1d(
+        m,
+        s,
+        sigma,
+        |y| y == k,
+        |x| super::entropy(&m.eval(&[x], s, sigma).posterior),
+    ) / mass
 }

@@ -93,7 +93,11 @@ pub fn point_terms(
     scratch.clear();
     scratch.resize(d, 0.0);
     for (y, &l) in log_pi.iter().enumerate() {
-        let w = if l > f64::NEG_INFINITY { l.exp() * l } else { 0.0 };
+        let w = if l > f64::NEG_INFINITY {
+            l.exp() * l
+        } else {
+            0.0
+        };
         for (u, v) in scratch.iter_mut().zip(dy(y)) {
             *u += w * v;
         }
@@ -220,7 +224,8 @@ impl Observer for InfoObserver<'_> {
             });
         }
         let np = self.spec.partitions.len();
-        let (mut delta2, mut cross, mut part_d2) = (vec![0.0f64; k], vec![0.0f64; k], vec![0.0f64; np]);
+        let (mut delta2, mut cross, mut part_d2) =
+            (vec![0.0f64; k], vec![0.0f64; k], vec![0.0f64; np]);
         let mut scratch = Vec::with_capacity(d);
         let mut delta = std::mem::take(&mut self.delta);
         delta.resize(k * d, 0.0);
@@ -376,7 +381,14 @@ impl InfoObserver<'_> {
             return Err(Error::shape(
                 "InfoObserver::record_point: (j < S, b < B, ln π K, ‖Δ‖² K, cross K, partitions P)",
                 (self.sums.points - 1, self.batch, k, k, k, np),
-                (j, b, log_pi.len(), ps.delta2.len(), ps.cross.len(), ps.part_d2.len()),
+                (
+                    j,
+                    b,
+                    log_pi.len(),
+                    ps.delta2.len(),
+                    ps.cross.len(),
+                    ps.part_d2.len(),
+                ),
             ));
         }
         self.log_pi[b * k..(b + 1) * k].copy_from_slice(log_pi);
