@@ -37,6 +37,30 @@ fn series(l: &[f64], v: impl Iterator<Item = Option<f64>>) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// A finite, non-empty axis range from data bounds (which may be empty: ±∞, or equal, or
+/// beyond what the axis code can step through): plotters loops forever on a non-finite range.
+fn axis_range(lo: f64, hi: f64) -> (f64, f64) {
+    const BIG: f64 = 1e300;
+    if !(lo.is_finite() && hi.is_finite()) || lo.abs() > BIG || hi.abs() > BIG {
+        return if lo.is_finite() && lo.abs() <= BIG {
+            (lo - 1.0, lo + 1.0)
+        } else {
+            (-1.0, 1.0)
+        };
+    }
+    if lo < hi {
+        // a span too small to step through in f64 is widened
+        let span = (hi - lo).max(1e-9 * lo.abs().max(hi.abs()));
+        if span > hi - lo {
+            let mid = 0.5 * (lo + hi);
+            return (mid - span, mid + span);
+        }
+        (lo, hi)
+    } else {
+        (lo - 1.0, lo + 1.0)
+    }
+}
+
 type Chart<'a, 'b> = ChartContext<
     'a,
     SVGBackend<'b>,
@@ -83,11 +107,7 @@ pub fn entropy_svg(c: &Curves) -> Result<String> {
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
                 (a.min(v), b.max(v))
             });
-        let (lo, hi) = if lo < hi {
-            (lo, hi)
-        } else {
-            (lo - 1.0, lo + 1.0)
-        };
+        let (lo, hi) = axis_range(lo, hi);
 
         // Entropies.
         let mut h_series: Vec<(String, Vec<(f64, f64)>)> = vec![(
@@ -112,7 +132,7 @@ pub fn entropy_svg(c: &Curves) -> Result<String> {
                 series(lam, h.iter().map(|v| Some(*v))),
             ));
         }
-        let hmax = bits(c.prior_entropy).max(1e-3) * 1.05;
+        let (_, hmax) = axis_range(0.0, bits(c.prior_entropy).max(1e-3) * 1.05);
         let mut chart = ChartBuilder::on(&top)
             .caption(
                 "Conditional entropy along the generative trajectory",
@@ -177,6 +197,7 @@ pub fn entropy_svg(c: &Curves) -> Result<String> {
             .iter()
             .flat_map(|(_, s)| s.iter().map(|p| p.1))
             .fold(0.0f64, f64::min);
+        let (rmin, rmax) = axis_range(rmin, rmax);
         let mut chart = ChartBuilder::on(&bottom)
             .caption("Entropy rates", ("sans-serif", 20))
             .margin(10)
