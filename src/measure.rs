@@ -804,8 +804,8 @@ pub fn run_on(
 impl Report {
     /// Things the user should know about this run's numbers.
     pub fn warnings(&self) -> Vec<String> {
-        let mut w = vec![];
         let c = &self.curves;
+        let mut w = check::result_warnings(c);
         if c.tracking == Tracking::Online
             && let Some(hx) = c.h_exact[0]
             && bits(c.prior_entropy - hx) > 0.005
