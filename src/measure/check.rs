@@ -127,7 +127,7 @@ pub fn mixture_range(components: &[Component], grid: &Grid) -> Result<()> {
     for (i, c) in components.iter().enumerate() {
         let m = c.mean.iter().fold(0.0f64, |a, v| a.max(v.abs()));
         let v = c.var.iter().fold(0.0f64, |a, v| a.max(*v));
-        if !(m + v.sqrt() <= limit) {
+        if m + v.sqrt() > limit {
             let key = if m >= v.sqrt() { "mean" } else { "var" };
             return Err(Error::config(
                 format!("mixture.components[{i}].{key}"),
