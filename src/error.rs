@@ -38,6 +38,24 @@ pub enum Error {
     },
     /// A file is not valid JSON, or JSON of the wrong form.
     Json { path: String, message: String },
+    /// A model folder or tensor file that cannot be used as given: a missing, mis-shaped,
+    /// non-finite or unexpected tensor, an unsupported dtype, a corrupt or non-UTF-8 file.
+    /// `tensor` names the tensor (empty for the file as a whole).
+    Model {
+        path: String,
+        tensor: String,
+        expected: String,
+        found: String,
+    },
+    /// A recorded quantity outside the range where it means anything (a non-finite value, an
+    /// entropy outside [0, ln K]): the run's numbers are refused instead of written.
+    Implausible {
+        quantity: String,
+        step: usize,
+        t: f64,
+        expected: String,
+        found: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -60,6 +78,29 @@ impl Error {
             expected: format!("{expected:?}"),
             found: format!("{found:?}"),
         }
+    }
+    /// A model error naming the file, the tensor and the expected vs found value.
+    pub fn model(
+        path: impl Into<String>,
+        tensor: impl Into<String>,
+        expected: impl Into<String>,
+        found: impl fmt::Display,
+    ) -> Self {
+        Error::Model {
+            path: path.into(),
+            tensor: tensor.into(),
+            expected: expected.into(),
+            found: found.to_string(),
+        }
+    }
+    /// Whether the error is the input's fault (exit code 2): a config or override, a JSON or
+    /// text file, a model folder or tensor file, the shape of an input tensor. Everything else
+    /// (I/O, non-finite results, unsupported requests) exits 1.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::Config { .. } | Error::Json { .. } | Error::Model { .. } | Error::Shape { .. }
+        )
     }
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         Error::Io {
@@ -98,6 +139,29 @@ impl fmt::Display for Error {
             Error::Unsupported { op, reason } => write!(f, "{op}: {reason}"),
             Error::Io { path, source } => write!(f, "{path}: {source}"),
             Error::Json { path, message } => write!(f, "{path}: {message}"),
+            Error::Model {
+                path,
+                tensor,
+                expected,
+                found,
+            } => {
+                if tensor.is_empty() {
+                    write!(f, "{path}: expected {expected}, found {found}")
+                } else {
+                    write!(f, "{path}: tensor `{tensor}`: expected {expected}, found {found}")
+                }
+            }
+            Error::Implausible {
+                quantity,
+                step,
+                t,
+                expected,
+                found,
+            } => write!(
+                f,
+                "measure: `{quantity}` at step {step} (t = {t}) is {found}, expected {expected}; \
+                 the run's numbers are not meaningful and were not written"
+            ),
         }
     }
 }

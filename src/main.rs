@@ -1,7 +1,12 @@
-//! The `infodiff` command line: a thin layer over the library.
+//! The `infodiff` command line: a thin layer over the library. The only place that exits:
+//! bad input (a config, override, model folder or tensor file) exits 2, other failures 1.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -41,7 +46,7 @@ enum Command {
         /// Seed (overrides the config).
         #[arg(long)]
         seed: Option<u64>,
-        /// Worker threads (default: all cores).
+        /// Worker threads (default: all cores; at most 1024).
         #[arg(long)]
         threads: Option<usize>,
         /// Measure a class-conditional diffusers UNet2DModel folder instead of the mixture.
@@ -51,7 +56,8 @@ enum Command {
         #[arg(long)]
         print_default_config: bool,
         /// Where to run: the GPU when one opens (auto), or as named. The fused mixture kernel
-        /// runs on the GPU; networks run on the CPU.
+        /// and, with --model, the network run on the GPU; the generic engine (deterministic
+        /// samplers on a mixture) runs on the CPU.
         #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
         device: DeviceArg,
     },
@@ -182,14 +188,117 @@ fn open_device(arg: DeviceArg, what: &str, gpu_path: bool) -> Result<Device, Err
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    install_signal_handlers();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("infodiff: error: {e}");
-            match e {
-                Error::Config { .. } | Error::Json { .. } => ExitCode::from(2),
-                _ => ExitCode::FAILURE,
+            if e.is_bad_input() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
             }
+        }
+    }
+}
+
+/// SIGINT, SIGTERM, SIGHUP: remove the temporaries of outputs being written, then die of the
+/// signal as if unhandled.
+extern "C" fn on_signal(sig: libc::c_int) {
+    infodiff::measure::output::remove_temporaries();
+    // SAFETY: signal and raise are async-signal-safe.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: on_signal only calls async-signal-safe functions.
+        unsafe {
+            libc::signal(sig, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        }
+    }
+}
+
+/// Most worker threads `--threads` starts (each reserves a stack and per-worker buffers).
+const MAX_THREADS: usize = 1024;
+
+/// Progress on stderr: a bar on a terminal, otherwise a plain line every
+/// `INFODIFF_PROGRESS_INTERVAL` seconds (default 10) and one at the end.
+enum Progress {
+    Bar(ProgressBar),
+    Lines {
+        total: u64,
+        done: AtomicU64,
+        start: Instant,
+        every: Duration,
+        last: Mutex<Instant>,
+    },
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {bar:40} {pos}/{len} trajectories ({per_sec}, eta {eta})",
+                )
+                .expect("valid template"),
+            );
+            return Progress::Bar(bar);
+        }
+        let every = std::env::var("INFODIFF_PROGRESS_INTERVAL")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .unwrap_or(10.0);
+        let now = Instant::now();
+        Progress::Lines {
+            total,
+            done: AtomicU64::new(0),
+            start: now,
+            every: Duration::from_secs_f64(every.min(1e6)),
+            last: Mutex::new(now),
+        }
+    }
+    fn tick(&self, n: usize) {
+        match self {
+            Progress::Bar(b) => b.inc(n as u64),
+            Progress::Lines {
+                total,
+                done,
+                start,
+                every,
+                last,
+            } => {
+                let d = done.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+                let Ok(mut last) = last.lock() else { return };
+                if last.elapsed() < *every || d >= *total {
+                    return; // the final line comes from finish()
+                }
+                *last = Instant::now();
+                let el = start.elapsed().as_secs_f64();
+                let eta = el * (*total - d.min(*total)) as f64 / d.max(1) as f64;
+                eprintln!(
+                    "infodiff: progress: {d}/{total} trajectories ({:.1}%), {el:.1} s, eta {eta:.1} s",
+                    100.0 * d as f64 / *total as f64
+                );
+            }
+        }
+    }
+    fn finish(&self) {
+        match self {
+            Progress::Bar(b) => b.finish_and_clear(),
+            Progress::Lines {
+                total, done, start, ..
+            } => eprintln!(
+                "infodiff: progress: {}/{total} trajectories, done in {:.1} s",
+                done.load(Ordering::Relaxed),
+                start.elapsed().as_secs_f64()
+            ),
         }
     }
 }
@@ -209,13 +318,17 @@ fn run(cli: Cli) -> Result<(), Error> {
             storage,
         } => {
             use infodiff::nn::bench;
-            if batch == Some(0) || size == 0 || trajectories == Some(0) || steps == 0 {
-                return Err(Error::config(
-                    "--batch/--size/--trajectories/--steps",
-                    "at least 1",
-                    0,
-                ));
-            }
+            // Sizes are bounded before anything is allocated.
+            let within = |name: &str, v: usize, hi: usize| -> Result<(), Error> {
+                if v == 0 || v > hi {
+                    return Err(Error::config(name, format!("a whole number in 1..={hi}"), v));
+                }
+                Ok(())
+            };
+            within("--batch", batch.unwrap_or(1), 4096)?;
+            within("--size", size, 16384)?;
+            within("--trajectories", trajectories.unwrap_or(1), measure::MAX_TRAJECTORIES)?;
+            within("--steps", steps, measure::MAX_STEPS)?;
             let gpu_path = matches!(
                 what,
                 BenchWhat::Mixture | BenchWhat::SdeStep | BenchWhat::Unet
@@ -305,9 +418,35 @@ fn run(cli: Cli) -> Result<(), Error> {
                 );
                 return Ok(());
             }
+            // The pool first: validation estimates memory per worker thread.
+            if let Some(t) = threads {
+                if t == 0 || t > MAX_THREADS {
+                    return Err(Error::config(
+                        "--threads",
+                        format!("a whole number in 1..={MAX_THREADS}"),
+                        t,
+                    ));
+                }
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build_global()
+                    .map_err(|e| Error::Unsupported {
+                        op: "--threads",
+                        reason: e.to_string(),
+                    })?;
+            }
+            if let Some(dir) = &model
+                && dir.to_str().is_none()
+            {
+                return Err(Error::config(
+                    "--model",
+                    "a UTF-8 path (it is recorded in summary.json)",
+                    dir.display(),
+                ));
+            }
             let mut cfg = match &config {
                 Some(path) => {
-                    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+                    let text = measure::read_text(path)?;
                     Config::from_json_str(&text, &path.display().to_string())?
                 }
                 None => measure::default_config(),
@@ -332,26 +471,14 @@ fn run(cli: Cli) -> Result<(), Error> {
                 v["seed"] = s.into();
             }
             cfg = Config::from_value(&v)?; // overrides validated like the file
-            if let Some(t) = threads {
-                if t == 0 {
-                    return Err(Error::config("--threads", "at least 1", 0));
-                }
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .build_global()
-                    .map_err(|e| Error::Unsupported {
-                        op: "--threads",
-                        reason: e.to_string(),
-                    })?;
-            }
-            let bar = ProgressBar::new(cfg.trajectories as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} {bar:40} {pos}/{len} trajectories ({per_sec}, eta {eta})",
-                )
-                .expect("valid template"),
-            );
-            let tick = |n: usize| bar.inc(n as u64);
+            // The destination is checked, and its temporary folder made, before the run.
+            let dest = measure::output::OutputSet::prepare(&out)?;
+            let grid = cfg.grid()?;
+            let classes = cfg.spec()?.classes();
+            let est = measure::estimate(&cfg, &grid, classes, rayon::current_num_threads())?;
+            eprintln!("infodiff: {}", est.describe());
+            let progress = Progress::new(cfg.trajectories as u64);
+            let tick = |n: usize| progress.tick(n);
             // GPU paths: the fused mixture kernel (online-classifier samplers), or the network.
             let gpu_path = cfg.model.is_some() || cfg.sampler.supports_online_classifier();
             let what = "measure with this sampler (the generic engine)";
@@ -370,11 +497,11 @@ fn run(cli: Cli) -> Result<(), Error> {
                 gpu = None;
             }
             let report = measure::run_on(&cfg, gpu, None, Some(&tick))?;
-            bar.finish_and_clear();
+            progress.finish();
             for w in report.warnings() {
                 eprintln!("infodiff: warning: {w}");
             }
-            report.write(&out)?;
+            report.write_to(dest)?;
             print!("{}", report.table());
             println!(
                 "wrote {}/curves.csv, summary.json, entropy.svg",

@@ -1,6 +1,6 @@
 //! The `infodiff measure` job: a JSON config (process, mixture, sampler, decision problems,
 //! trajectories, seed), the run, and its outputs (`curves.csv`, `summary.json`, `entropy.svg`),
-//! each written atomically.
+//! written as a set (see [`output`]).
 //!
 //! ```
 //! use infodiff::measure::{self, Config};
@@ -34,7 +34,11 @@ use crate::rng::Noise;
 use crate::score::{Component, GaussianMixture, ScoreModel};
 use crate::sde::{AncestralVariance, Ddpm, Grid, Process, Sampler, SubVp, Ve, Vp, VpCosine};
 
+pub mod check;
+pub mod output;
 pub mod plot;
+
+pub use check::{Estimate, MAX_STEPS, MAX_TRAJECTORIES, check_results, estimate, read_text};
 
 /// The forward process of a job.
 #[derive(Clone, Debug, PartialEq)]
@@ -316,10 +320,8 @@ impl Config {
                 match kind(pm, path, &kinds)? {
                     "ddpm" => {
                         as_obj(pv, path, &["kind", "beta_start", "beta_end", "steps"])?;
-                        let steps = count(pm, path, "steps", Some(1000))? as usize;
-                        if steps == 0 {
-                            return Err(Error::config("process.steps", "at least 1", 0));
-                        }
+                        let steps = count(pm, path, "steps", Some(1000))?;
+                        let steps = check::bounded("process.steps", steps, 1, MAX_STEPS)?;
                         ProcessConfig::Ddpm {
                             beta_start: num(pm, path, "beta_start", Some(1e-4))?,
                             beta_end: num(pm, path, "beta_end", Some(0.02))?,
@@ -467,10 +469,8 @@ impl Config {
                     ProcessConfig::Ddpm { steps, .. } => steps as u64,
                     _ => 1000,
                 };
-                let steps = count(sm, path, "steps", Some(default_steps))? as usize;
-                if steps == 0 {
-                    return Err(Error::config("sampler.steps", "at least 1", 0));
-                }
+                let steps = count(sm, path, "steps", Some(default_steps))?;
+                let steps = check::bounded("sampler.steps", steps, 1, MAX_STEPS)?;
                 let sampler = match k {
                     "ancestral" => {
                         as_obj(sv, path, &["kind", "steps", "variance"])?;
@@ -536,6 +536,7 @@ impl Config {
                             ));
                         }
                     };
+                    check::partition_name(&join(&path, "name"), &name)?;
                     out.push(Partition {
                         name,
                         a: class_list(pm.get("a"), &join(&path, "a"))?,
@@ -545,7 +546,27 @@ impl Config {
                 out
             }
         };
+        let classes = prior.len();
         InfoSpec::new(prior, partitions.clone())?;
+        // Every curves.csv column once (`x` and `x_se` would both give `rate_x_se`).
+        let names: Vec<String> = partitions.iter().map(|p| p.name.clone()).collect();
+        let cols = Curves::column_names(&names, classes);
+        if let Some(dup) = cols
+            .iter()
+            .enumerate()
+            .find(|(i, c)| cols[..*i].contains(c))
+            .map(|(_, c)| c.clone())
+        {
+            let at = partitions
+                .iter()
+                .position(|p| dup.contains(p.name.as_str()))
+                .unwrap_or(0);
+            return Err(Error::config(
+                format!("partitions[{at}].name"),
+                "names whose curves.csv columns differ from every other column",
+                format!("two columns named {dup:?}"),
+            ));
+        }
         if model.is_some()
             && let Some(why) = sampler.online_classifier_refusal()
         {
@@ -555,10 +576,8 @@ impl Config {
                 why,
             ));
         }
-        let trajectories = count(top, "", "trajectories", Some(d.trajectories as u64))? as usize;
-        if trajectories == 0 {
-            return Err(Error::config("trajectories", "at least 1", 0));
-        }
+        let trajectories = count(top, "", "trajectories", Some(d.trajectories as u64))?;
+        let trajectories = check::bounded("trajectories", trajectories, 1, MAX_TRAJECTORIES)?;
         let seed = count(top, "", "seed", Some(0))?;
         let cfg = Config {
             process,
@@ -570,7 +589,16 @@ impl Config {
             trajectories,
             seed,
         };
-        cfg.grid()?; // validates steps against the process
+        let grid = cfg.grid()?; // validates steps against the process
+        let noise_end = match cfg.process {
+            ProcessConfig::Ddpm { .. } => "process.beta_end",
+            ProcessConfig::Vp { .. } | ProcessConfig::SubVp { .. } => "process.beta_max",
+            ProcessConfig::VpCosine { .. } => "process.t_max",
+            ProcessConfig::Ve { .. } => "process.sigma_max",
+        };
+        check::process_range(&grid, noise_end)?;
+        check::mixture_range(&cfg.components, &grid)?;
+        check::memory(&cfg, &grid, classes)?;
         Ok(cfg)
     }
 
@@ -756,9 +784,11 @@ pub fn run_on(
             )?,
         };
         let wall_s = start.elapsed().as_secs_f64();
+        let curves = Curves::from_sums(&sums, &spec, &grid, Tracking::Online);
+        check_results(&curves)?;
         return Ok(Report {
             config: cfg.clone(),
-            curves: Curves::from_sums(&sums, &spec, &grid, Tracking::Online),
+            curves,
             engine: if gpu.is_some() {
                 Engine::NeuralCuda
             } else {
@@ -822,6 +852,7 @@ pub fn run_on(
     };
     let wall_s = start.elapsed().as_secs_f64();
     let curves = Curves::from_sums(&sums, &spec, &grid, tracking);
+    check_results(&curves)?;
     Ok(Report {
         config: cfg.clone(),
         curves,
@@ -835,8 +866,8 @@ pub fn run_on(
 impl Report {
     /// Things the user should know about this run's numbers.
     pub fn warnings(&self) -> Vec<String> {
-        let mut w = vec![];
         let c = &self.curves;
+        let mut w = check::result_warnings(c);
         if c.tracking == Tracking::Online
             && let Some(hx) = c.h_exact[0]
             && bits(c.prior_entropy - hx) > 0.005
@@ -957,35 +988,38 @@ impl Report {
         s
     }
 
-    /// Writes curves.csv, summary.json and entropy.svg into `dir` (created if missing), each
-    /// through a temporary file renamed into place.
-    pub fn write(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        write_atomic(&dir.join("curves.csv"), self.curves.to_csv().as_bytes())?;
-        let summary = serde_json::to_string_pretty(&self.summary()).map_err(|e| Error::Json {
+    /// The three output files (name, contents), rendered in memory.
+    pub fn files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
+        let summary = serde_json::to_string_pretty(&self.summary()).map_err(|e| Error::Io {
             path: "summary.json".into(),
-            message: e.to_string(),
+            source: std::io::Error::other(e.to_string()),
         })?;
-        write_atomic(&dir.join("summary.json"), summary.as_bytes())?;
         let svg = plot::entropy_svg(&self.curves)?;
-        write_atomic(&dir.join("entropy.svg"), svg.as_bytes())?;
-        Ok(())
+        let [csv_name, summary_name, svg_name] = output::OUTPUT_FILES;
+        Ok(vec![
+            (csv_name, self.curves.to_csv().into_bytes()),
+            (summary_name, summary.into_bytes()),
+            (svg_name, svg.into_bytes()),
+        ])
+    }
+
+    /// Writes curves.csv, summary.json and entropy.svg into `dir` (created if missing) as a
+    /// set: a reader sees the old three files or the new three (see [`output`]).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        self.write_to(output::OutputSet::prepare(dir)?)
+    }
+
+    /// [`Report::write`] into a destination checked before the run.
+    pub fn write_to(&self, dest: output::OutputSet) -> Result<()> {
+        let files = self.files()?;
+        let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+        dest.commit(&refs)
     }
 }
 
-/// Writes `bytes` to `path` through `path.tmp-<pid>` and a rename: readers see the old file or the
-/// whole new one, never a part.
+/// Writes `bytes` to `path` through a temporary in the same folder and a rename: readers see
+/// the old file or the whole new one, never a part. A symlink, device or folder at `path` is
+/// refused, not replaced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    res.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    output::AtomicFile::prepare(path, "output")?.commit(bytes)
 }

@@ -177,3 +177,204 @@ fn overrides_are_validated_like_the_file() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("sampler.steps"));
     assert!(!dir.join("o").exists());
 }
+
+// ---- bad input, fuzzed (issue 8, item 6): refusals found by the fuzzer, one each ----------
+
+fn tiny_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet/tiny-ddpm")
+}
+
+fn no_temporaries(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().contains("infodiff-tmp"))
+}
+
+#[test]
+fn model_and_text_errors_exit_2() {
+    let dir = tempdir("exit2");
+    // a config file that is not UTF-8
+    let cfg = dir.join("bad.json");
+    std::fs::write(&cfg, b"{\"seed\": \"\xff\"}").unwrap();
+    let o = bin()
+        .args(["measure", "--config", cfg.to_str().unwrap(), "--out"])
+        .arg(dir.join("o"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("UTF-8"));
+    // an input without `sample`, and one whose `sample` has a dtype the engine does not read
+    let model = tiny_model();
+    for (name, header) in [
+        ("missing", r#"{"timestep":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#),
+        ("dtype", r#"{"sample":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#),
+    ] {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0u8; 4]);
+        let input = dir.join(format!("{name}.safetensors"));
+        std::fs::write(&input, bytes).unwrap();
+        let out = dir.join(format!("{name}-out.safetensors"));
+        let o = bin()
+            .args(["denoise", "--device", "cpu", "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains("`sample`"), "{name}: {err}");
+        assert!(!out.exists() && no_temporaries(&dir), "{name}");
+    }
+}
+
+#[test]
+fn denoise_refuses_to_replace_a_symlink_or_device() {
+    let dir = tempdir("symlink");
+    let target = dir.join("precious");
+    std::fs::write(&target, b"keep me").unwrap();
+    let link = dir.join("link.safetensors");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let model = tiny_model();
+    for out in [link.as_path(), Path::new("/dev/null")] {
+        let o = bin()
+            .args(["denoise", "--device", "cpu", "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(model.join("io.safetensors"))
+            .arg("--output")
+            .arg(out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("`--output`"), "{err}");
+    }
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+}
+
+#[test]
+fn a_noise_end_without_noise_is_refused_not_plotted_forever() {
+    let dir = tempdir("sigma0");
+    let cfg = dir.join("c.json");
+    std::fs::write(
+        &cfg,
+        r#"{"process": {"kind": "ddpm", "beta_start": 1e-300, "beta_end": 1e-300, "steps": 10}, "trajectories": 10}"#,
+    )
+    .unwrap();
+    let out = dir.join("o");
+    let o = bin()
+        .args(["measure", "--config", cfg.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("`process.beta_end`") && err.contains("σ_T") && err.contains("log-SNR range"), "{err}");
+    assert!(!out.exists());
+    // the plot itself never gets a non-finite axis: every log-SNR infinite still draws
+    let mut c = infodiff::measure::run(
+        &infodiff::measure::Config::from_json_str(r#"{"trajectories": 64, "sampler": {"kind": "ancestral", "steps": 10}}"#, "inline").unwrap(),
+        None,
+        None,
+    )
+    .unwrap()
+    .curves;
+    c.log_snr.iter_mut().for_each(|l| *l = f64::INFINITY);
+    assert!(infodiff::measure::plot::entropy_svg(&c).unwrap().starts_with("<svg"));
+}
+
+#[test]
+fn unwritable_out_is_refused_before_the_run_and_sets_replace_sets() {
+    let dir = tempdir("outset");
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let o = bin()
+        .args(["measure", "--trajectories", "64", "--steps", "10", "--out"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("`--out`") && !err.contains("trajectory-steps/s"), "{err}");
+    // a second run replaces the first set; progress lines come when stderr is not a terminal
+    let out = dir.join("o");
+    for seed in ["1", "2"] {
+        let o = bin()
+            .env("INFODIFF_PROGRESS_INTERVAL", "0")
+            .args(["measure", "--trajectories", "4096", "--steps", "50", "--seed", seed, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains("estimate:") && err.contains("peak memory"), "{err}");
+        assert!(err.contains("infodiff: progress:") && err.contains("done in"), "{err}");
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(summary["config"]["seed"].to_string(), seed);
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["curves.csv", "entropy.svg", "summary.json"]);
+    assert!(no_temporaries(&dir));
+}
+
+#[test]
+fn sigterm_during_a_run_leaves_no_temporaries() {
+    let dir = tempdir("sigterm");
+    let out = dir.join("o");
+    let mut child = bin()
+        .args(["measure", "--trajectories", "2000000", "--steps", "1000", "--threads", "1", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // wait for the temporary folder (made before the run), then terminate
+    let start = std::time::Instant::now();
+    while no_temporaries(&dir) && start.elapsed().as_secs() < 30 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(!no_temporaries(&dir), "no temporary folder appeared");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert!(no_temporaries(&dir), "temporaries left after SIGTERM");
+    assert!(!out.exists());
+}
+
+/// Partition names whose columns would collide (`x` and `x_se` both give `rate_x_se`) are
+/// refused before anything runs, naming the column (exit 2).
+#[test]
+fn partition_names_with_colliding_columns_are_refused() {
+    let dir = std::env::temp_dir().join(format!("infodiff-collide-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("c.json");
+    std::fs::write(
+        &cfg,
+        r#"{"partitions": [{"name": "x", "a": [0], "b": [1]}, {"name": "x_se", "a": [2], "b": [3]}], "trajectories": 10}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_infodiff"))
+        .args(["measure", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("rate_x_se") && err.contains("partitions["), "{err}");
+    assert!(!dir.join("out").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

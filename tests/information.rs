@@ -478,7 +478,10 @@ fn decision_problems_peak_where_the_quadrature_does() {
         peaks_t.push(t_fit);
     }
     // left/right (gap 10) before −8/−4 (gap 4) before 6/8 (gap 2)
-    assert!(peaks_t[0] > peaks_t[1] && peaks_t[1] > peaks_t[2], "{peaks_t:?}");
+    assert!(
+        peaks_t[0] > peaks_t[1] && peaks_t[1] > peaks_t[2],
+        "{peaks_t:?}"
+    );
     // H(Z) of left/right starts at 1 bit and ends at 0
     let p = &c.partitions[0];
     assert!((bits(p.h[0]) - 1.0).abs() < 1e-6 && p.h[1000] < 1e-6);
@@ -502,25 +505,31 @@ fn decision_and_class_rates_match_the_quadrature() {
         (h(s1, g1) - h(s0, g0)) / 2.0
     };
     let ts: Vec<usize> = (100..1000).step_by(100).collect();
-    let check = |name: &str, rate: &[Option<f64>], se: &[Option<f64>], h: &dyn Fn(f64, f64) -> f64| {
-        let exact: Vec<f64> = ts.iter().map(|&t| deriv(h, t)).collect();
-        let top = exact.iter().cloned().fold(0.0, f64::max);
-        for (&t, want) in ts.iter().zip(&exact) {
-            let j = c.nearest(t as f64);
-            let (got, se) = (rate[j].unwrap(), se[j].unwrap());
-            assert!(
-                (got - want).abs() < 4.0 * se + 0.02 * top,
-                "{name} at t={t}: {got} ± {se} vs quadrature {want} nats/state"
-            );
-        }
-    };
+    let check =
+        |name: &str, rate: &[Option<f64>], se: &[Option<f64>], h: &dyn Fn(f64, f64) -> f64| {
+            let exact: Vec<f64> = ts.iter().map(|&t| deriv(h, t)).collect();
+            let top = exact.iter().cloned().fold(0.0, f64::max);
+            for (&t, want) in ts.iter().zip(&exact) {
+                let j = c.nearest(t as f64);
+                let (got, se) = (rate[j].unwrap(), se[j].unwrap());
+                assert!(
+                    (got - want).abs() < 4.0 * se + 0.02 * top,
+                    "{name} at t={t}: {got} ± {se} vs quadrature {want} nats/state"
+                );
+            }
+        };
     for (i, p) in r.config.partitions.iter().enumerate() {
         let h = |s: f64, sg: f64| mixture_decision_entropy_1d(&m, &p.a, &p.b, s, sg);
         check(&p.name, &c.partitions[i].rate, &c.partitions[i].rate_se, &h);
     }
     for k in 0..4 {
         let h = |s: f64, sg: f64| mixture_class_entropy_1d(&m, k, s, sg);
-        check(&format!("class {k}"), &c.class_rate[k], &c.class_rate_se[k], &h);
+        check(
+            &format!("class {k}"),
+            &c.class_rate[k],
+            &c.class_rate_se[k],
+            &h,
+        );
     }
     // With the exact posterior tracked (a deterministic sampler: Σ_y π_y Δ_y = 0 exactly) the
     // class rates add up to the label rate: Σ_k P̂(k)·rate_class_k = rate_rb (1e-6 relative: f64
@@ -534,7 +543,9 @@ fn decision_and_class_rates_match_the_quadrature() {
     assert_eq!(c.tracking, Tracking::Exact);
     for j in 0..c.t.len() - 1 {
         let rb = c.rate_rb[j].unwrap();
-        let total: f64 = (0..4).map(|k| c.class_mass[k] * c.class_rate[k][j].unwrap()).sum();
+        let total: f64 = (0..4)
+            .map(|k| c.class_mass[k] * c.class_rate[k][j].unwrap())
+            .sum();
         assert!(
             (total - rb).abs() <= 1e-6 * rb.abs() + 1e-300,
             "step {j}: Σ P̂(k) rate_class_k = {total}, rate_rb = {rb}"

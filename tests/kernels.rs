@@ -296,12 +296,19 @@ fn cuda_kernel_mirrors_the_sums_layout() {
         ("MIX_PER_CLASS", Layout::PER_CLASS),
     ];
     for (name, v) in rust {
-        assert_eq!(defines.get(name), Some(&v), "{name} in kernels/mixture_trajectory.cu");
+        assert_eq!(
+            defines.get(name),
+            Some(&v),
+            "{name} in kernels/mixture_trajectory.cu"
+        );
     }
     let l_defines = defines.keys().filter(|k| k.starts_with("L_")).count();
     assert_eq!(l_defines, Layout::FIXED, "one L_ define per fixed column");
     // The per-partition and per-class columns sit where the kernel's offsets put them.
-    let lay = Layout { partitions: 3, classes: 2 };
+    let lay = Layout {
+        partitions: 3,
+        classes: 2,
+    };
     assert_eq!(lay.part_rate2(2), Layout::FIXED + 4 * 2 + 3);
     assert_eq!(lay.class_rate(1), Layout::FIXED + 4 * 3 + 4 + 2);
     assert_eq!(lay.width(), Layout::FIXED + 4 * 3 + 4 * 2);

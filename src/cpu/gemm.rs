@@ -467,7 +467,10 @@ fn gemm<B: BOperand>(
         ));
     }
     b.check()?;
-    if m > 0 && n > 0 && (ldc < n || c.len() < (m - 1) * ldc + n) {
+    let c_extent = (m > 0 && n > 0).then(|| (m - 1).checked_mul(ldc).and_then(|r| r.checked_add(n)));
+    if let Some(extent) = c_extent
+        && (ldc < n || extent.is_none_or(|e| c.len() < e))
+    {
         return Err(Error::shape(
             "sgemm: C (M, N) with row stride ldc",
             (m, n, ldc),

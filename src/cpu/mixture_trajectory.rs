@@ -1068,22 +1068,22 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                 let vmask = cx.valid(g);
                 // This group's record: offsets from its start are constants of the shape.
                 let pg = cx.pt.add(g * rec_w * l);
-                let rb = cx.ld(pg, (2 * k + k * d));
+                let rb = cx.ld(pg, 2 * k + k * d);
                 // Per-class rates: π_k (rb + 2 Δ_k·u), u = Σ_y π_y ln π_y Δ_y.
                 for j in 0..d {
                     let mut u = zero;
                     for y in 0..k {
-                        let w = I::mul(cx.ld(pg, (y)), cx.ld(pg, (k + y)));
-                        u = I::fma(w, cx.ld(pg, (2 * k + y * d + j)), u);
+                        let w = I::mul(cx.ld(pg, y), cx.ld(pg, k + y));
+                        u = I::fma(w, cx.ld(pg, 2 * k + y * d + j), u);
                     }
                     cx.sto(tmp, tm.u + j, u);
                 }
                 for y in 0..k {
                     let mut cross = zero;
                     for j in 0..d {
-                        cross = I::fma(cx.ld(pg, (2 * k + y * d + j)), cx.ld(tmp, tm.u + j), cross);
+                        cross = I::fma(cx.ld(pg, 2 * k + y * d + j), cx.ld(tmp, tm.u + j), cross);
                     }
-                    let v = I::mul(cx.ld(pg, (y)), I::fma(I::splat(2.0), cross, rb));
+                    let v = I::mul(cx.ld(pg, y), I::fma(I::splat(2.0), cross, rb));
                     cx.acc_add(lay.class_rate(y), vmask, v);
                     cx.acc_add(lay.class_rate2(y), vmask, I::mul(v, v));
                 }
@@ -1093,8 +1093,8 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                 // underflows to 0);
                 // π_a and π_b as `record` summed them.
                 for (i, pp) in plan.parts.iter().enumerate() {
-                    let pa = cx.ld(pg, (2 * k + k * d + 1 + 2 * i));
-                    let pb = cx.ld(pg, (2 * k + k * d + 2 + 2 * i));
+                    let pa = cx.ld(pg, 2 * k + k * d + 1 + 2 * i);
+                    let pb = cx.ld(pg, 2 * k + k * d + 2 + 2 * i);
                     let npa = I::sub(zero, pa);
                     let mut n2 = zero;
                     for j in 0..d {
@@ -1105,8 +1105,8 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                                 -1 => npa,
                                 _ => continue,
                             };
-                            let w = I::mul(side, cx.ld(pg, (y)));
-                            diff = I::fma(w, cx.ld(pg, (2 * k + y * d + j)), diff);
+                            let w = I::mul(side, cx.ld(pg, y));
+                            diff = I::fma(w, cx.ld(pg, 2 * k + y * d + j), diff);
                         }
                         n2 = I::fma(diff, diff, n2);
                     }

@@ -335,6 +335,49 @@ impl Curves {
         cols
     }
 
+    /// The names of curves.csv's columns after `step,t` for decision problems `partitions` and
+    /// `classes` classes, in [`Curves::to_csv`]'s order (a test holds the two together).
+    pub fn column_names(partitions: &[String], classes: usize) -> Vec<String> {
+        let mut v: Vec<String> = [
+            "log_snr",
+            "h_online",
+            "h_online_se",
+            "h_exact",
+            "rate_rb",
+            "rate_fd",
+            "mi_entropy",
+            "mi_girsanov",
+        ]
+        .map(String::from)
+        .into();
+        v.extend(partitions.iter().map(|p| format!("h_{p}")));
+        v.extend(partitions.iter().map(|p| format!("rate_{p}")));
+        v.extend((0..classes).map(|k| format!("h_class_{k}")));
+        v.extend(
+            ["h_exact_se", "hx0_rate", "mi_girsanov_se", "mi_rb", "mi_rb_se"].map(String::from),
+        );
+        for p in partitions {
+            v.push(format!("rate_{p}_se"));
+            v.push(format!("rate_fd_{p}"));
+        }
+        for k in 0..classes {
+            v.push(format!("rate_class_{k}"));
+            v.push(format!("rate_class_{k}_se"));
+        }
+        v.extend(
+            [
+                "hx0_rate_se",
+                "hx0_rate_ibp",
+                "hx0_rate_ibp_se",
+                "hx0_gap_se",
+                "mi_girsanov_diff_se",
+                "mi_rb_diff_se",
+            ]
+            .map(String::from),
+        );
+        v
+    }
+
     /// The CSV header (see README for each column).
     pub fn csv_header(&self) -> String {
         let mut h = String::from("step,t");
@@ -485,6 +528,23 @@ pub fn peaks(t: &[f64], log_snr: &[f64], y: &[Option<f64>]) -> Vec<Peak> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `column_names` lists what `to_csv` writes, in order.
+    #[test]
+    fn column_names_follow_the_csv() {
+        use crate::info::{InfoSpec, InfoSums, Layout, Partition};
+        let spec = InfoSpec::new(
+            vec![0.5, 0.25, 0.25],
+            vec![Partition { name: "ab".into(), a: vec![0], b: vec![1, 2] }],
+        )
+        .unwrap();
+        let grid = crate::sde::Ddpm::new(1e-4, 0.02, 10).unwrap().grid(10).unwrap();
+        let sums = InfoSums::new(Layout::new(&spec), 11);
+        let c = Curves::from_sums(&sums, &spec, &grid, Tracking::Online);
+        let names: Vec<String> = c.columns().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, Curves::column_names(&["ab".to_string()], 3));
+        assert!(c.to_csv().starts_with(&format!("step,t,{}\n", names.join(","))));
+    }
 
     /// An asymmetric-free parabola with a flat top sampled on a grid: the fit finds its vertex
     /// between grid points, the grid maximum only to the nearest point.

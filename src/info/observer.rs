@@ -482,22 +482,29 @@ pub fn measure_trajectories<M: crate::score::ScoreModel + ?Sized>(
         });
     }
     let batch = batch.max(1);
-    let starts: Vec<usize> = (0..n).step_by(batch).collect();
-    let parts: Vec<Result<InfoSums>> = starts
-        .par_iter()
-        .map(|&s| {
-            let b = batch.min(n - s);
-            let mut obs = InfoObserver::new(spec, tracking, b, grid);
-            crate::sde::sample(model, grid, sampler, noise, first + s as u64, b, &mut obs)?;
-            if let Some(p) = progress {
-                p(b);
-            }
-            Ok(obs.sums)
-        })
-        .collect();
+    let batches = n.div_ceil(batch);
+    // Groups of batches run in parallel and are merged into the total in batch order as each
+    // group ends: memory is O(group × grid), not O(trajectories / batch × grid), and the sum is
+    // the same sequential fold over batches 0, 1, 2, … whatever the group size or thread count.
+    let group = 2 * rayon::current_num_threads().max(1);
     let mut total = InfoSums::new(Layout::new(spec), grid.steps() + 1);
-    for p in parts {
-        total.merge(&p?);
+    for g0 in (0..batches).step_by(group) {
+        let parts: Vec<Result<InfoSums>> = (g0..batches.min(g0 + group))
+            .into_par_iter()
+            .map(|i| {
+                let s = i * batch;
+                let b = batch.min(n - s);
+                let mut obs = InfoObserver::new(spec, tracking, b, grid);
+                crate::sde::sample(model, grid, sampler, noise, first + s as u64, b, &mut obs)?;
+                if let Some(p) = progress {
+                    p(b);
+                }
+                Ok(obs.sums)
+            })
+            .collect();
+        for p in parts {
+            total.merge(&p?);
+        }
     }
     Ok(total)
 }

@@ -101,22 +101,28 @@ fn draw_curves<'a, 'b: 'a>(
     Ok(())
 }
 
-/// A finite, non-empty axis range covering the finite values of `v` (and `floor`..`ceil` when
-/// given); never hands plotters an infinite or empty range.
+/// A finite, non-empty axis range covering the finite values of `v`, padded by `pad` of its span
+/// on each side: plotters loops forever on a non-finite range, and cannot step through a span
+/// too small for f64 or bounds past ±1e300, so those are replaced (empty or all non-finite:
+/// 0..1; one value, or a span below 1e-9 of the bounds: that value ± 1; past ±1e300: clamped).
 fn axis_range(v: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
+    const BIG: f64 = 1e300;
     let (lo, hi) = v
         .filter(|x| x.is_finite())
+        .map(|x| x.clamp(-BIG, BIG))
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
             (a.min(x), b.max(x))
         });
     if !(lo.is_finite() && hi.is_finite()) {
         return (0.0, 1.0);
     }
-    if hi - lo > 1e-12 * (1.0 + lo.abs().max(hi.abs())) {
+    if hi - lo > 1e-9 * lo.abs().max(hi.abs()) {
         let m = (hi - lo) * pad;
-        (lo - m, hi + m)
+        ((lo - m).max(-BIG), (hi + m).min(BIG))
     } else {
-        (lo - 1.0, hi + 1.0)
+        let mid = 0.5 * (lo + hi);
+        let w = 1.0f64.max(1e-9 * mid.abs());
+        (mid - w, mid + w)
     }
 }
 
@@ -269,6 +275,8 @@ mod tests {
             vec![f64::INFINITY, f64::NAN],
             vec![2.0, 2.0],
             vec![-1e300, 1e300],
+            vec![f64::MAX, f64::MIN],
+            vec![1e20, 1e20 + 1.0],
             vec![f64::NEG_INFINITY, 3.0],
         ] {
             let (a, b) = axis_range(v.iter().cloned(), 0.05);

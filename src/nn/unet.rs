@@ -56,6 +56,15 @@ pub struct UNetConfig {
     pub time_embed_dim: usize,
 }
 
+/// Largest channel count (and group or head size) a config may name.
+pub const MAX_CHANNELS: usize = 1 << 14;
+/// Most resolution levels (block_out_channels entries).
+pub const MAX_LEVELS: usize = 8;
+/// Largest `sample_size`.
+pub const MAX_SAMPLE_SIZE: usize = 4096;
+/// Largest `num_class_embeds`.
+pub const MAX_CLASS_EMBEDS: usize = 1 << 16;
+
 fn cfg_err(key: &str, expected: &str, found: &Value) -> Error {
     Error::config(format!("config.json: {key}"), expected, found.to_string())
 }
@@ -69,24 +78,25 @@ impl UNetConfig {
             .ok_or_else(|| cfg_err("(top level)", "an object", v))?;
         let null = Value::Null;
         let get = |k: &str| m.get(k).unwrap_or(&null);
-        let usize_of = |k: &str, default: Option<usize>| -> Result<usize> {
+        // Whole numbers within the range the engine handles (sizes past these would overflow
+        // or allocate without bound before any tensor is read). A `null` is refused where
+        // diffusers needs a number; only the optional keys (`opt_usize`) take it as "none".
+        let in_range = |k: &str, x: &Value, lo: usize, hi: usize| -> Result<usize> {
+            x.as_u64()
+                .filter(|u| (lo as u64..=hi as u64).contains(u))
+                .map(|u| u as usize)
+                .ok_or_else(|| cfg_err(k, &format!("a whole number in {lo}..={hi}"), x))
+        };
+        let usize_of = |k: &str, default: usize, lo: usize, hi: usize| -> Result<usize> {
             match m.get(k) {
-                None | Some(Value::Null) => {
-                    default.ok_or_else(|| cfg_err(k, "a whole number", get(k)))
-                }
-                Some(x) => x
-                    .as_u64()
-                    .map(|u| u as usize)
-                    .ok_or_else(|| cfg_err(k, "a whole number", x)),
+                None => Ok(default),
+                Some(x) => in_range(k, x, lo, hi),
             }
         };
-        let opt_usize = |k: &str| -> Result<Option<usize>> {
+        let opt_usize = |k: &str, lo: usize, hi: usize| -> Result<Option<usize>> {
             match m.get(k) {
                 None | Some(Value::Null) => Ok(None),
-                Some(x) => x
-                    .as_u64()
-                    .map(|u| Some(u as usize))
-                    .ok_or_else(|| cfg_err(k, "a whole number or null", x)),
+                Some(x) => in_range(k, x, lo, hi).map(Some),
             }
         };
         let bool_of = |k: &str, default: bool| -> Result<bool> {
@@ -95,10 +105,21 @@ impl UNetConfig {
                 Some(x) => x.as_bool().ok_or_else(|| cfg_err(k, "true or false", x)),
             }
         };
-        let f64_of = |k: &str, default: f64| -> Result<f64> {
+        // A number in [lo, hi] (open at 0 when `positive`), finite as the f32 the engine uses.
+        let f64_of = |k: &str, default: f64, lo: f64, hi: f64, positive: bool| -> Result<f64> {
+            let expected = if positive {
+                format!("a number in (0, {hi:e}]")
+            } else {
+                format!("a number in [{lo:e}, {hi:e}]")
+            };
             match m.get(k) {
                 None => Ok(default),
-                Some(x) => x.as_f64().ok_or_else(|| cfg_err(k, "a number", x)),
+                Some(x) => x
+                    .as_f64()
+                    .filter(|v| {
+                        (lo..=hi).contains(v) && (!positive || (*v > 0.0 && (*v as f32) > 0.0))
+                    })
+                    .ok_or_else(|| cfg_err(k, &expected, x)),
             }
         };
         let must = |k: &str, allowed: &[Value]| -> Result<()> {
@@ -187,13 +208,15 @@ impl UNetConfig {
             .as_array()
             .ok_or_else(|| cfg_err("block_out_channels", "a list of channel counts", boc))?
             .iter()
-            .map(|c| {
-                c.as_u64()
-                    .filter(|c| *c > 0)
-                    .map(|c| c as usize)
-                    .ok_or_else(|| cfg_err("block_out_channels", "positive whole numbers", c))
-            })
+            .map(|c| in_range("block_out_channels", c, 1, MAX_CHANNELS))
             .collect::<Result<_>>()?;
+        if block_out_channels.len() > MAX_LEVELS {
+            return Err(cfg_err(
+                "block_out_channels",
+                &format!("at most {MAX_LEVELS} levels"),
+                &Value::from(block_out_channels.len()),
+            ));
+        }
         if block_out_channels.is_empty()
             || down_blocks.len() != block_out_channels.len()
             || up_blocks.len() != block_out_channels.len()
@@ -211,7 +234,7 @@ impl UNetConfig {
                 )),
             ));
         }
-        let norm_num_groups = usize_of("norm_num_groups", Some(32))?;
+        let norm_num_groups = usize_of("norm_num_groups", 32, 1, MAX_CHANNELS)?;
         if let Some(c) = block_out_channels
             .iter()
             .find(|c| norm_num_groups == 0 || *c % norm_num_groups != 0)
@@ -222,7 +245,7 @@ impl UNetConfig {
                 get("norm_num_groups"),
             ));
         }
-        let attention_head_dim = opt_usize("attention_head_dim")?;
+        let attention_head_dim = opt_usize("attention_head_dim", 1, MAX_CHANNELS)?;
         // Channels of every attention: the attention blocks' and the middle block's.
         let attn_channels: Vec<usize> = down_blocks
             .iter()
@@ -243,26 +266,49 @@ impl UNetConfig {
                 get("attention_head_dim"),
             ));
         }
-        let time_embed_dim = opt_usize("time_embedding_dim")?.unwrap_or(block_out_channels[0] * 4);
+        let attn_norm_num_groups = opt_usize("attn_norm_num_groups", 1, MAX_CHANNELS)?;
+        if let Some(g) = attn_norm_num_groups
+            && let Some(c) = attn_channels.iter().find(|c| *c % g != 0)
+        {
+            return Err(cfg_err(
+                "attn_norm_num_groups",
+                &format!("a divisor of every attention block's channels (not of {c})"),
+                get("attn_norm_num_groups"),
+            ));
+        }
+        let time_embed_dim = opt_usize("time_embedding_dim", 1, 4 * MAX_CHANNELS)?
+            .unwrap_or(block_out_channels[0] * 4);
+        let levels = block_out_channels.len();
+        let sample_size = opt_usize("sample_size", 1, MAX_SAMPLE_SIZE)?;
+        if let Some(n) = sample_size
+            && n % (1 << (levels - 1)) != 0
+        {
+            return Err(cfg_err(
+                "sample_size",
+                &format!("a multiple of 2^(levels − 1) = {}", 1 << (levels - 1)),
+                get("sample_size"),
+            ));
+        }
         Ok(UNetConfig {
-            in_channels: usize_of("in_channels", Some(3))?,
-            out_channels: usize_of("out_channels", Some(3))?,
-            sample_size: opt_usize("sample_size")?,
+            in_channels: usize_of("in_channels", 3, 1, MAX_CHANNELS)?,
+            out_channels: usize_of("out_channels", 3, 1, MAX_CHANNELS)?,
+            sample_size,
             center_input_sample: bool_of("center_input_sample", false)?,
             flip_sin_to_cos: bool_of("flip_sin_to_cos", true)?,
-            freq_shift: f64_of("freq_shift", 0.0)?,
+            freq_shift: f64_of("freq_shift", 0.0, -1e6, 1e6, false)?,
             down_blocks,
             up_blocks,
             block_out_channels,
-            layers_per_block: usize_of("layers_per_block", Some(2))?,
-            mid_block_scale_factor: f64_of("mid_block_scale_factor", 1.0)?,
-            downsample_padding: usize_of("downsample_padding", Some(1))?,
+            layers_per_block: usize_of("layers_per_block", 2, 1, 64)?,
+            mid_block_scale_factor: f64_of("mid_block_scale_factor", 1.0, 0.0, 1e6, true)?,
+            // 1: symmetric padding; 0: diffusers' (0, 1, 0, 1). Others do not halve the size.
+            downsample_padding: usize_of("downsample_padding", 1, 0, 1)?,
             attention_head_dim,
             norm_num_groups,
-            attn_norm_num_groups: opt_usize("attn_norm_num_groups")?,
-            norm_eps: f64_of("norm_eps", 1e-5)? as f32,
+            attn_norm_num_groups,
+            norm_eps: f64_of("norm_eps", 1e-5, 0.0, 1.0, true)? as f32,
             add_attention: bool_of("add_attention", true)?,
-            num_class_embeds: opt_usize("num_class_embeds")?,
+            num_class_embeds: opt_usize("num_class_embeds", 1, MAX_CLASS_EMBEDS)?,
             time_embed_dim,
         })
     }
@@ -270,12 +316,34 @@ impl UNetConfig {
     /// Reads and validates `dir/config.json`.
     pub fn load(dir: &Path) -> Result<UNetConfig> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = crate::measure::read_text(&path)?;
         let v: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
             path: path.display().to_string(),
             message: format!("not valid JSON: {e}"),
         })?;
         UNetConfig::from_json(&v)
+    }
+
+    /// Peak activation memory of a forward of `images` images of h × w with `parallel` images in
+    /// flight (an upper estimate, bytes, saturating): every level's skip connections and working
+    /// tensors, and the largest attention's score matrices.
+    pub fn forward_bytes(&self, images: usize, h: usize, w: usize, parallel: usize) -> u64 {
+        let hw = (h as u64).saturating_mul(w as u64);
+        let per_layer = self.layers_per_block as u64 + 5;
+        let mut act = 0u64;
+        let mut attn = 0u64;
+        for (l, (c, kind)) in self.block_out_channels.iter().zip(&self.down_blocks).enumerate() {
+            let hw_l = hw >> (2 * l);
+            act = act.saturating_add(per_layer.saturating_mul(*c as u64).saturating_mul(hw_l));
+            if *kind == BlockKind::Attn || l + 1 == self.block_out_channels.len() {
+                let heads = self.heads(*c) as u64;
+                attn = attn.max(heads.saturating_mul(hw_l).saturating_mul(hw_l));
+            }
+        }
+        let par = parallel.clamp(1, images.max(1)) as u64;
+        act.saturating_mul(images as u64)
+            .saturating_add(attn.saturating_mul(par))
+            .saturating_mul(4)
     }
 
     /// Heads of an attention block with `channels` channels.
@@ -309,13 +377,12 @@ impl UNet {
             .keys()
             .find(|k| !expected.iter().any(|(n, _)| n == *k))
         {
-            return Err(Error::Unsupported {
-                op: "UNet::load",
-                reason: format!(
-                    "{}: tensor `{extra}` is not part of the configured architecture",
-                    w.path
-                ),
-            });
+            return Err(Error::model(
+                &w.path,
+                extra,
+                "only the tensors of the configured architecture",
+                "a tensor it does not have",
+            ));
         }
         UNet::assemble(config, w)
     }
@@ -437,6 +504,13 @@ impl UNet {
                 c,
             ));
         }
+        if b == 0 || h == 0 || w == 0 {
+            return Err(Error::shape(
+                "UNet::forward: sample (B, C, H, W) with B, H, W ≥ 1",
+                "(≥ 1, C, ≥ 1, ≥ 1)",
+                &x.shape,
+            ));
+        }
         let div = 1usize << (cfg.block_out_channels.len() - 1);
         if h % div != 0 || w % div != 0 {
             return Err(Error::shape(
@@ -444,6 +518,16 @@ impl UNet {
                 div,
                 (h, w),
             ));
+        }
+        if let Some(limit) = crate::measure::check::memory_limit() {
+            let need = cfg.forward_bytes(b, h, w, rayon::current_num_threads());
+            if need > limit {
+                return Err(Error::shape(
+                    "UNet::forward: sample small enough for this machine's memory",
+                    format!("a forward within {limit} bytes"),
+                    format!("{:?} needing about {need} bytes", x.shape),
+                ));
+            }
         }
         let mut x = x.clone();
         if cfg.center_input_sample {
@@ -781,13 +865,12 @@ pub fn denoise_file_on(
     output: &Path,
     gpu: Option<(&crate::cuda::Gpu, crate::cuda::unet::Storage)>,
 ) -> Result<()> {
+    // The destination is checked (and its temporary created) before any work.
+    let dest = crate::measure::output::AtomicFile::prepare(output, "--output")?;
     let net = UNet::load(model_dir)?;
     let io = Weights::load(input)?;
     let name = input.display().to_string();
-    let missing = |k: &str| Error::Unsupported {
-        op: "denoise",
-        reason: format!("{name}: tensor `{k}` is missing"),
-    };
+    let missing = |k: &str| Error::model(&name, k, "an f32 tensor", "nothing (the tensor is missing)");
     let x = io.tensors.get("sample").ok_or_else(|| missing("sample"))?;
     let t: Vec<f32> = match (io.tensors.get("timestep"), io.ints.get("timestep")) {
         (Some(t), _) => t.data.clone(),
@@ -812,7 +895,7 @@ pub fn denoise_file_on(
         op: "denoise",
         reason: format!("serialising `out`: {e}"),
     })?;
-    crate::measure::write_atomic(output, &data)
+    dest.commit(&data)
 }
 
 impl UNetConfig {

@@ -107,6 +107,17 @@ impl GaussianMixture {
             if let Some(v) = c.var.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
                 return Err(Error::config(f("var"), "finite variances ≥ 0", v));
             }
+            // every class 0..K−1 needs a component, so no class reaches the component count
+            if c.class >= components.len() {
+                return Err(Error::config(
+                    f("class"),
+                    format!(
+                        "a class in 0..={} (every class below it needs a component)",
+                        components.len() - 1
+                    ),
+                    c.class,
+                ));
+            }
             total += c.weight;
         }
         let classes = components.iter().map(|c| c.class).max().unwrap_or(0) + 1;
