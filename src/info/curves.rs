@@ -538,6 +538,7 @@ mod tests {
             vec![Partition { name: "ab".into(), a: vec![0], b: vec![1, 2] }],
         )
         .unwrap();
+        use crate::sde::Process;
         let grid = crate::sde::Ddpm::new(1e-4, 0.02, 10).unwrap().grid(10).unwrap();
         let sums = InfoSums::new(Layout::new(&spec), 11);
         let c = Curves::from_sums(&sums, &spec, &grid, Tracking::Online);
