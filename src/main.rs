@@ -47,6 +47,10 @@ enum Command {
         /// Measure a class-conditional diffusers UNet2DModel folder instead of the mixture.
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Hutchinson probes per state and step for a network's ∇·s (hx0_rate); 0: off
+        /// (overrides the config; default 1).
+        #[arg(long)]
+        probes: Option<usize>,
         /// Print the default config as JSON and exit.
         #[arg(long)]
         print_default_config: bool,
@@ -294,6 +298,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             seed,
             threads,
             model,
+            probes,
             print_default_config,
             device,
         } => {
@@ -330,6 +335,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             if let Some(s) = seed {
                 v["seed"] = s.into();
+            }
+            if let Some(n) = probes {
+                v["probes"] = n.into();
             }
             cfg = Config::from_value(&v)?; // overrides validated like the file
             if let Some(t) = threads {

@@ -123,6 +123,9 @@ pub struct Config {
     pub partitions: Vec<Partition>,
     pub trajectories: usize,
     pub seed: u64,
+    /// Hutchinson probes per state and step for a network's ∇·s (`hx0_rate`); 0: none. Exact
+    /// mixtures have their divergence in closed form and ignore it.
+    pub probes: usize,
 }
 
 /// The embedded default: points −8, −4, 6, 8 (equal weights, classes 0–3) under DDPM
@@ -166,6 +169,7 @@ pub fn default_config() -> Config {
         ],
         trajectories: 20_000,
         seed: 0,
+        probes: 1,
     }
 }
 
@@ -301,6 +305,7 @@ impl Config {
                 "partitions",
                 "trajectories",
                 "seed",
+                "probes",
             ],
         )?;
         let d = default_config();
@@ -560,6 +565,14 @@ impl Config {
             return Err(Error::config("trajectories", "at least 1", 0));
         }
         let seed = count(top, "", "seed", Some(0))?;
+        let probes = count(top, "", "probes", Some(d.probes as u64))? as usize;
+        if probes > crate::rng::MAX_PROBES {
+            return Err(Error::config(
+                "probes",
+                format!("0..={} Hutchinson probes", crate::rng::MAX_PROBES),
+                probes,
+            ));
+        }
         let cfg = Config {
             process,
             components,
@@ -569,6 +582,7 @@ impl Config {
             partitions,
             trajectories,
             seed,
+            probes,
         };
         cfg.grid()?; // validates steps against the process
         Ok(cfg)
@@ -608,6 +622,7 @@ impl Config {
             let m = v.as_object_mut().expect("object");
             m.remove("mixture");
             m.insert("model".into(), json!(dir.display().to_string()));
+            m.insert("probes".into(), json!(self.probes));
         }
         v
     }
@@ -706,22 +721,33 @@ pub fn run_on(
                     noise,
                     cfg.trajectories,
                     64,
+                    cfg.probes,
                     progress,
                 )?
             }
-            // Batches of 8 trajectories: each step is one forward of 8·(K+1) images.
-            None => measure_trajectories(
-                &net,
-                &spec,
-                &grid,
-                &cfg.sampler,
-                noise,
-                0,
-                cfg.trajectories,
-                8,
-                Tracking::Online,
-                progress,
-            )?,
+            // Batches of 8 trajectories: each step is one forward of 8·(K+1) images (and one
+            // of 8·2N null-label probe images for the Hutchinson divergence).
+            None => {
+                let hutch;
+                let model: &dyn crate::score::ScoreModel = if cfg.probes > 0 {
+                    hutch = crate::score::Hutchinson::new(&net, cfg.probes)?;
+                    &hutch
+                } else {
+                    &net
+                };
+                measure_trajectories(
+                    model,
+                    &spec,
+                    &grid,
+                    &cfg.sampler,
+                    noise,
+                    0,
+                    cfg.trajectories,
+                    8,
+                    Tracking::Online,
+                    progress,
+                )?
+            }
         };
         let wall_s = start.elapsed().as_secs_f64();
         return Ok(Report {

@@ -374,44 +374,82 @@ fn device_unet_orchestration_matches_diffusers_on_the_kernel_interpreter() {
 /// the CPU observer's information sums: run on the kernel interpreter, 2 trajectories in one
 /// batch through 3 DDPM steps, every per-point sum within 1e-3·(1 + |sum|) (f32 state update
 /// and classifier against the CPU's f64 ones).
+/// The device-resident loop (network, probe rows, fused step and records on the device, here
+/// the kernel interpreter) against the CPU observer on the same network, without probes and with
+/// two Hutchinson probes (the CPU side then wraps the score in `Hutchinson`): every sum entry,
+/// including the cross terms (per-class rates), two decision problems' score gaps, ‖s‖² (the
+/// integration-by-parts rate) and PROD/PROD2 (entropy production), within 1e-3 relative (f32
+/// records and two forward implementations against f64 sums of f32 scores).
 #[test]
 fn device_resident_neural_loop_matches_the_cpu_observer() {
     use infodiff::cuda::neural::measure_on;
     use infodiff::cuda::ops::Emu;
     use infodiff::cuda::unet::{DeviceUNet, Storage};
-    use infodiff::info::{InfoSpec, Tracking, measure_trajectories};
+    use infodiff::info::{InfoSpec, Layout, Partition, Tracking, measure_trajectories};
     use infodiff::rng::Noise;
-    use infodiff::score::ScoreModel;
     use infodiff::score::unet::UNetScore;
+    use infodiff::score::{Hutchinson, ScoreModel};
     use infodiff::sde::{AncestralVariance, Ddpm, Process, Sampler};
     let score = UNetScore::load(&fixtures().join("tiny-class")).unwrap();
     let dev = DeviceUNet::new(Emu, &score.net, Storage::F32).unwrap();
-    let spec = InfoSpec::new(score.class_prior(), vec![]).unwrap();
+    let parts = vec![
+        Partition {
+            name: "low_high".into(),
+            a: (0..5).collect(),
+            b: (5..10).collect(),
+        },
+        Partition {
+            name: "c3_c7".into(),
+            a: vec![3],
+            b: vec![7],
+        },
+    ];
+    let spec = InfoSpec::new(score.class_prior(), parts).unwrap();
     let grid = Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(3).unwrap();
     let sampler = Sampler::Ancestral {
         variance: AncestralVariance::Beta,
     };
     let noise = Noise::new(5);
-    let cpu = measure_trajectories(
-        &score,
-        &spec,
-        &grid,
-        &sampler,
-        noise,
-        7,
-        2,
-        2,
-        Tracking::Online,
-        None,
-    )
-    .unwrap();
-    let on_dev = measure_on(&dev, &score, &spec, &grid, &sampler, noise, 7, 2, 2, None).unwrap();
-    assert!(cpu.data.iter().any(|v| *v != 0.0));
-    for (i, (a, b)) in on_dev.data.iter().zip(&cpu.data).enumerate() {
+    for probes in [0, 2] {
+        let hutch = Hutchinson::new(&score, probes.max(1)).unwrap();
+        let model: &dyn ScoreModel = if probes > 0 { &hutch } else { &score };
+        let cpu = measure_trajectories(
+            model,
+            &spec,
+            &grid,
+            &sampler,
+            noise,
+            7,
+            2,
+            2,
+            Tracking::Online,
+            None,
+        )
+        .unwrap();
+        let on_dev = measure_on(
+            &dev, &score, &spec, &grid, &sampler, noise, 7, 2, 2, probes, None,
+        )
+        .unwrap();
+        assert!(cpu.data.iter().any(|v| *v != 0.0));
+        assert_eq!(on_dev.data.len(), cpu.data.len());
+        let lay = cpu.layout;
+        let row = cpu.row(0);
+        // the fields the device records now feed: not trivially zero on the CPU side
         assert!(
-            (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
-            "entry {i}: device {a} vs cpu {b}"
+            row[Layout::IBP] != 0.0 && row[lay.part_rate(0)] > 0.0 && row[lay.part_rate(1)] > 0.0
         );
+        assert!(row[lay.class_rate(0)] != 0.0);
+        assert_eq!(
+            row[Layout::PRODN] > 0.0,
+            probes > 0,
+            "entropy production iff probes"
+        );
+        for (i, (a, b)) in on_dev.data.iter().zip(&cpu.data).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
+                "probes {probes}, entry {i}: device {a} vs cpu {b}"
+            );
+        }
     }
 }
 
