@@ -291,6 +291,67 @@ fn measure_runs_on_a_network() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("num_class_embeds"));
 }
 
+/// `measure --model --probes N`: entropy production from Hutchinson probes on the CPU path
+/// (`hx0_rate` and its SE at every point but the data end; none with `--probes 0`), the count
+/// kept in summary.json's config, and an out-of-range count refused naming the key.
+#[test]
+fn measure_on_a_network_estimates_entropy_production_with_probes() {
+    let run = |probes: &str| {
+        let out = tempdir(&format!("measure-probes-{probes}"));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_infodiff"))
+            .args([
+                "measure",
+                "--trajectories",
+                "2",
+                "--steps",
+                "4",
+                "--device",
+                "cpu",
+            ])
+            .args(["--probes", probes, "--model"])
+            .arg(fixtures().join("tiny-class"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        (o, out)
+    };
+    let column = |out: &PathBuf, name: &str| -> Vec<String> {
+        let csv = std::fs::read_to_string(out.join("curves.csv")).unwrap();
+        let mut lines = csv.lines();
+        let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let i = head.iter().position(|h| *h == name).unwrap();
+        lines
+            .map(|l| l.split(',').nth(i).unwrap().to_string())
+            .collect()
+    };
+    let (o, out) = run("2");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["config"]["probes"], 2);
+    for name in ["hx0_rate", "hx0_rate_se", "hx0_rate_ibp"] {
+        let col = column(&out, name);
+        assert_eq!(col.len(), 5);
+        for v in &col[..4] {
+            assert!(v.parse::<f64>().unwrap().is_finite(), "{name}: {v:?}");
+        }
+    }
+    let (o, out) = run("0");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        column(&out, "hx0_rate").iter().all(|v| v.is_empty()),
+        "no probes, no hx0_rate"
+    );
+    assert!(
+        column(&out, "hx0_rate_ibp")[0].parse::<f64>().is_ok(),
+        "needs no divergence"
+    );
+    let (o, _) = run("65");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("probes"));
+}
+
 /// The DDPM CIFAR-10 architecture has the 35.7M parameters of google/ddpm-cifar10-32, and
 /// `infodiff bench` reports its figures as JSON.
 #[test]
