@@ -349,6 +349,7 @@ static inline float __int_as_float(int u) { float f; std::memcpy(&f, &u, 4); ret
 "#;
 
 const SHIM: &str = r#"
+#include <cstddef>
 #include "sde_step.cu"
 static float rd() { unsigned int u; if (scanf("%x", &u) != 1) return 0; return __uint_as_float(u); }
 static unsigned int ru() { unsigned int u; if (scanf("%x", &u) != 1) return 0; return u; }
@@ -384,6 +385,10 @@ int main() {
     for (unsigned int i = 0; i < b * d; ++i) printf("%08x\n", __float_as_uint(x[i]));
     for (unsigned int i = 0; i < b * k; ++i) printf("%08x\n", __float_as_uint(lp[i]));
     for (unsigned int i = 0; i < b * rw; ++i) printf("%08x\n", __float_as_uint(rec[i]));
+    // the layout the GPU receives: size and the offsets of the fields after the first u64
+    printf("%08x\n%08x\n%08x\n%08x\n%08x\n", (unsigned int)sizeof(SdeStepParams),
+           (unsigned int)offsetof(SdeStepParams, traj0), (unsigned int)offsetof(SdeStepParams, partitions),
+           (unsigned int)offsetof(SdeStepParams, part_a), (unsigned int)offsetof(SdeStepParams, part_b));
     return 0;
 }
 "#;
@@ -550,7 +555,18 @@ fn device_code_compiled_for_the_host_matches_the_cpu() {
                 rec[i]
             );
         }
-        assert!(it.next().is_none(), "nothing left over");
+        // #[repr(C)] SdeStepParams and the kernel's struct: the same size and offsets
+        use std::mem::{offset_of, size_of};
+        let layout: Vec<u32> = it.by_ref().map(|v| v.to_bits()).collect();
+        let want = [
+            size_of::<SdeStepParams>(),
+            offset_of!(SdeStepParams, traj0),
+            offset_of!(SdeStepParams, partitions),
+            offset_of!(SdeStepParams, part_a),
+            offset_of!(SdeStepParams, part_b),
+        ];
+        assert_eq!(layout, want.map(|v| v as u32), "SdeStepParams layout");
+        assert_eq!(want[0], 136);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
