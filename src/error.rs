@@ -148,7 +148,10 @@ impl fmt::Display for Error {
                 if tensor.is_empty() {
                     write!(f, "{path}: expected {expected}, found {found}")
                 } else {
-                    write!(f, "{path}: tensor `{tensor}`: expected {expected}, found {found}")
+                    write!(
+                        f,
+                        "{path}: tensor `{tensor}`: expected {expected}, found {found}"
+                    )
                 }
             }
             Error::Implausible {

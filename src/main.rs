@@ -52,6 +52,10 @@ enum Command {
         /// Measure a class-conditional diffusers UNet2DModel folder instead of the mixture.
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Hutchinson probes per state and step for a network's ∇·s (hx0_rate); 0: off
+        /// (overrides the config; default 1).
+        #[arg(long)]
+        probes: Option<usize>,
         /// Print the default config as JSON and exit.
         #[arg(long)]
         print_default_config: bool,
@@ -217,7 +221,10 @@ fn install_signal_handlers() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: on_signal only calls async-signal-safe functions.
         unsafe {
-            libc::signal(sig, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
         }
     }
 }
@@ -321,13 +328,21 @@ fn run(cli: Cli) -> Result<(), Error> {
             // Sizes are bounded before anything is allocated.
             let within = |name: &str, v: usize, hi: usize| -> Result<(), Error> {
                 if v == 0 || v > hi {
-                    return Err(Error::config(name, format!("a whole number in 1..={hi}"), v));
+                    return Err(Error::config(
+                        name,
+                        format!("a whole number in 1..={hi}"),
+                        v,
+                    ));
                 }
                 Ok(())
             };
             within("--batch", batch.unwrap_or(1), 4096)?;
             within("--size", size, 16384)?;
-            within("--trajectories", trajectories.unwrap_or(1), measure::MAX_TRAJECTORIES)?;
+            within(
+                "--trajectories",
+                trajectories.unwrap_or(1),
+                measure::MAX_TRAJECTORIES,
+            )?;
             within("--steps", steps, measure::MAX_STEPS)?;
             let gpu_path = matches!(
                 what,
@@ -407,6 +422,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             seed,
             threads,
             model,
+            probes,
             print_default_config,
             device,
         } => {
@@ -469,6 +485,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             if let Some(s) = seed {
                 v["seed"] = s.into();
+            }
+            if let Some(n) = probes {
+                v["probes"] = n.into();
             }
             cfg = Config::from_value(&v)?; // overrides validated like the file
             // The destination is checked, and its temporary folder made, before the run.

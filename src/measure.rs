@@ -127,6 +127,9 @@ pub struct Config {
     pub partitions: Vec<Partition>,
     pub trajectories: usize,
     pub seed: u64,
+    /// Hutchinson probes per state and step for a network's ∇·s (`hx0_rate`); 0: none. Exact
+    /// mixtures have their divergence in closed form and ignore it.
+    pub probes: usize,
 }
 
 /// The embedded default: points −8, −4, 6, 8 (equal weights, classes 0–3) under DDPM
@@ -170,6 +173,7 @@ pub fn default_config() -> Config {
         ],
         trajectories: 20_000,
         seed: 0,
+        probes: 1,
     }
 }
 
@@ -305,6 +309,7 @@ impl Config {
                 "partitions",
                 "trajectories",
                 "seed",
+                "probes",
             ],
         )?;
         let d = default_config();
@@ -579,6 +584,14 @@ impl Config {
         let trajectories = count(top, "", "trajectories", Some(d.trajectories as u64))?;
         let trajectories = check::bounded("trajectories", trajectories, 1, MAX_TRAJECTORIES)?;
         let seed = count(top, "", "seed", Some(0))?;
+        let probes = count(top, "", "probes", Some(d.probes as u64))? as usize;
+        if probes > crate::rng::MAX_PROBES {
+            return Err(Error::config(
+                "probes",
+                format!("0..={} Hutchinson probes", crate::rng::MAX_PROBES),
+                probes,
+            ));
+        }
         let cfg = Config {
             process,
             components,
@@ -588,6 +601,7 @@ impl Config {
             partitions,
             trajectories,
             seed,
+            probes,
         };
         let grid = cfg.grid()?; // validates steps against the process
         let noise_end = match cfg.process {
@@ -636,6 +650,7 @@ impl Config {
             let m = v.as_object_mut().expect("object");
             m.remove("mixture");
             m.insert("model".into(), json!(dir.display().to_string()));
+            m.insert("probes".into(), json!(self.probes));
         }
         v
     }
@@ -766,22 +781,33 @@ pub fn run_on(
                     noise,
                     cfg.trajectories,
                     64,
+                    cfg.probes,
                     progress,
                 )?
             }
-            // Batches of 8 trajectories: each step is one forward of 8·(K+1) images.
-            None => measure_trajectories(
-                &net,
-                &spec,
-                &grid,
-                &cfg.sampler,
-                noise,
-                0,
-                cfg.trajectories,
-                8,
-                Tracking::Online,
-                progress,
-            )?,
+            // Batches of 8 trajectories: each step is one forward of 8·(K+1) images (and one
+            // of 8·2N null-label probe images for the Hutchinson divergence).
+            None => {
+                let hutch;
+                let model: &dyn crate::score::ScoreModel = if cfg.probes > 0 {
+                    hutch = crate::score::Hutchinson::new(&net, cfg.probes)?;
+                    &hutch
+                } else {
+                    &net
+                };
+                measure_trajectories(
+                    model,
+                    &spec,
+                    &grid,
+                    &cfg.sampler,
+                    noise,
+                    0,
+                    cfg.trajectories,
+                    8,
+                    Tracking::Online,
+                    progress,
+                )?
+            }
         };
         let wall_s = start.elapsed().as_secs_f64();
         let curves = Curves::from_sums(&sums, &spec, &grid, Tracking::Online);

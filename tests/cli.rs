@@ -207,8 +207,14 @@ fn model_and_text_errors_exit_2() {
     // an input without `sample`, and one whose `sample` has a dtype the engine does not read
     let model = tiny_model();
     for (name, header) in [
-        ("missing", r#"{"timestep":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#),
-        ("dtype", r#"{"sample":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#),
+        (
+            "missing",
+            r#"{"timestep":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+        ),
+        (
+            "dtype",
+            r#"{"sample":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#,
+        ),
     ] {
         let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
         bytes.extend_from_slice(header.as_bytes());
@@ -255,7 +261,12 @@ fn denoise_refuses_to_replace_a_symlink_or_device() {
         assert!(err.contains("`--output`"), "{err}");
     }
     assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }
 
 #[test]
@@ -275,18 +286,29 @@ fn a_noise_end_without_noise_is_refused_not_plotted_forever() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("`process.beta_end`") && err.contains("σ_T") && err.contains("log-SNR range"), "{err}");
+    assert!(
+        err.contains("`process.beta_end`") && err.contains("σ_T") && err.contains("log-SNR range"),
+        "{err}"
+    );
     assert!(!out.exists());
     // the plot itself never gets a non-finite axis: every log-SNR infinite still draws
     let mut c = infodiff::measure::run(
-        &infodiff::measure::Config::from_json_str(r#"{"trajectories": 64, "sampler": {"kind": "ancestral", "steps": 10}}"#, "inline").unwrap(),
+        &infodiff::measure::Config::from_json_str(
+            r#"{"trajectories": 64, "sampler": {"kind": "ancestral", "steps": 10}}"#,
+            "inline",
+        )
+        .unwrap(),
         None,
         None,
     )
     .unwrap()
     .curves;
     c.log_snr.iter_mut().for_each(|l| *l = f64::INFINITY);
-    assert!(infodiff::measure::plot::entropy_svg(&c).unwrap().starts_with("<svg"));
+    assert!(
+        infodiff::measure::plot::entropy_svg(&c)
+            .unwrap()
+            .starts_with("<svg")
+    );
 }
 
 #[test]
@@ -301,22 +323,41 @@ fn unwritable_out_is_refused_before_the_run_and_sets_replace_sets() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("`--out`") && !err.contains("trajectory-steps/s"), "{err}");
+    assert!(
+        err.contains("`--out`") && !err.contains("trajectory-steps/s"),
+        "{err}"
+    );
     // a second run replaces the first set; progress lines come when stderr is not a terminal
     let out = dir.join("o");
     for seed in ["1", "2"] {
         let o = bin()
             .env("INFODIFF_PROGRESS_INTERVAL", "0")
-            .args(["measure", "--trajectories", "4096", "--steps", "50", "--seed", seed, "--out"])
+            .args([
+                "measure",
+                "--trajectories",
+                "4096",
+                "--steps",
+                "50",
+                "--seed",
+                seed,
+                "--out",
+            ])
             .arg(&out)
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "{err}");
-        assert!(err.contains("estimate:") && err.contains("peak memory"), "{err}");
-        assert!(err.contains("infodiff: progress:") && err.contains("done in"), "{err}");
+        assert!(
+            err.contains("estimate:") && err.contains("peak memory"),
+            "{err}"
+        );
+        assert!(
+            err.contains("infodiff: progress:") && err.contains("done in"),
+            "{err}"
+        );
         let summary: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap())
+                .unwrap();
         assert_eq!(summary["config"]["seed"].to_string(), seed);
     }
     let mut names: Vec<String> = std::fs::read_dir(&out)
@@ -333,7 +374,16 @@ fn sigterm_during_a_run_leaves_no_temporaries() {
     let dir = tempdir("sigterm");
     let out = dir.join("o");
     let mut child = bin()
-        .args(["measure", "--trajectories", "2000000", "--steps", "1000", "--threads", "1", "--out"])
+        .args([
+            "measure",
+            "--trajectories",
+            "2000000",
+            "--steps",
+            "1000",
+            "--threads",
+            "1",
+            "--out",
+        ])
         .arg(&out)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -346,7 +396,13 @@ fn sigterm_during_a_run_leaves_no_temporaries() {
     }
     assert!(!no_temporaries(&dir), "no temporary folder appeared");
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = child.wait().unwrap();
     assert!(!status.success());
     assert!(no_temporaries(&dir), "temporaries left after SIGTERM");
@@ -374,7 +430,10 @@ fn partition_names_with_colliding_columns_are_refused() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("rate_x_se") && err.contains("partitions["), "{err}");
+    assert!(
+        err.contains("rate_x_se") && err.contains("partitions["),
+        "{err}"
+    );
     assert!(!dir.join("out").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -176,7 +176,11 @@ fn mutate(v: &Value, r: &mut Rng) -> Value {
 }
 
 /// Runs `f` on its own thread; a panic or a run past `limit` fails the test, naming `what`.
-fn guarded<T: Send + 'static>(what: String, limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+fn guarded<T: Send + 'static>(
+    what: String,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
@@ -233,7 +237,10 @@ fn fuzzed_configs_are_refused_by_field_or_give_checked_numbers() {
         let v = mutate(r.pick(&seeds), &mut r);
         let what = format!("config #{i}: {v}");
         let (parsed, big) = largest_alloc(|| Config::from_value(&v));
-        assert!(big <= ALLOC_BOUND, "allocated {big} bytes at once validating {what}");
+        assert!(
+            big <= ALLOC_BOUND,
+            "allocated {big} bytes at once validating {what}"
+        );
         let cfg = match parsed {
             Err(e) => {
                 assert_names_the_input(&e, &what);
@@ -298,7 +305,10 @@ fn fuzzed_model_configs_are_refused_by_key() {
         let v = mutate(&base, &mut r);
         let what = format!("model config #{i}: {v}");
         let (parsed, big) = largest_alloc(|| UNetConfig::from_json(&v));
-        assert!(big <= ALLOC_BOUND, "allocated {big} bytes at once validating {what}");
+        assert!(
+            big <= ALLOC_BOUND,
+            "allocated {big} bytes at once validating {what}"
+        );
         match parsed {
             Err(e) => {
                 assert_names_the_input(&e, &what);
@@ -331,7 +341,12 @@ fn fuzzed_model_configs_are_refused_by_key() {
         }
     }
     // null where diffusers needs a number is refused, not read as the default
-    for key in ["in_channels", "layers_per_block", "downsample_padding", "norm_eps"] {
+    for key in [
+        "in_channels",
+        "layers_per_block",
+        "downsample_padding",
+        "norm_eps",
+    ] {
         let mut v = base.clone();
         v[key] = Value::Null;
         let e = UNetConfig::from_json(&v).unwrap_err().to_string();
@@ -406,7 +421,12 @@ fn fuzzed_safetensors_are_refused_naming_the_file_or_tensor() {
                 refused += 1;
             }
             Ok(w) => {
-                assert!(w.tensors.values().all(|t| t.data.iter().all(|v| v.is_finite())), "{what}");
+                assert!(
+                    w.tensors
+                        .values()
+                        .all(|t| t.data.iter().all(|v| v.is_finite())),
+                    "{what}"
+                );
             }
         }
     }
@@ -415,7 +435,9 @@ fn fuzzed_safetensors_are_refused_naming_the_file_or_tensor() {
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_infodiff"));
-    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     c
 }
 
@@ -454,7 +476,13 @@ fn fuzzed_command_lines_exit_2_and_write_nothing() {
         if long {
             continue;
         }
-        let args = ["measure", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        let args = [
+            "measure",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
         let (code, err) = run_bin(&args, Duration::from_secs(60));
         assert_ne!(code, 101, "panic on {v}: {err}");
         match parsed {
@@ -479,7 +507,13 @@ fn fuzzed_command_lines_exit_2_and_write_nothing() {
     for args in [
         vec!["measure", "--threads", "100000", "--out", o],
         vec!["measure", "--threads", "0", "--out", o],
-        vec!["measure", "--trajectories", "18446744073709551615", "--out", o],
+        vec![
+            "measure",
+            "--trajectories",
+            "18446744073709551615",
+            "--out",
+            o,
+        ],
         vec!["measure", "--steps", "18446744073709551615", "--out", o],
         vec!["measure", "--trajectories", "0", "--out", o],
         vec!["bench", "gemm", "--size", "1000000000"],

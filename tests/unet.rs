@@ -291,6 +291,67 @@ fn measure_runs_on_a_network() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("num_class_embeds"));
 }
 
+/// `measure --model --probes N`: entropy production from Hutchinson probes on the CPU path
+/// (`hx0_rate` and its SE at every point but the data end; none with `--probes 0`), the count
+/// kept in summary.json's config, and an out-of-range count refused naming the key.
+#[test]
+fn measure_on_a_network_estimates_entropy_production_with_probes() {
+    let run = |probes: &str| {
+        let out = tempdir(&format!("measure-probes-{probes}"));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_infodiff"))
+            .args([
+                "measure",
+                "--trajectories",
+                "2",
+                "--steps",
+                "4",
+                "--device",
+                "cpu",
+            ])
+            .args(["--probes", probes, "--model"])
+            .arg(fixtures().join("tiny-class"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        (o, out)
+    };
+    let column = |out: &PathBuf, name: &str| -> Vec<String> {
+        let csv = std::fs::read_to_string(out.join("curves.csv")).unwrap();
+        let mut lines = csv.lines();
+        let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+        let i = head.iter().position(|h| *h == name).unwrap();
+        lines
+            .map(|l| l.split(',').nth(i).unwrap().to_string())
+            .collect()
+    };
+    let (o, out) = run("2");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["config"]["probes"], 2);
+    for name in ["hx0_rate", "hx0_rate_se", "hx0_rate_ibp"] {
+        let col = column(&out, name);
+        assert_eq!(col.len(), 5);
+        for v in &col[..4] {
+            assert!(v.parse::<f64>().unwrap().is_finite(), "{name}: {v:?}");
+        }
+    }
+    let (o, out) = run("0");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        column(&out, "hx0_rate").iter().all(|v| v.is_empty()),
+        "no probes, no hx0_rate"
+    );
+    assert!(
+        column(&out, "hx0_rate_ibp")[0].parse::<f64>().is_ok(),
+        "needs no divergence"
+    );
+    let (o, _) = run("65");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("probes"));
+}
+
 /// The DDPM CIFAR-10 architecture has the 35.7M parameters of google/ddpm-cifar10-32, and
 /// `infodiff bench` reports its figures as JSON.
 #[test]
@@ -371,60 +432,93 @@ fn device_unet_orchestration_matches_diffusers_on_the_kernel_interpreter() {
     }
 }
 
-/// The tiny-class score model, 2 trajectories from index `first` in one batch through 3 DDPM
-/// ancestral steps: the CPU observer's sums, and what `on_device` gives for the same job.
+/// The tiny-class score model with two decision problems, 2 trajectories from index `first` in
+/// one batch through 3 DDPM ancestral steps, without probes and with two Hutchinson probes (the
+/// CPU side then wraps the score in `Hutchinson`): the CPU observer's sums against what
+/// `on_device` gives for the same job (its last argument: the probes). Every sum entry,
+/// including the cross terms (per-class rates), the decision problems' score gaps, ‖s‖² (the
+/// integration-by-parts rate) and PROD/PROD2 (entropy production), within 1e-3·(1 + |sum|)
+/// (f32 records and two forward implementations against f64 sums of f32 scores).
 fn neural_loop_against_the_cpu_observer(
     first: u64,
-    on_device: impl FnOnce(
+    on_device: impl Fn(
         &infodiff::score::unet::UNetScore,
         &infodiff::info::InfoSpec,
         &infodiff::sde::Grid,
         &infodiff::sde::Sampler,
         infodiff::rng::Noise,
+        usize,
     ) -> infodiff::info::InfoSums,
 ) {
-    use infodiff::info::{InfoSpec, Tracking, measure_trajectories};
+    use infodiff::info::{InfoSpec, Layout, Partition, Tracking, measure_trajectories};
     use infodiff::rng::Noise;
-    use infodiff::score::ScoreModel;
     use infodiff::score::unet::UNetScore;
+    use infodiff::score::{Hutchinson, ScoreModel};
     use infodiff::sde::{AncestralVariance, Ddpm, Process, Sampler};
     let score = UNetScore::load(&fixtures().join("tiny-class")).unwrap();
-    let spec = InfoSpec::new(score.class_prior(), vec![]).unwrap();
+    let parts = vec![
+        Partition {
+            name: "low_high".into(),
+            a: (0..5).collect(),
+            b: (5..10).collect(),
+        },
+        Partition {
+            name: "c3_c7".into(),
+            a: vec![3],
+            b: vec![7],
+        },
+    ];
+    let spec = InfoSpec::new(score.class_prior(), parts).unwrap();
     let grid = Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(3).unwrap();
     let sampler = Sampler::Ancestral {
         variance: AncestralVariance::Beta,
     };
     let noise = Noise::new(5);
-    let cpu = measure_trajectories(
-        &score,
-        &spec,
-        &grid,
-        &sampler,
-        noise,
-        first,
-        2,
-        2,
-        Tracking::Online,
-        None,
-    )
-    .unwrap();
-    let on_dev = on_device(&score, &spec, &grid, &sampler, noise);
-    assert!(cpu.data.iter().any(|v| *v != 0.0));
-    assert_eq!(on_dev.data.len(), cpu.data.len());
-    for (i, (a, b)) in on_dev.data.iter().zip(&cpu.data).enumerate() {
-        // f32 state update and classifier against the CPU observer's f64 ones: 1e-3·(1 + |sum|)
+    for probes in [0, 2] {
+        let hutch = Hutchinson::new(&score, probes.max(1)).unwrap();
+        let model: &dyn ScoreModel = if probes > 0 { &hutch } else { &score };
+        let cpu = measure_trajectories(
+            model,
+            &spec,
+            &grid,
+            &sampler,
+            noise,
+            first,
+            2,
+            2,
+            Tracking::Online,
+            None,
+        )
+        .unwrap();
+        let on_dev = on_device(&score, &spec, &grid, &sampler, noise, probes);
+        assert!(cpu.data.iter().any(|v| *v != 0.0));
+        assert_eq!(on_dev.data.len(), cpu.data.len());
+        let lay = cpu.layout;
+        let row = cpu.row(0);
+        // the fields the device records feed: not trivially zero on the CPU side
         assert!(
-            (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
-            "entry {i}: device {a} vs cpu {b}"
+            row[Layout::IBP] != 0.0 && row[lay.part_rate(0)] > 0.0 && row[lay.part_rate(1)] > 0.0
         );
+        assert!(row[lay.class_rate(0)] != 0.0);
+        assert_eq!(
+            row[Layout::PRODN] > 0.0,
+            probes > 0,
+            "entropy production iff probes"
+        );
+        for (i, (a, b)) in on_dev.data.iter().zip(&cpu.data).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
+                "probes {probes}, entry {i}: device {a} vs cpu {b}"
+            );
+        }
     }
 }
 
 /// The device-resident loop's orchestration (`cuda::neural::measure_on`: states replicated for
-/// the K + 1 labels on the device, the network there, each step's records at its offset in a
-/// device table, one download per batch, the sums built from that table) on the kernel
-/// interpreter gives the CPU observer's information sums (2 trajectories, 3 DDPM steps, every
-/// per-point sum within 1e-3·(1 + |sum|)). Inside `Emu` the fused step runs as its CPU twin
+/// the K + 1 labels and the probe rows on the device, the network there, each step's records at
+/// its offset in a device table, one download per batch, the sums built from that table) on
+/// the kernel interpreter gives the CPU observer's information sums (see
+/// `neural_loop_against_the_cpu_observer`). Inside `Emu` the fused step runs as its CPU twin
 /// (`cpu::sde_step`), not as kernels/sde_step.cu: the kernel's device code is checked against
 /// that twin in tests/cuda.rs (compiled for the host, and on a GPU), and the whole loop with
 /// the kernel in `gpu_device_resident_neural_loop_matches_the_cpu_observer`.
@@ -433,9 +527,12 @@ fn device_resident_loop_orchestration_matches_the_cpu_observer() {
     use infodiff::cuda::neural::measure_on;
     use infodiff::cuda::ops::Emu;
     use infodiff::cuda::unet::{DeviceUNet, Storage};
-    neural_loop_against_the_cpu_observer(7, |score, spec, grid, sampler, noise| {
+    neural_loop_against_the_cpu_observer(7, |score, spec, grid, sampler, noise, probes| {
         let dev = DeviceUNet::new(Emu, &score.net, Storage::F32).unwrap();
-        measure_on(&dev, score, spec, grid, sampler, noise, 7, 2, 2, None).unwrap()
+        measure_on(
+            &dev, score, spec, grid, sampler, noise, 7, 2, 2, probes, None,
+        )
+        .unwrap()
     });
 }
 
@@ -450,9 +547,9 @@ fn gpu_device_resident_neural_loop_matches_the_cpu_observer() {
     use infodiff::cuda::unet::{GpuUNet, Storage};
     let gpu =
         infodiff::cuda::gpu_for_test("gpu_device_resident_neural_loop_matches_the_cpu_observer");
-    neural_loop_against_the_cpu_observer(0, |score, spec, grid, sampler, noise| {
+    neural_loop_against_the_cpu_observer(0, |score, spec, grid, sampler, noise, probes| {
         let g = GpuUNet::new(&gpu, &score.net, Storage::F32).unwrap();
-        g.measure(score, spec, grid, sampler, noise, 2, 2, None)
+        g.measure(score, spec, grid, sampler, noise, 2, 2, probes, None)
             .unwrap()
     });
 }

@@ -467,7 +467,8 @@ fn gemm<B: BOperand>(
         ));
     }
     b.check()?;
-    let c_extent = (m > 0 && n > 0).then(|| (m - 1).checked_mul(ldc).and_then(|r| r.checked_add(n)));
+    let c_extent =
+        (m > 0 && n > 0).then(|| (m - 1).checked_mul(ldc).and_then(|r| r.checked_add(n)));
     if let Some(extent) = c_extent
         && (ldc < n || extent.is_none_or(|e| c.len() < e))
     {

@@ -1,22 +1,29 @@
 //! Neural measurement on a device with no host synchronisation inside the sampling loop: per
-//! step, the states are replicated for the K + 1 labels on the device, the U-Net runs there
-//! ([`DeviceUNet`]), and the fused step (`kernels/sde_step.cu`) updates states and classifier
-//! and writes its record into a (steps, B, 3 + 2K) device table; the host only queues work
-//! (the small time-embedding MLP and its uploads) until one download after the last step, from
-//! which [`InfoObserver::record_point`] builds the same sums as the CPU observer.
+//! step, the states are replicated for the K + 1 labels on the device and, with N Hutchinson
+//! probes, perturbed to x ± h v_n for 2N more null-label rows (`sde_probe_rows`), the U-Net runs
+//! once on all B·(K+1+2N) rows there ([`DeviceUNet`]), and the fused step (`kernels/sde_step.cu`)
+//! updates states and classifier and writes its record (5 + 3K + P values: H(π), Σ π‖Δ‖², the
+//! non-finite flag, ‖s‖², the Hutchinson ∇·s, ‖Δ_y‖², ln π, Δ_k·u, the partitions' score gaps)
+//! into a (steps, B, 5 + 3K + P) device table; the host only queues work (the small
+//! time-embedding MLP and its uploads) until one download after the last step, from which
+//! [`InfoObserver::record_point`] builds the same sums as the CPU observer (with
+//! [`crate::score::Hutchinson`] of the same probes, for the divergence).
 
 use super::ops::Dev;
 use super::unet::{DevTensor, DeviceUNet};
-use crate::cpu::sde_step::SdeStepParams;
+use crate::cpu::sde_step::{REC_DIV, REC_FIXED, REC_FLAG, REC_S2, SdeStepParams};
 use crate::error::{Error, Result};
 use crate::info::{InfoObserver, InfoSpec, InfoSums, Layout, PointScores, Tracking};
 use crate::rng::Noise;
 use crate::score::ScoreModel;
+use crate::score::hutchinson::probe_step;
 use crate::score::unet::UNetScore;
 use crate::sde::{Grid, Sampler};
 
 /// [`crate::info::measure_trajectories`] for a U-Net score model whose network and sampling
-/// step run on `dnet`'s device, in batches of `batch` trajectories.
+/// step run on `dnet`'s device, in batches of `batch` trajectories, with `probes` Hutchinson
+/// probes per state and step for ∇·s (0: none, and no `hx0_rate`); the same sums as
+/// `measure_trajectories` of `Hutchinson::new(score, probes)` (of `score` for 0).
 #[allow(clippy::too_many_arguments)]
 pub fn measure_on<D: Dev>(
     dnet: &DeviceUNet<'_, D>,
@@ -28,6 +35,7 @@ pub fn measure_on<D: Dev>(
     first: u64,
     n: usize,
     batch: usize,
+    probes: usize,
     progress: Option<&(dyn Fn(usize) + Sync)>,
 ) -> Result<InfoSums> {
     if let Some(reason) = sampler.online_classifier_refusal() {
@@ -48,7 +56,9 @@ pub fn measure_on<D: Dev>(
     let pts = &grid.points;
     let steps = pts.len() - 1;
     let dev = dnet.device();
-    let rw = 3 + 2 * k;
+    let np = spec.partitions.len();
+    let rw = REC_FIXED + 3 * k + np;
+    let rows = k + 1 + 2 * probes;
     let mut total = InfoSums::new(Layout::new(spec), steps + 1);
     for start in (0..n).step_by(batch.max(1)) {
         let bsz = batch.max(1).min(n - start);
@@ -63,10 +73,15 @@ pub fn measure_on<D: Dev>(
             .flat_map(|_| spec.prior.iter().map(|p| p.ln() as f32))
             .collect();
         let mut lp = dev.upload(&lp0)?; // (B, K)
-        let mut rec = dev.alloc(steps * bsz * rw)?; // (S, B, 3 + 2K)
-        // each state's labels: the null label first, then the classes (UNetScore's layout)
+        let mut rec = dev.alloc(steps * bsz * rw)?; // (S, B, 5 + 3K + P)
+        // each state's labels: the null label first, then the classes (UNetScore's layout),
+        // then the null label for the 2N probe rows
         let labels: Vec<i64> = (0..bsz)
-            .flat_map(|_| std::iter::once(k as i64).chain(0..k as i64))
+            .flat_map(|_| {
+                std::iter::once(k as i64)
+                    .chain(0..k as i64)
+                    .chain(std::iter::repeat_n(k as i64, 2 * probes))
+            })
             .collect();
         for j in 0..steps {
             let tr = sampler
@@ -75,15 +90,6 @@ pub fn measure_on<D: Dev>(
                     op: "measure (device)",
                     reason: "a stochastic sampler step is needed".into(),
                 })?;
-            let mut xs = dev.alloc(bsz * (k + 1) * d)?; // (B·(K+1), D)
-            dev.repeat_rows(&x, &mut xs, bsz, d, k + 1)?;
-            let t = vec![pts[j].index as f32 - 1.0; bsz * (k + 1)];
-            let emb = score.net.embedding(bsz * (k + 1), &t, Some(&labels))?;
-            let input = DevTensor {
-                shape: [bsz * (k + 1), c, h, w],
-                buf: xs,
-            };
-            let eps = score.net.forward_on(dnet, input, &emb)?;
             let p = SdeStepParams::new(
                 (tr.a, tr.c, tr.var),
                 pts[j].sigma,
@@ -91,7 +97,18 @@ pub fn measure_on<D: Dev>(
                 traj0,
                 j as u32,
                 (bsz, k, d),
-            )?;
+            )?
+            .with_partitions(spec.partitions.iter().map(|q| (&q.a[..], &q.b[..])))?
+            .with_probes(probes, probe_step(&pts[j]))?;
+            let mut xs = dev.alloc(bsz * rows * d)?; // (B·(K+1+2N), D)
+            dev.sde_probe_rows(&p, &x, &mut xs)?;
+            let t = vec![pts[j].index as f32 - 1.0; bsz * rows];
+            let emb = score.net.embedding(bsz * rows, &t, Some(&labels))?;
+            let input = DevTensor {
+                shape: [bsz * rows, c, h, w],
+                buf: xs,
+            };
+            let eps = score.net.forward_on(dnet, input, &emb)?;
             dev.sde_step(&p, &mut x, &eps.buf, &mut lp, (&mut rec, j * bsz * rw))?;
         }
         // The one download of the batch: every step's record and the final classifier.
@@ -104,7 +121,7 @@ pub fn measure_on<D: Dev>(
         for j in 0..steps {
             for b in 0..bsz {
                 let r = &rec[(j * bsz + b) * rw..(j * bsz + b + 1) * rw];
-                if r[2] != 0.0 {
+                if r[REC_FLAG] != 0.0 {
                     return Err(Error::NonFinite {
                         op: "measure (device)",
                         step: j,
@@ -112,18 +129,19 @@ pub fn measure_on<D: Dev>(
                         what: format!("state of trajectory {}", traj0 + b as u64),
                     });
                 }
-                let d2: Vec<f64> = r[3..3 + k].iter().map(|v| *v as f64).collect();
-                let lpb: Vec<f64> = r[3 + k..].iter().map(|v| *v as f64).collect();
-                // The device record holds ‖Δ_y‖² only: the cross terms, the partitions' score
-                // gaps and ‖s‖² are not yet recorded there (NaN: their curves are absent).
-                let nan_k = vec![f64::NAN; k];
-                let nan_p = vec![f64::NAN; spec.partitions.len()];
+                let f = |a: usize, n: usize| -> Vec<f64> {
+                    r[REC_FIXED + a..REC_FIXED + a + n]
+                        .iter()
+                        .map(|v| *v as f64)
+                        .collect()
+                };
+                let (d2, lpb, cross, part) = (f(0, k), f(k, k), f(2 * k, k), f(3 * k, np));
                 let ps = PointScores {
                     delta2: &d2,
-                    cross: &nan_k,
-                    part_d2: &nan_p,
-                    s2: f64::NAN,
-                    div: None,
+                    cross: &cross,
+                    part_d2: &part,
+                    s2: r[REC_S2] as f64,
+                    div: (probes > 0).then_some(r[REC_DIV] as f64),
                 };
                 obs.record_point(j, b, d, &lpb, &ps)?;
             }

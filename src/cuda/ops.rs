@@ -138,6 +138,14 @@ pub trait Dev {
         d: usize,
         times: usize,
     ) -> Result<()>;
+    /// The network input of a fused step (`sde_probe_rows` in `kernels/sde_step.cu`): y (B,
+    /// K+1+2N, D), each state of x (B, D) K + 1 times, then x ± h v_n per Hutchinson probe.
+    fn sde_probe_rows(
+        &self,
+        p: &crate::cpu::sde_step::SdeStepParams,
+        x: &Self::Buf,
+        y: &mut Self::Buf,
+    ) -> Result<()>;
     /// The fused reverse-SDE step (`kernels/sde_step.cu`), its record at `rec`'s offset.
     fn sde_step(
         &self,
@@ -359,9 +367,31 @@ impl Dev for Emu {
         (rec, off): (&mut Vec<f32>, usize),
     ) -> Result<()> {
         // the CPU twin stands in for the kernel (tested against each other in tests/cuda.rs)
-        let w = p.batch as usize * (3 + 2 * p.classes as usize);
+        let w = p.batch as usize * p.record_width();
         let kind = crate::cpu::detected();
-        crate::cpu::sde_step::sde_step(kind, p, x, eps, log_pi, &mut rec[off..off + w])
+        let n = p.batch as usize * p.eps_rows() * p.dim as usize;
+        let len = rec.len();
+        let rec = rec
+            .get_mut(off..off + w)
+            .ok_or_else(|| Error::shape("Emu::sde_step: record from offset", off + w, len))?;
+        let eps = eps
+            .get(..n)
+            .ok_or_else(|| Error::shape("Emu::sde_step: eps (B, K+1+2N, D)", n, eps.len()))?;
+        crate::cpu::sde_step::sde_step(kind, p, x, eps, log_pi, rec)
+    }
+    fn sde_probe_rows(
+        &self,
+        p: &crate::cpu::sde_step::SdeStepParams,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> Result<()> {
+        // the CPU twin stands in for the kernel (tested against each other in tests/cuda.rs)
+        let n = p.batch as usize * p.eps_rows() * p.dim as usize;
+        let len = y.len();
+        let y = y
+            .get_mut(..n)
+            .ok_or_else(|| Error::shape("Emu::sde_probe_rows: y (B, K+1+2N, D)", n, len))?;
+        crate::cpu::sde_step::probe_rows(p, x, y)
     }
 }
 
@@ -592,9 +622,32 @@ mod cuda_dev {
                 shared_mem_bytes: 0,
             };
             // SAFETY: arguments match `sde_step(SdeStepParams, float*, const float*, float*,
-            // float*)`; x, ε̂, ln π and the record from `off` hold B·D, B·(K+1)·D, B·K and
-            // B·(3+2K) values (the caller sizes them from p).
+            // float*)`; x, ε̂, ln π and the record from `off` hold B·D, B·(K+1+2N)·D, B·K and
+            // B·(5+3K+P) values (the caller sizes them from p).
             unsafe { l.launch(cfg) }.map_err(err("sde_step launch"))?;
+            Ok(())
+        }
+        fn sde_probe_rows(
+            &self,
+            p: &crate::cpu::sde_step::SdeStepParams,
+            x: &CudaSlice<f32>,
+            y: &mut CudaSlice<f32>,
+        ) -> Result<()> {
+            let n = p.batch as usize * p.eps_rows() * p.dim as usize;
+            if x.len() < p.batch as usize * p.dim as usize || y.len() < n {
+                return Err(Error::shape(
+                    "sde_probe_rows: x (B, D), y (B, K+1+2N, D)",
+                    (p.batch as usize * p.dim as usize, n),
+                    (x.len(), y.len()),
+                ));
+            }
+            let f = self.0.function("sde_step", "sde_probe_rows")?;
+            let mut l = self.0.stream.launch_builder(&f);
+            l.arg(p).arg(x).arg(y);
+            // SAFETY: arguments match `sde_probe_rows(SdeStepParams, const float*, float*)`; x
+            // holds ≥ B·D and y ≥ B·(K+1+2N)·D values (checked above).
+            unsafe { l.launch(super::super::sde_step::imp::rows_cfg(n)) }
+                .map_err(err("sde_probe_rows launch"))?;
             Ok(())
         }
         fn scale_div(&self, x: &mut CudaSlice<f32>, n: usize, s: f32) -> Result<()> {

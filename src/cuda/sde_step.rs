@@ -10,7 +10,7 @@ use crate::error::Result;
 pub const THREADS: u32 = 256;
 
 /// One step on host buffers (uploaded, stepped, downloaded): for tests against the CPU twin.
-/// x (B, D), ε̂ (B, K+1, D) null label first, ln π (B, K), record (B, 3).
+/// x (B, D), ε̂ (B, K+1+2N, D) null label first, ln π (B, K), record (B, 5 + 3K + P).
 pub fn sde_step_host(
     gpu: &Gpu,
     p: &SdeStepParams,
@@ -23,9 +23,23 @@ pub fn sde_step_host(
     imp::sde_step_host(gpu, p, x, eps, log_pi, rec)
 }
 
+/// The `sde_probe_rows` kernel on host buffers: the network input (B, K+1+2N, D) of a step from
+/// the states x (B, D), for tests against [`crate::cpu::sde_step::probe_rows`].
+pub fn probe_rows_host(gpu: &Gpu, p: &SdeStepParams, x: &[f32], y: &mut [f32]) -> Result<()> {
+    let (b, d) = (p.batch as usize, p.dim as usize);
+    if x.len() != b * d || y.len() != b * p.eps_rows() * d {
+        return Err(crate::error::Error::shape(
+            "probe_rows_host: x (B, D), y (B, K+1+2N, D)",
+            (b * d, b * p.eps_rows() * d),
+            (x.len(), y.len()),
+        ));
+    }
+    imp::probe_rows_host(gpu, p, x, y)
+}
+
 /// Device-resident throughput: `steps` launches on a batch of (B, K+1, D) network outputs kept
 /// on the GPU, one synchronisation at the end. Returns (seconds per step, bytes moved per step:
-/// ε̂ read once, x read and written, ln π and the record).
+/// ε̂ read once, x read and written, ln π read and written and the record written).
 pub fn bench_sde_step(
     gpu: &Gpu,
     batch: usize,
@@ -44,7 +58,7 @@ pub fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
 }
 
 #[cfg(feature = "cuda")]
-mod imp {
+pub(crate) mod imp {
     use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 
     use super::*;
@@ -58,6 +72,15 @@ mod imp {
         move |e| Error::Unsupported {
             op,
             reason: format!("CUDA driver: {e:?}"),
+        }
+    }
+
+    /// `sde_probe_rows`: 256-thread blocks over the n outputs (the kernel loops past the grid).
+    pub(crate) fn rows_cfg(n: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (n.div_ceil(256).clamp(1, 1 << 20) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
         }
     }
 
@@ -98,6 +121,25 @@ mod imp {
         Ok(())
     }
 
+    pub fn probe_rows_host(gpu: &Gpu, p: &SdeStepParams, x: &[f32], y: &mut [f32]) -> Result<()> {
+        let f = gpu.function("sde_step", "sde_probe_rows")?;
+        let s = &gpu.stream;
+        let xd = s.clone_htod(x).map_err(err("sde_probe_rows: upload"))?;
+        let mut yd = s
+            .alloc_zeros::<f32>(y.len())
+            .map_err(err("sde_probe_rows: alloc"))?;
+        let mut l = s.launch_builder(&f);
+        l.arg(p).arg(&xd).arg(&mut yd);
+        // SAFETY: the argument list matches `sde_probe_rows(SdeStepParams, const float*,
+        // float*)`; x holds B·D and y B·(K+1+2N)·D values (checked by the caller).
+        unsafe { l.launch(rows_cfg(y.len())) }.map_err(err("sde_probe_rows: launch"))?;
+        s.memcpy_dtoh(&yd, y)
+            .map_err(err("sde_probe_rows: download"))?;
+        s.synchronize()
+            .map_err(err("sde_probe_rows: synchronize"))?;
+        Ok(())
+    }
+
     pub fn bench(
         gpu: &Gpu,
         batch: usize,
@@ -116,8 +158,17 @@ mod imp {
             .map_err(err("sde_step: alloc"))?;
         let lp = vec![-(classes as f32).ln(); batch * classes];
         let mut ld = s.clone_htod(&lp).map_err(err("sde_step: upload"))?;
+        let width = SdeStepParams::new(
+            (1.0, 0.0, 0.0),
+            1.0,
+            crate::rng::Noise::new(0),
+            0,
+            0,
+            (batch, classes, dim),
+        )?
+        .record_width();
         let mut rd = s
-            .alloc_zeros::<f32>(batch * (3 + 2 * classes))
+            .alloc_zeros::<f32>(batch * width)
             .map_err(err("sde_step: alloc"))?;
         let noise = crate::rng::Noise::new(1);
         let run = |n: usize, xd: &mut _, ld: &mut _, rd: &mut _| -> Result<f64> {
@@ -142,7 +193,8 @@ mod imp {
         run(3, &mut xd, &mut ld, &mut rd)?; // warm-up (module load, clocks)
         let secs = run(steps, &mut xd, &mut ld, &mut rd)? / steps as f64;
         let bytes = 4.0
-            * (batch * (classes + 1) * dim + 2 * batch * dim + batch * (3 + 4 * classes)) as f64;
+            * (batch * (classes + 1) * dim + 2 * batch * dim + batch * (width + 2 * classes))
+                as f64;
         Ok((secs, bytes))
     }
 
@@ -186,6 +238,10 @@ mod imp {
         _: &mut [f32],
         _: &mut [f32],
     ) -> Result<()> {
+        gpu.unreachable()
+    }
+
+    pub fn probe_rows_host(gpu: &Gpu, _: &SdeStepParams, _: &[f32], _: &mut [f32]) -> Result<()> {
         gpu.unreachable()
     }
 

@@ -428,6 +428,7 @@ impl<'g> GpuUNet<'g> {
         noise: crate::rng::Noise,
         n: usize,
         batch: usize,
+        probes: usize,
         progress: Option<&(dyn Fn(usize) + Sync)>,
     ) -> Result<crate::info::InfoSums> {
         #[cfg(feature = "cuda")]
@@ -441,11 +442,14 @@ impl<'g> GpuUNet<'g> {
             0,
             n,
             batch,
+            probes,
             progress,
         );
         #[cfg(not(feature = "cuda"))]
         {
-            let _ = (score, spec, grid, sampler, noise, n, batch, progress);
+            let _ = (
+                score, spec, grid, sampler, noise, n, batch, probes, progress,
+            );
             self._gpu.unreachable()
         }
     }

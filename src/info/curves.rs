@@ -289,7 +289,7 @@ impl Curves {
 
     /// The CSV columns (see README for each): a name and the value at every grid point (None:
     /// the value does not exist there).
-    fn columns(&self) -> Vec<(String, Vec<Option<f64>>)> {
+    pub fn columns(&self) -> Vec<(String, Vec<Option<f64>>)> {
         let some = |v: &[f64]| v.iter().map(|x| Some(*x)).collect::<Vec<_>>();
         let mut cols = vec![
             ("log_snr".to_string(), some(&self.log_snr)),
@@ -301,14 +301,17 @@ impl Curves {
             ("mi_entropy".to_string(), some(&self.mi_entropy)),
             ("mi_girsanov".to_string(), some(&self.mi_girsanov)),
         ];
+        // The weighted entropies are NaN where no trajectory carries weight (`from_sums`): they
+        // do not exist there.
+        let weighted = |v: &[f64]| v.iter().map(|x| (!x.is_nan()).then_some(*x)).collect();
         for p in &self.partitions {
-            cols.push((format!("h_{}", p.name), some(&p.h)));
+            cols.push((format!("h_{}", p.name), weighted(&p.h)));
         }
         for p in &self.partitions {
             cols.push((format!("rate_{}", p.name), p.rate.clone()));
         }
         for (k, h) in self.class_h.iter().enumerate() {
-            cols.push((format!("h_class_{k}"), some(h)));
+            cols.push((format!("h_class_{k}"), weighted(h)));
         }
         cols.push(("h_exact_se".to_string(), self.h_exact_se.clone()));
         cols.push(("hx0_rate".to_string(), self.hx0_rate.clone()));
@@ -354,7 +357,14 @@ impl Curves {
         v.extend(partitions.iter().map(|p| format!("rate_{p}")));
         v.extend((0..classes).map(|k| format!("h_class_{k}")));
         v.extend(
-            ["h_exact_se", "hx0_rate", "mi_girsanov_se", "mi_rb", "mi_rb_se"].map(String::from),
+            [
+                "h_exact_se",
+                "hx0_rate",
+                "mi_girsanov_se",
+                "mi_rb",
+                "mi_rb_se",
+            ]
+            .map(String::from),
         );
         for p in partitions {
             v.push(format!("rate_{p}_se"));
@@ -535,16 +545,26 @@ mod tests {
         use crate::info::{InfoSpec, InfoSums, Layout, Partition};
         let spec = InfoSpec::new(
             vec![0.5, 0.25, 0.25],
-            vec![Partition { name: "ab".into(), a: vec![0], b: vec![1, 2] }],
+            vec![Partition {
+                name: "ab".into(),
+                a: vec![0],
+                b: vec![1, 2],
+            }],
         )
         .unwrap();
         use crate::sde::Process;
-        let grid = crate::sde::Ddpm::new(1e-4, 0.02, 10).unwrap().grid(10).unwrap();
+        let grid = crate::sde::Ddpm::new(1e-4, 0.02, 10)
+            .unwrap()
+            .grid(10)
+            .unwrap();
         let sums = InfoSums::new(Layout::new(&spec), 11);
         let c = Curves::from_sums(&sums, &spec, &grid, Tracking::Online);
         let names: Vec<String> = c.columns().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, Curves::column_names(&["ab".to_string()], 3));
-        assert!(c.to_csv().starts_with(&format!("step,t,{}\n", names.join(","))));
+        assert!(
+            c.to_csv()
+                .starts_with(&format!("step,t,{}\n", names.join(",")))
+        );
     }
 
     /// An asymmetric-free parabola with a flat top sampled on a grid: the fit finds its vertex

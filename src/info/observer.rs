@@ -114,9 +114,10 @@ pub fn point_terms(
             continue;
         }
         scratch.iter_mut().for_each(|v| *v = 0.0);
-        for (set, scale) in [(&part.a, 1.0 / pa), (&part.b, -1.0 / pb)] {
+        // π_y/π_z ≤ 1 as one division (1/π_z alone overflows for a subnormal π_z).
+        for (set, mass, sign) in [(&part.a, pa, 1.0), (&part.b, pb, -1.0)] {
             for &c in set.iter() {
-                let w = log_pi[c].exp() * scale;
+                let w = sign * (log_pi[c].exp() / mass);
                 for (u, v) in scratch.iter_mut().zip(dy(c)) {
                     *u += w * v;
                 }
@@ -339,9 +340,10 @@ impl InfoObserver<'_> {
             let pa: f64 = part.a.iter().map(|&c| pi[c]).sum();
             let pb: f64 = part.b.iter().map(|&c| pi[c]).sum();
             let pab = pa + pb;
-            // w·q_a q_b = (P(a∪b|x)/P(a∪b)) · π_a π_b / π_ab²
+            // w·q_a q_b = (P(a∪b|x)/P(a∪b)) · π_a π_b / π_ab², as (π_a/π_ab)(π_b/P(a∪b)): no
+            // product of two small masses underflows into 0/0.
             let v = if pab > 0.0 {
-                pa * pb / (pab * self.spec.partition_mass(i)) * ps.part_d2[i]
+                (pa / pab) * (pb / self.spec.partition_mass(i)) * ps.part_d2[i]
             } else {
                 0.0
             };

@@ -41,7 +41,11 @@ pub fn read_text(path: &Path) -> Result<String> {
 /// `v` as a size in `lo..=hi`, or an error naming `field`.
 pub fn bounded(field: &str, v: u64, lo: usize, hi: usize) -> Result<usize> {
     if v < lo as u64 || v > hi as u64 {
-        return Err(Error::config(field, format!("a whole number in {lo}..={hi}"), v));
+        return Err(Error::config(
+            field,
+            format!("a whole number in {lo}..={hi}"),
+            v,
+        ));
     }
     Ok(v as usize)
 }
@@ -89,7 +93,9 @@ pub fn process_range(grid: &Grid, field: &str) -> Result<()> {
         .collect();
     let (lo, hi) = lam
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     let lam_t = end.log_snr();
     if !(end.sigma > 0.0 && lam_t.is_finite() && lam_t <= MAX_LOG_SNR_T) {
         return Err(Error::config(
@@ -188,18 +194,31 @@ pub fn estimate(cfg: &Config, grid: &Grid, classes: usize, threads: usize) -> Re
         .saturating_mul(32 + 4 * k + 4 * parts)
         .saturating_mul(8)
         .saturating_mul(2 * t + 1);
-    let trail = |batch: u64| p.saturating_mul(batch).saturating_mul(1 + k).saturating_mul(4).saturating_mul(t);
+    let trail = |batch: u64| {
+        p.saturating_mul(batch)
+            .saturating_mul(1 + k)
+            .saturating_mul(4)
+            .saturating_mul(t)
+    };
     let steps = (cfg.trajectories as u64).saturating_mul(grid.steps() as u64);
     let (bytes, seconds) = match &cfg.model {
         Some(dir) => {
             let net = crate::nn::unet::UNetConfig::load(dir)?;
             let size = net.sample_size.unwrap_or(1);
             let images = (MODEL_BATCH as usize).saturating_mul(classes + 1);
-            let fwd = net.forward_bytes(images, size, size, threads).saturating_mul(t);
+            let fwd = net
+                .forward_bytes(images, size, size, threads)
+                .saturating_mul(t);
             let weights = std::fs::metadata(dir.join("diffusion_pytorch_model.safetensors"))
                 .map(|m| m.len().saturating_mul(2))
                 .unwrap_or(0);
-            (trail(MODEL_BATCH).saturating_add(sums).saturating_add(fwd).saturating_add(weights), None)
+            (
+                trail(MODEL_BATCH)
+                    .saturating_add(sums)
+                    .saturating_add(fwd)
+                    .saturating_add(weights),
+                None,
+            )
         }
         None => {
             let d = cfg.components.first().map_or(1, |c| c.mean.len()) as f64;
@@ -239,7 +258,11 @@ pub fn memory(cfg: &Config, grid: &Grid, classes: usize) -> Result<()> {
     let e = estimate(cfg, grid, classes, rayon::current_num_threads())?;
     if e.bytes > limit {
         return Err(Error::config(
-            if cfg.model.is_some() { "model" } else { "sampler.steps" },
+            if cfg.model.is_some() {
+                "model"
+            } else {
+                "sampler.steps"
+            },
             format!("a job that fits in this machine's {} of memory", gib(limit)),
             format!(
                 "{} grid points × {classes} classes × {} threads needing about {}",
@@ -257,24 +280,23 @@ pub fn memory(cfg: &Config, grid: &Grid, classes: usize) -> Result<()> {
 /// names the column and the step.
 pub fn check_results(c: &Curves) -> Result<()> {
     let ln_k = (c.class_h.len().max(1) as f64).ln();
-    let csv = c.to_csv();
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
-    for (row, line) in lines.enumerate() {
-        let t = c.t.get(row).copied().unwrap_or(f64::NAN);
-        for (col, field) in header.iter().zip(line.split(',')) {
-            if field.is_empty() {
-                continue;
-            }
+    // The values themselves, not their CSV text (which leaves a non-finite value empty, as if it
+    // did not exist); the one infinity that belongs is the log-SNR at σ = 0.
+    for (col, values) in c.columns() {
+        for (row, v) in values.iter().enumerate() {
+            let Some(v) = *v else { continue };
+            let t = c.t.get(row).copied().unwrap_or(f64::NAN);
             let bad = |expected: String| Error::Implausible {
-                quantity: col.to_string(),
+                quantity: col.clone(),
                 step: row,
                 t,
                 expected,
-                found: field.to_string(),
+                found: format!("{v}"),
             };
-            let v: f64 = field.parse().map_err(|_| bad("a number".into()))?;
             if !v.is_finite() {
+                if col == "log_snr" && v == f64::INFINITY {
+                    continue;
+                }
                 return Err(bad("a finite number".into()));
             }
             if col.ends_with("_se") {

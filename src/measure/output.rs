@@ -23,7 +23,8 @@ const TMP_TAG: &str = "infodiff-tmp-";
 // ---- temporaries a signal handler removes ------------------------------------------------
 
 const SLOTS: usize = 16;
-static TEMPS: [AtomicPtr<libc::c_char>; SLOTS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
+static TEMPS: [AtomicPtr<libc::c_char>; SLOTS] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
 
 /// Registers `path` for [`remove_temporaries`]; returns its slot (None when all are taken: the
 /// path is then only removed by the normal paths and by the next run).
@@ -92,7 +93,9 @@ impl Drop for Registered {
 
 fn pid_alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks for the process.
-    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH))
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH))
 }
 
 /// Removes `<dir>/.<stem>.infodiff-tmp-<pid>` entries whose process is gone (left by a

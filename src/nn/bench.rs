@@ -251,8 +251,10 @@ pub fn sde_step(
     dim: usize,
 ) -> Result<BenchResult> {
     use crate::cpu::sde_step::{SdeStepParams, sde_step};
-    let bytes =
-        4.0 * (batch * (classes + 1) * dim + 2 * batch * dim + batch * (3 + 4 * classes)) as f64;
+    // ε̂ read, x read and written, ln π read and written, the record (5 + 3K values) written
+    let width = 5 + 3 * classes;
+    let bytes = 4.0
+        * (batch * (classes + 1) * dim + 2 * batch * dim + batch * (width + 2 * classes)) as f64;
     let (what, secs) = match gpu {
         Some(g) => {
             let (secs, _) = crate::cuda::sde_step::bench_sde_step(g, batch, classes, dim, 200)?;
@@ -271,7 +273,7 @@ pub fn sde_step(
             let eps = fill(batch * (classes + 1) * dim);
             let mut x = fill(batch * dim);
             let mut lp = vec![-(classes as f32).ln(); batch * classes];
-            let mut rec = vec![0.0f32; batch * (3 + 2 * classes)];
+            let mut rec = vec![0.0f32; batch * width];
             let noise = crate::rng::Noise::new(1);
             let mut step = 0u32;
             let secs = best_of(5, || {

@@ -69,7 +69,9 @@ impl Weights {
                 Dtype::I64 => {
                     let v = data
                         .chunks_exact(8)
-                        .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+                        .map(|b| {
+                            i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+                        })
                         .collect();
                     ints.insert(key, (shape, v));
                 }
@@ -104,7 +106,12 @@ impl Weights {
                 Some((s, _)) => format!("an integer tensor of shape {s:?}"),
                 None => "nothing (the tensor is missing)".into(),
             };
-            Error::model(&self.path, key, format!("an f32 tensor of shape {shape:?}"), found)
+            Error::model(
+                &self.path,
+                key,
+                format!("an f32 tensor of shape {shape:?}"),
+                found,
+            )
         })?;
         if t.shape != shape {
             return Err(Error::model(

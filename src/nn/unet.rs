@@ -332,7 +332,12 @@ impl UNetConfig {
         let per_layer = self.layers_per_block as u64 + 5;
         let mut act = 0u64;
         let mut attn = 0u64;
-        for (l, (c, kind)) in self.block_out_channels.iter().zip(&self.down_blocks).enumerate() {
+        for (l, (c, kind)) in self
+            .block_out_channels
+            .iter()
+            .zip(&self.down_blocks)
+            .enumerate()
+        {
             let hw_l = hw >> (2 * l);
             act = act.saturating_add(per_layer.saturating_mul(*c as u64).saturating_mul(hw_l));
             if *kind == BlockKind::Attn || l + 1 == self.block_out_channels.len() {
@@ -870,7 +875,8 @@ pub fn denoise_file_on(
     let net = UNet::load(model_dir)?;
     let io = Weights::load(input)?;
     let name = input.display().to_string();
-    let missing = |k: &str| Error::model(&name, k, "an f32 tensor", "nothing (the tensor is missing)");
+    let missing =
+        |k: &str| Error::model(&name, k, "an f32 tensor", "nothing (the tensor is missing)");
     let x = io.tensors.get("sample").ok_or_else(|| missing("sample"))?;
     let t: Vec<f32> = match (io.tensors.get("timestep"), io.ints.get("timestep")) {
         (Some(t), _) => t.data.clone(),

@@ -4,9 +4,11 @@
 //! [`GaussianMixture`] is exact (score, class posterior, divergence in closed form) and is the
 //! ground truth of every estimator; neural models implement the same trait.
 
+pub mod hutchinson;
 pub mod mixture;
 pub mod unet;
 
+pub use hutchinson::Hutchinson;
 pub use mixture::{Component, GaussianMixture};
 
 use crate::error::{Error, Result};
@@ -53,6 +55,21 @@ impl Scores {
     }
 }
 
+/// Where a [`ScoreModel::scores_at`] call sits in a sampler run: the batch's first trajectory,
+/// the step and the run's noise, for models that draw randomness of their own per trajectory
+/// (Hutchinson probes), so that a trajectory's values do not depend on its batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScoreCtx {
+    pub noise: Noise,
+    /// Trajectory index of batch row 0.
+    pub first_trajectory: u64,
+    /// Sampler step (grid point `step` is where the scores are taken).
+    pub step: u32,
+    /// Heun's second stage (scores at the predictor on the next point), whose divergence no
+    /// observer reads.
+    pub corrector: bool,
+}
+
 /// A score model over D dimensions with K classes.
 pub trait ScoreModel: Sync {
     fn dim(&self) -> usize;
@@ -62,6 +79,33 @@ pub trait ScoreModel: Sync {
     /// Unconditional and class-conditional scores at the states `x` (B, D) on grid point `point`;
     /// fills `out.posterior`/`out.divergence` where the model has them exactly.
     fn scores(&self, x: &[f32], point: &GridPoint, out: &mut Scores) -> Result<()>;
+    /// [`ScoreModel::scores`] inside a sampler run (the sampler calls this one); models that
+    /// need the trajectories' indices (e.g. [`Hutchinson`]) override it.
+    fn scores_at(
+        &self,
+        x: &[f32],
+        point: &GridPoint,
+        _ctx: &ScoreCtx,
+        out: &mut Scores,
+    ) -> Result<()> {
+        self.scores(x, point, out)
+    }
+    /// The unconditional score s(x) only, at `x` (B, D) into `out` (B, D). The default takes it
+    /// from [`ScoreModel::scores`]; a network overrides it with one forward of the null label.
+    fn uncond_scores(&self, x: &[f32], point: &GridPoint, out: &mut [f32]) -> Result<()> {
+        let d = self.dim();
+        if d == 0 || x.len() % d != 0 || out.len() != x.len() {
+            return Err(Error::shape(
+                "ScoreModel::uncond_scores: x, out (B, D)",
+                x.len(),
+                out.len(),
+            ));
+        }
+        let mut s = Scores::new(x.len() / d, d, self.num_classes());
+        self.scores(x, point, &mut s)?;
+        out.copy_from_slice(&s.uncond);
+        Ok(())
+    }
     /// Exact class posterior p(y | x) at `x` (B, D), if the model has one. (B, K)
     fn exact_posterior(&self, _x: &[f32], _point: &GridPoint) -> Option<Vec<f64>> {
         None

@@ -108,6 +108,33 @@ impl ScoreModel for UNetScore {
         out.divergence = None;
         Ok(())
     }
+    fn uncond_scores(&self, x: &[f32], point: &GridPoint, out: &mut [f32]) -> Result<()> {
+        let d = self.dim();
+        if x.len() % d != 0 || out.len() != x.len() {
+            return Err(Error::shape(
+                "UNetScore::uncond_scores: x, out (B, D)",
+                x.len(),
+                out.len(),
+            ));
+        }
+        if !(point.sigma > 0.0) {
+            return Err(Error::Unsupported {
+                op: "UNetScore::uncond_scores",
+                reason: format!("no score at σ = 0 (t = {})", point.t),
+            });
+        }
+        let b = x.len() / d;
+        let (c, h, w) = self.image;
+        let input = Tensor::new(vec![b, c, h, w], x.to_vec())?;
+        let t = vec![point.index as f32 - 1.0; b];
+        let labels = vec![self.classes as i64; b]; // the null label
+        let eps = self.net.forward(&input, &t, Some(&labels))?;
+        let inv = (-1.0 / point.sigma) as f32;
+        for (o, e) in out.iter_mut().zip(&eps.data) {
+            *o = e * inv;
+        }
+        Ok(())
+    }
     fn describe(&self) -> String {
         let (c, h, w) = self.image;
         format!("UNet2DModel ({c}×{h}×{w}, {} classes + null)", self.classes)

@@ -17,7 +17,7 @@
 
 use crate::error::{Error, Result};
 use crate::rng::Noise;
-use crate::score::{ScoreModel, Scores};
+use crate::score::{ScoreCtx, ScoreModel, Scores};
 use crate::sde::{Grid, GridPoint};
 
 /// Variance of the ancestral step.
@@ -264,7 +264,13 @@ pub fn sample<M: ScoreModel + ?Sized, O: Observer + ?Sized>(
         let mut corrected = false;
         let (p, q) = (&pts[step], &pts[step + 1]);
         let last = step + 1 == steps;
-        model.scores(&x, p, &mut scores)?;
+        let ctx = ScoreCtx {
+            noise,
+            first_trajectory,
+            step: step as u32,
+            corrector: false,
+        };
+        model.scores_at(&x, p, &ctx, &mut scores)?;
         let tr = sampler.transition(p, q, last);
         match tr {
             Some(Transition { a, c, var }) => {
@@ -293,7 +299,11 @@ pub fn sample<M: ScoreModel + ?Sized, O: Observer + ?Sized>(
                     x_next[i] = (x[i] as f64 - h * drift(p, x[i], scores.uncond[i])) as f32;
                 }
                 if q.sigma > 0.0 {
-                    model.scores(&x_next, q, &mut scores2)?;
+                    let ctx2 = ScoreCtx {
+                        corrector: true,
+                        ..ctx
+                    };
+                    model.scores_at(&x_next, q, &ctx2, &mut scores2)?;
                     corrected = true;
                     for i in 0..batch * d {
                         let d1 = drift(p, x[i], scores.uncond[i]);
