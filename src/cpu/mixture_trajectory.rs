@@ -71,9 +71,21 @@ pub struct MixturePlan {
     gw: Vec<[f32; 2]>,
     key: [u32; 2],
     layout: Layout,
+    /// The columns the step loop accumulates, and those of the final-posterior pass (GIR,
+    /// GIRC2, HG2, class weights): each pass reduces only its own.
+    step_cols: Vec<usize>,
+    final_cols: Vec<usize>,
 }
 
 impl MixturePlan {
+    fn final_columns(lay: &Layout) -> Vec<usize> {
+        let mut v = vec![Layout::GIR, Layout::GIRC2, Layout::HG2];
+        for y in 0..lay.classes {
+            v.push(lay.class_w(y));
+            v.push(lay.class_wh(y));
+        }
+        v
+    }
     /// Lane vectors of state per lane group: x (D), ln π (K), π (K), 4 running integrals.
     fn stride(&self) -> usize {
         self.dim + 2 * self.classes + 4
@@ -214,6 +226,13 @@ impl MixturePlan {
                 .collect(),
             key: noise.key(),
             layout: Layout::new(spec),
+            step_cols: {
+                let f = Self::final_columns(&Layout::new(spec));
+                (0..Layout::new(spec).width())
+                    .filter(|q| !f.contains(q))
+                    .collect()
+            },
+            final_cols: Self::final_columns(&Layout::new(spec)),
         })
     }
 }
@@ -525,13 +544,16 @@ fn chunk(
 }
 
 /// Sums the lanes of `acc` (width, L) into `row` in f64, lane by lane in order.
-fn reduce_lanes(acc: &[f32], l: usize, row: &mut [f64]) {
-    for (q, r) in row.iter_mut().enumerate() {
-        let mut s = 0.0f64;
-        for v in &acc[q * l..(q + 1) * l] {
-            s += *v as f64;
+fn reduce_lanes(acc: &[f32], l: usize, cols: &[usize], row: &mut [f64]) {
+    // Four independent f64 chains per column (lanes i, i+4, …), then a pairwise sum: a single
+    // 16-long chain per column is latency bound and would cost as much as the step itself.
+    for &q in cols {
+        let lanes = &acc[q * l..(q + 1) * l];
+        let mut s = [0.0f64; 4];
+        for (i, v) in lanes.iter().enumerate() {
+            s[i & 3] += *v as f64;
         }
-        *r += s;
+        row[q] += (s[0] + s[1]) + (s[2] + s[3]);
     }
 }
 
@@ -845,7 +867,7 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
     let g_n = CHUNK / l;
     let steps = plan.steps;
     let lay = plan.layout;
-    let w = lay.width();
+
     let tm = Tmp::new(plan);
     let cx = Ctx::<I, D, K, KC> {
         plan,
@@ -861,7 +883,6 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
         _isa: std::marker::PhantomData,
     };
     let (d, k, kc) = (cx.d(), cx.k(), cx.kc());
-    let mut part = vec![0.0f64; w];
     for (i, m) in scr.mask.iter_mut().enumerate() {
         *m = if i < count { 1.0 } else { 0.0 };
     }
@@ -1118,7 +1139,7 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                     cx.acc_add(lay.part_rate2(i), vmask, I::mul(v, v));
                 }
             }
-            reduce_lanes(&scr.acc, l, sums.row_mut(step));
+            reduce_lanes(&scr.acc, l, &plan.step_cols, sums.row_mut(step));
         }
 
         // The data end: exact posterior (variance floored) and tracked posterior.
@@ -1138,7 +1159,7 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                 cx.sto(trail, cx.trail_at(steps, g, 1 + y), zero);
             }
         }
-        reduce_lanes(&scr.acc, l, sums.row_mut(steps));
+        reduce_lanes(&scr.acc, l, &plan.step_cols, sums.row_mut(steps));
         // Every point weighted by the final posterior: Σ_y π_y^final ‖Δ_y‖², π_k^final, π_k^final·h.
         for p in 0..=steps {
             cx.zero_acc();
@@ -1167,16 +1188,7 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                 let hg = I::add(h, run);
                 cx.acc_add(Layout::HG2, vmask, I::mul(hg, hg));
             }
-            part.fill(0.0);
-            reduce_lanes(&scr.acc, l, &mut part);
-            let row = sums.row_mut(p);
-            row[Layout::GIR] += part[Layout::GIR];
-            row[Layout::GIRC2] += part[Layout::GIRC2];
-            row[Layout::HG2] += part[Layout::HG2];
-            for y in 0..k {
-                row[lay.class_w(y)] += part[lay.class_w(y)];
-                row[lay.class_wh(y)] += part[lay.class_wh(y)];
-            }
+            reduce_lanes(&scr.acc, l, &plan.final_cols, sums.row_mut(p));
         }
 
         if let Some(out) = out {
