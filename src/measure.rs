@@ -732,11 +732,17 @@ pub fn run(
 /// has no GPU path, which the caller decides from the sampler).
 pub fn gpu_limit(cfg: &Config) -> Option<String> {
     if cfg.model.is_some() {
-        let k = cfg.spec().ok()?.classes();
-        return (k > crate::cpu::sde_step::MAX_CLASSES).then(|| {
+        use crate::cpu::sde_step::{MAX_CLASSES, MAX_PARTITIONS};
+        let spec = cfg.spec().ok()?;
+        let (k, np) = (spec.classes(), spec.partitions.len());
+        if k > MAX_CLASSES {
+            return Some(format!(
+                "the fused neural step takes at most {MAX_CLASSES} classes, this model has {k}"
+            ));
+        }
+        return (np > MAX_PARTITIONS).then(|| {
             format!(
-                "the fused neural step takes at most {} classes, this model has {k}",
-                crate::cpu::sde_step::MAX_CLASSES
+                "the fused neural step records at most {MAX_PARTITIONS} decision problems, this job has {np}"
             )
         });
     }
@@ -754,8 +760,9 @@ pub fn gpu_limit(cfg: &Config) -> Option<String> {
     plan.flat().err().map(|e| e.to_string())
 }
 
-/// [`run`] with a GPU: the fused mixture kernel runs there (online-classifier samplers); a
-/// network (`model`) and the generic engine stay on the CPU.
+/// [`run`] with a GPU: the fused mixture kernel runs there (online-classifier samplers), and a
+/// network (`model`) runs device-resident (`cuda::neural`: the U-Net, the probe rows and the
+/// fused step on the device); the generic engine (deterministic samplers) stays on the CPU.
 pub fn run_on(
     cfg: &Config,
     gpu: Option<&crate::cuda::Gpu>,

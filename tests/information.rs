@@ -775,4 +775,21 @@ fn gpu_shape_limits_are_named_for_the_cpu_fallback() {
     let mut det = measure::default_config();
     det.sampler = Sampler::Ddim { eta: 0.0 };
     assert_eq!(measure::gpu_limit(&det), None);
+    // A network job with more decision problems than the fused neural step records.
+    let model =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet/tiny-class");
+    let parts: Vec<String> = (0..9)
+        .map(|i| format!(r#"{{"name": "p{i}", "a": [{i}], "b": [9]}}"#))
+        .collect();
+    let text = format!(
+        r#"{{"model": {:?}, "partitions": [{}], "trajectories": 2}}"#,
+        model.display().to_string(),
+        parts.join(",")
+    );
+    let cfg = Config::from_json_str(&text, "test").unwrap();
+    let why = measure::gpu_limit(&cfg).expect("9 decision problems exceed the neural step");
+    assert!(
+        why.contains("decision problems") && why.contains('9'),
+        "{why}"
+    );
 }
