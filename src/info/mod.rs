@@ -11,9 +11,16 @@
 //!   ∫_t^T (g²/2) E‖Δ_Y‖² du (`mi_girsanov`, trapezoid rule on the grid), with Y the label the
 //!   trajectory ends in (each trajectory weighted by its final posterior);
 //! - decision problems (classes a vs b): H(Z | X_t, Y ∈ a∪b) with P(a | x) = π_a/(π_a + π_b),
-//!   trajectories weighted by P(a∪b | x_t)/P(a∪b) (self-normalised), and its rate;
-//! - per-class curves: trajectories weighted by their final posterior probability of class k;
-//! - entropy production dH(X_0 | X_t)/dt = (g²/2)(d/σ_t² + E ∇·s) (`hx0_rate`).
+//!   trajectories weighted by P(a∪b | x_t)/P(a∪b) (self-normalised), and its rate in
+//!   Rao–Blackwell form (the coarsened label's (I4) rate; see [`curves`]) beside its finite
+//!   difference;
+//! - per-class curves: trajectories weighted by their final posterior probability of class k,
+//!   and their Rao–Blackwell rates;
+//! - entropy production dH(X_0 | X_t)/dt = (g²/2)(d/σ_t² + E ∇·s) (`hx0_rate`; ∇·s exact or
+//!   by Hutchinson probes) and by integration by parts (g²/2)(d/σ_t² − E‖s‖²)
+//!   (`hx0_rate_ibp`);
+//! - standard errors for every curve, paired (from per-trajectory differences) where two
+//!   estimates share trajectories.
 
 pub mod closed_form;
 pub mod curves;
