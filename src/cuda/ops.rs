@@ -113,7 +113,7 @@ pub trait Dev {
     ) -> Result<()>;
     fn softmax_rows(&self, x: &mut Self::Buf, rows: u32, n: u32, scale: f32) -> Result<()>;
     fn add(&self, a: &Self::Buf, b: &Self::Buf, y: &mut Self::Buf, n: usize) -> Result<()>;
-    /// x[i] += v[i / s] for i < n.
+    /// x\[i\] += v\[i / s\] for i < n.
     fn add_plane(&self, x: &mut Self::Buf, v: &Self::Buf, n: usize, s: u32) -> Result<()>;
     #[allow(clippy::too_many_arguments)]
     fn concat(
@@ -127,7 +127,7 @@ pub trait Dev {
         s: u32,
     ) -> Result<()>;
     fn upsample2x(&self, x: &Self::Buf, y: &mut Self::Buf, n: usize, h: u32, w: u32) -> Result<()>;
-    /// x[i] /= s for i < n.
+    /// x\[i\] /= s for i < n.
     fn scale_div(&self, x: &mut Self::Buf, n: usize, s: f32) -> Result<()>;
     /// y (rows·times, d): each row of x (rows, d) `times` times in a row.
     fn repeat_rows(

@@ -6,7 +6,7 @@
 //! Δ_y = s(x|y) − s(x):
 //! - label: dH(Y|X_t)/dt = (g²/2) E Σ_y π_y ‖Δ_y‖² (`rate_rb`);
 //! - decision problem a vs b (Z = [Y ∈ a] among Y ∈ a∪b, weighted as its entropy is):
-//!   dH(Z|X_t, Y∈a∪b)/dt = (g²/2) E[w q_a q_b ‖s(x|a) − s(x|b)‖²] / E[w], with w = π_ab/P(a∪b),
+//!   dH(Z|X_t, Y∈a∪b)/dt = (g²/2) E(w q_a q_b ‖s(x|a) − s(x|b)‖²) / E(w), with w = π_ab/P(a∪b),
 //!   q_z = π_z/π_ab, s(x|z) = Σ_{y∈z} π_y s(x|y)/π_z (the rate (I4) of the coarsened label
 //!   under p(x | a∪b), where Σ_z q_z‖s(x|z) − s(x|a∪b)‖² = q_a q_b ‖s(x|a) − s(x|b)‖²);
 //! - class k (H(Y|X_t) among trajectories of class k, `h_class_k`, weighted by π_k):
