@@ -31,8 +31,6 @@ struct PartPlan {
     a_single: Option<usize>,
     b_single: Option<usize>,
     covers_all: bool,
-    /// Per class: 1 in a, −1 in b, 0 outside a∪b. (K)
-    side: Vec<i8>,
 }
 
 /// Everything the kernel needs, precomputed in f64 and stored in f32.
@@ -184,17 +182,6 @@ impl MixturePlan {
                 a_single: (p.a.len() == 1).then(|| p.a[0]),
                 b_single: (p.b.len() == 1).then(|| p.b[0]),
                 covers_all: p.a.len() + p.b.len() == k,
-                side: (0..k)
-                    .map(|y| {
-                        if p.a.contains(&y) {
-                            1
-                        } else if p.b.contains(&y) {
-                            -1
-                        } else {
-                            0
-                        }
-                    })
-                    .collect(),
             })
             .collect();
         Ok(MixturePlan {
@@ -1116,19 +1103,16 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                 for (i, pp) in plan.parts.iter().enumerate() {
                     let pa = cx.ld(pg, 2 * k + k * d + 1 + 2 * i);
                     let pb = cx.ld(pg, 2 * k + k * d + 2 + 2 * i);
-                    let npa = I::sub(zero, pa);
                     let mut n2 = zero;
                     for j in 0..d {
-                        let mut diff = zero;
-                        for y in 0..k {
-                            let side = match pp.side[y] {
-                                1 => pb,
-                                -1 => npa,
-                                _ => continue,
-                            };
-                            let w = I::mul(side, cx.ld(pg, y));
-                            diff = I::fma(w, cx.ld(pg, 2 * k + y * d + j), diff);
+                        let (mut va, mut vb) = (zero, zero);
+                        for &y in &pp.a {
+                            va = I::fma(cx.ld(pg, y), cx.ld(pg, 2 * k + y * d + j), va);
                         }
+                        for &y in &pp.b {
+                            vb = I::fma(cx.ld(pg, y), cx.ld(pg, 2 * k + y * d + j), vb);
+                        }
+                        let diff = I::sub(I::mul(pb, va), I::mul(pa, vb));
                         n2 = I::fma(diff, diff, n2);
                     }
                     let papb = I::mul(pa, pb);
