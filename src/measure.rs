@@ -749,15 +749,15 @@ pub fn gpu_limit(cfg: &Config) -> Option<String> {
     if !cfg.sampler.supports_online_classifier() {
         return None;
     }
-    let plan = MixturePlan::new(
-        &cfg.mixture().ok()?,
-        &cfg.spec().ok()?,
-        &cfg.grid().ok()?,
-        &cfg.sampler,
-        Noise::new(cfg.seed),
-    )
-    .ok()?;
-    plan.flat().err().map(|e| e.to_string())
+    // The job's shape against the kernel's per-thread arrays (no plan is built for this).
+    let m = cfg.mixture().ok()?;
+    let spec = cfg.spec().ok()?;
+    crate::cpu::mixture_trajectory::gpu_shape_limit([
+        m.dim(),
+        spec.classes(),
+        m.components().len(),
+        spec.partitions.len(),
+    ])
 }
 
 /// [`run`] with a GPU: the fused mixture kernel runs there (online-classifier samplers), and a

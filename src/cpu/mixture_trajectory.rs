@@ -250,23 +250,26 @@ pub struct FlatPlan {
 /// Largest shapes of the GPU kernel (its per-thread arrays): D, K, components, decision problems.
 pub const GPU_MAX: [usize; 4] = [8, 8, 16, 8];
 
+/// Why the GPU kernel cannot take a job of shape (D, K, components, decision problems), if it
+/// cannot: the first dimension past [`GPU_MAX`], named.
+pub fn gpu_shape_limit(dims: [usize; 4]) -> Option<String> {
+    ["dimension", "classes", "components", "decision problems"]
+        .iter()
+        .zip(dims.iter().zip(GPU_MAX))
+        .find(|(_, (d, max))| **d > *max)
+        .map(|(name, (d, max))| format!("{name}: at most {max} on the GPU kernel, found {d}"))
+}
+
 impl MixturePlan {
     /// The plan as the GPU kernel reads it; shapes past [`GPU_MAX`] are refused by name.
     pub fn flat(&self) -> Result<FlatPlan> {
-        let dims = [self.dim, self.classes, self.comps, self.parts.len()];
-        for (i, name) in ["dimension", "classes", "components", "decision problems"]
-            .iter()
-            .enumerate()
+        if let Some(reason) =
+            gpu_shape_limit([self.dim, self.classes, self.comps, self.parts.len()])
         {
-            if dims[i] > GPU_MAX[i] {
-                return Err(Error::Unsupported {
-                    op: "mixture_trajectory (GPU)",
-                    reason: format!(
-                        "{name}: at most {} on the GPU kernel, found {}",
-                        GPU_MAX[i], dims[i]
-                    ),
-                });
-            }
+            return Err(Error::Unsupported {
+                op: "mixture_trajectory (GPU)",
+                reason,
+            });
         }
         let mask = |v: &[usize]| v.iter().fold(0u32, |m, c| m | 1 << c);
         let single = |s: Option<usize>| s.map_or(-1, |c| c as i32);
