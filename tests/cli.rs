@@ -51,6 +51,25 @@ fn measure_writes_curves_summary_and_plot() {
     assert!(summary["trajectory_steps_per_s"].as_f64().unwrap() > 0.0);
     assert!((summary["prior_entropy_bits"].as_f64().unwrap() - 2.0).abs() < 1e-12);
     assert!(summary["peaks"]["rate_m8_m4"][0]["t"].as_f64().is_some());
+    // the Rao–Blackwell decision and class rates, their finite-difference twins, both forms of
+    // entropy production and the paired SEs are columns, and their peaks (with a fitted t) are
+    // in the summary
+    for col in [
+        "rate_left_right_se",
+        "rate_fd_left_right",
+        "rate_class_3",
+        "rate_class_3_se",
+        "hx0_rate_ibp",
+        "hx0_gap_se",
+        "mi_girsanov_diff_se",
+        "mi_rb_diff_se",
+    ] {
+        assert!(header.split(',').any(|h| h == col), "{col} in {header}");
+    }
+    for name in ["rate_fd_p6_p8", "rate_class_0", "hx0_rate_ibp"] {
+        assert!(summary["peaks"][name][0]["t_fit"].as_f64().is_some(), "{name}");
+    }
+    assert_eq!(summary["engine"].as_str().unwrap().split(' ').next(), Some("fused"));
     let svg = std::fs::read_to_string(out.join("entropy.svg")).unwrap();
     // an SVG document that draws lines (plotters writes them as <polyline> or <path>)
     assert!(
