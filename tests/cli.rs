@@ -67,9 +67,15 @@ fn measure_writes_curves_summary_and_plot() {
         assert!(header.split(',').any(|h| h == col), "{col} in {header}");
     }
     for name in ["rate_fd_p6_p8", "rate_class_0", "hx0_rate_ibp"] {
-        assert!(summary["peaks"][name][0]["t_fit"].as_f64().is_some(), "{name}");
+        assert!(
+            summary["peaks"][name][0]["t_fit"].as_f64().is_some(),
+            "{name}"
+        );
     }
-    assert_eq!(summary["engine"].as_str().unwrap().split(' ').next(), Some("fused"));
+    assert_eq!(
+        summary["engine"].as_str().unwrap().split(' ').next(),
+        Some("fused")
+    );
     let svg = std::fs::read_to_string(out.join("entropy.svg")).unwrap();
     // an SVG document that draws lines (plotters writes them as <polyline> or <path>)
     assert!(

@@ -455,8 +455,9 @@ pub struct Scratch {
     zc: Vec<f32>,
     /// Per-lane temporaries (see `Tmp`).
     tmp: Vec<f32>,
-    /// Each group's point record for the decision and class rates (see `Ctx::pt_at`): π, ln π
-    /// before the update, Δ_y, the Rao–Blackwell integrand, π_a and π_b. (G, 2K + KD + 1 + 2P, L)
+    /// Each group's point record for the decision and class rates (see `Ctx::pt_at`): π before
+    /// the update, u = Σ_y π_y ln π_y Δ_y, Δ_y, the Rao–Blackwell integrand, π_a and π_b.
+    /// (G, K + D + KD + 1 + 2P, L)
     pt: Vec<f32>,
     lanes: usize,
 }
@@ -476,8 +477,8 @@ impl Scratch {
             acc: vec![0.0; plan.layout.width() * l],
             mask: vec![0.0; CHUNK],
             zc: vec![0.0; g * d * 4 * l],
-            tmp: vec![0.0; (2 * kc + 2 * d + k * d + 2 * k) * l],
-            pt: vec![0.0; g * (2 * k + k * d + 1 + 2 * plan.parts.len()) * l],
+            tmp: vec![0.0; (2 * kc + d + k * d + 2 * k) * l],
+            pt: vec![0.0; g * (k + d + k * d + 1 + 2 * plan.parts.len()) * l],
             lanes: l,
         }
     }
@@ -572,7 +573,6 @@ struct Tmp {
     sy: usize,   // (K, D) Σ_{k∈y} e_k s_k, then Δ_y
     d2: usize,   // (K) ‖Δ_y‖²
     py: usize,   // (K) exact p(y | x)
-    u: usize,    // (D) Σ_y π_y ln π_y Δ_y
 }
 
 impl Tmp {
@@ -582,7 +582,6 @@ impl Tmp {
         let sy = su + d;
         let d2 = sy + k * d;
         let py = d2 + k;
-        let u = py + k;
         Tmp {
             logp: 0,
             e: kc,
@@ -590,7 +589,6 @@ impl Tmp {
             sy,
             d2,
             py,
-            u,
         }
     }
 }
@@ -647,13 +645,18 @@ impl<I: Isa, const D: usize, const K: usize, const KC: usize> Ctx<'_, I, D, K, K
     fn run_at(&self, g: usize, q: usize) -> usize {
         g * self.stride() + self.d() + 2 * self.k() + q
     }
-    /// Group g's point record: π_y at `PT_PI + y`, ln π_y at `k + y`, Δ_y at `2k + y·d + j`,
-    /// the Rao–Blackwell integrand at `2k + kd`, π_a and π_b of partition i at `2k + kd + 1 + 2i`
-    /// (+1).
+    /// Group g's point record (offsets in [`Ctx::pt_off`]): π_y, u_j = Σ_y π_y ln π_y Δ_{y,j},
+    /// Δ_{y,j}, the Rao–Blackwell integrand, and π_a, π_b of each partition.
     #[inline(always)]
     fn pt_at(&self, g: usize, q: usize) -> usize {
         let (d, k) = (self.d(), self.k());
-        g * (2 * k + k * d + 1 + 2 * self.plan.parts.len()) + q
+        g * (k + d + k * d + 1 + 2 * self.plan.parts.len()) + q
+    }
+    /// Offsets in a point record: (u, Δ, rb, pab) after the K values of π.
+    #[inline(always)]
+    fn pt_off(&self) -> (usize, usize, usize, usize) {
+        let (d, k) = (self.d(), self.k());
+        (k, k + d, k + d + k * d, k + d + k * d + 1)
     }
     #[inline(always)]
     fn trail_at(&self, p: usize, g: usize, q: usize) -> usize {
@@ -790,7 +793,7 @@ impl<I: Isa, const D: usize, const K: usize, const KC: usize> Ctx<'_, I, D, K, K
                 for &c in &pp.b {
                     pb = I::add(pb, self.ld(self.st, self.pi_at(g, c)));
                 }
-                let pab_at = 2 * self.k() + self.k() * self.d() + 1 + 2 * i;
+                let pab_at = self.pt_off().3 + 2 * i;
                 self.sto(self.pt, self.pt_at(g, pab_at), pa);
                 self.sto(self.pt, self.pt_at(g, pab_at + 1), pb);
                 let pab = I::add(pa, pb);
@@ -873,6 +876,7 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
         _isa: std::marker::PhantomData,
     };
     let (d, k, kc) = (cx.d(), cx.k(), cx.kc());
+    let (pt_u, pt_dl, pt_rb, pt_pab) = cx.pt_off();
     for (i, m) in scr.mask.iter_mut().enumerate() {
         *m = if i < count { 1.0 } else { 0.0 };
     }
@@ -976,7 +980,7 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                         let oy = tm.sy + y * d + j;
                         let dy = I::sub(I::mul(cx.ld(tmp, oy), norm), cx.ld(tmp, tm.su + j));
                         cx.sto(tmp, oy, dy);
-                        cx.sto(cx.pt, cx.pt_at(g, 2 * k + y * d + j), dy);
+                        cx.sto(cx.pt, cx.pt_at(g, pt_dl + y * d + j), dy);
                         d2 = I::fma(dy, dy, d2);
                     }
                     cx.sto(tmp, tm.d2 + y, d2);
@@ -1008,12 +1012,19 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                 let gap = I::sub(prod, ibp);
                 cx.acc_add(Layout::IBPD2, vmask, I::mul(gap, gap));
                 // The decision and class rates run in a second pass over the groups (below),
-                // from this point record.
+                // from this point record: π, u = Σ_y π_y ln π_y Δ_y, rb (Δ stored above).
                 for y in 0..k {
                     cx.sto(cx.pt, cx.pt_at(g, y), cx.ld(st, cx.pi_at(g, y)));
-                    cx.sto(cx.pt, cx.pt_at(g, k + y), cx.ld(st, cx.lp_at(g, y)));
                 }
-                cx.sto(cx.pt, cx.pt_at(g, 2 * k + k * d), rb);
+                for j in 0..d {
+                    let mut u = zero;
+                    for y in 0..k {
+                        let w = I::mul(cx.ld(st, cx.pi_at(g, y)), cx.ld(st, cx.lp_at(g, y)));
+                        u = I::fma(w, cx.ld(tmp, tm.sy + y * d + j), u);
+                    }
+                    cx.sto(cx.pt, cx.pt_at(g, pt_u + j), u);
+                }
+                cx.sto(cx.pt, cx.pt_at(g, pt_rb), rb);
 
                 // x' = a x + c s + √var z
                 if fresh {
@@ -1073,47 +1084,53 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                 }
             }
             // Pass B: the decision and class rates of every group from its point record (kept
-            // out of the main loop, whose registers they would crowd).
+            // out of the main loop, whose registers they would crowd), each column summed over
+            // the groups in registers and added to its accumulator once.
             let rec_w = cx.pt_at(1, 0);
-            for g in 0..g_n {
-                let vmask = cx.valid(g);
-                // This group's record: offsets from its start are constants of the shape.
-                let pg = cx.pt.add(g * rec_w * l);
-                let rb = cx.ld(pg, 2 * k + k * d);
-                // Per-class rates: π_k (rb + 2 Δ_k·u), u = Σ_y π_y ln π_y Δ_y.
-                for j in 0..d {
-                    let mut u = zero;
-                    for y in 0..k {
-                        let w = I::mul(cx.ld(pg, y), cx.ld(pg, k + y));
-                        u = I::fma(w, cx.ld(pg, 2 * k + y * d + j), u);
-                    }
-                    cx.sto(tmp, tm.u + j, u);
-                }
-                for y in 0..k {
+            let pgs = |g: usize| cx.pt.add(g * rec_w * l);
+            // Per-class rates: π_k (rb + 2 Δ_k·u).
+            for y in 0..k {
+                let (mut s1, mut s2) = (zero, zero);
+                for g in 0..g_n {
+                    let pg = pgs(g);
                     let mut cross = zero;
                     for j in 0..d {
-                        cross = I::fma(cx.ld(pg, 2 * k + y * d + j), cx.ld(tmp, tm.u + j), cross);
+                        cross = I::fma(cx.ld(pg, pt_dl + y * d + j), cx.ld(pg, pt_u + j), cross);
                     }
-                    let v = I::mul(cx.ld(pg, y), I::fma(I::splat(2.0), cross, rb));
-                    cx.acc_add(lay.class_rate(y), vmask, v);
-                    cx.acc_add(lay.class_rate2(y), vmask, I::mul(v, v));
+                    let v = I::mul(cx.ld(pg, y), I::fma(I::splat(2.0), cross, cx.ld(pg, pt_rb)));
+                    let vm = I::mul(cx.valid(g), v);
+                    s1 = I::add(s1, vm);
+                    s2 = I::fma(vm, v, s2);
                 }
-                // Decision problems: (π_a π_b/(π_ab P(a∪b))) ‖s(x|a) − s(x|b)‖², with
-                // s(x|a) − s(x|b) = A/π_a − B/π_b, A = Σ_{y∈a} π_y Δ_y, B = Σ_{y∈b} π_y Δ_y:
-                // = ‖π_b A − π_a B‖²/(π_a π_b π_ab P(a∪b)), one division (0 where the denominator
-                // underflows to 0);
-                // π_a and π_b as `record` summed them.
-                for (i, pp) in plan.parts.iter().enumerate() {
-                    let pa = cx.ld(pg, 2 * k + k * d + 1 + 2 * i);
-                    let pb = cx.ld(pg, 2 * k + k * d + 2 + 2 * i);
+                cx.sto(
+                    cx.acc,
+                    lay.class_rate(y),
+                    I::add(cx.ld(cx.acc, lay.class_rate(y)), s1),
+                );
+                cx.sto(
+                    cx.acc,
+                    lay.class_rate2(y),
+                    I::add(cx.ld(cx.acc, lay.class_rate2(y)), s2),
+                );
+            }
+            // Decision problems: (π_a π_b/(π_ab P(a∪b))) ‖s(x|a) − s(x|b)‖², with
+            // s(x|a) − s(x|b) = A/π_a − B/π_b, A = Σ_{y∈a} π_y Δ_y, B = Σ_{y∈b} π_y Δ_y:
+            // = ‖π_b A − π_a B‖²/(π_a π_b π_ab P(a∪b)), one division (0 where the denominator
+            // underflows to 0); π_a and π_b as `record` summed them.
+            for (i, pp) in plan.parts.iter().enumerate() {
+                let (mut s1, mut s2) = (zero, zero);
+                for g in 0..g_n {
+                    let pg = pgs(g);
+                    let pa = cx.ld(pg, pt_pab + 2 * i);
+                    let pb = cx.ld(pg, pt_pab + 2 * i + 1);
                     let mut n2 = zero;
                     for j in 0..d {
                         let (mut va, mut vb) = (zero, zero);
-                        for &y in &pp.a {
-                            va = I::fma(cx.ld(pg, y), cx.ld(pg, 2 * k + y * d + j), va);
+                        for &c in &pp.a {
+                            va = I::fma(cx.ld(pg, c), cx.ld(pg, pt_dl + c * d + j), va);
                         }
-                        for &y in &pp.b {
-                            vb = I::fma(cx.ld(pg, y), cx.ld(pg, 2 * k + y * d + j), vb);
+                        for &c in &pp.b {
+                            vb = I::fma(cx.ld(pg, c), cx.ld(pg, pt_dl + c * d + j), vb);
                         }
                         let diff = I::sub(I::mul(pb, va), I::mul(pa, vb));
                         n2 = I::fma(diff, diff, n2);
@@ -1122,9 +1139,20 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                     let den = I::mul(papb, I::add(pa, pb));
                     let v = I::mul(I::div(n2, den), I::splat(pp.inv_mass));
                     let v = I::select(I::lt(zero, den), v, zero);
-                    cx.acc_add(lay.part_rate(i), vmask, v);
-                    cx.acc_add(lay.part_rate2(i), vmask, I::mul(v, v));
+                    let vm = I::mul(cx.valid(g), v);
+                    s1 = I::add(s1, vm);
+                    s2 = I::fma(vm, v, s2);
                 }
+                cx.sto(
+                    cx.acc,
+                    lay.part_rate(i),
+                    I::add(cx.ld(cx.acc, lay.part_rate(i)), s1),
+                );
+                cx.sto(
+                    cx.acc,
+                    lay.part_rate2(i),
+                    I::add(cx.ld(cx.acc, lay.part_rate2(i)), s2),
+                );
             }
             reduce_lanes(&scr.acc, l, &plan.step_cols, sums.row_mut(step));
         }
