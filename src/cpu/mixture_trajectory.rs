@@ -455,9 +455,9 @@ pub struct Scratch {
     zc: Vec<f32>,
     /// Per-lane temporaries (see `Tmp`).
     tmp: Vec<f32>,
-    /// Each group's point record for the decision and class rates (see `Ctx::pt_at`): π before
-    /// the update, u = Σ_y π_y ln π_y Δ_y, Δ_y, the Rao–Blackwell integrand, π_a and π_b.
-    /// (G, K + D + KD + 1 + 2P, L)
+    /// Each group's point record for the second pass (see `Ctx::pt_at`): π before the update,
+    /// u = Σ_y π_y ln π_y Δ_y, Δ_y, five per-trajectory values, π_a and π_b.
+    /// (G, K + D + KD + 5 + 2P, L)
     pt: Vec<f32>,
     lanes: usize,
 }
@@ -478,7 +478,7 @@ impl Scratch {
             mask: vec![0.0; CHUNK],
             zc: vec![0.0; g * d * 4 * l],
             tmp: vec![0.0; (2 * kc + d + k * d + 2 * k) * l],
-            pt: vec![0.0; g * (k + d + k * d + 1 + 2 * plan.parts.len()) * l],
+            pt: vec![0.0; g * (k + d + k * d + PT_SCALARS + 2 * plan.parts.len()) * l],
             lanes: l,
         }
     }
@@ -547,6 +547,9 @@ fn reduce_lanes(acc: &[f32], l: usize, cols: &[usize], row: &mut [f64]) {
         row[q] += (s[0] + s[1]) + (s[2] + s[3]);
     }
 }
+
+/// Per-trajectory values in a point record between Δ and the partitions' masses.
+const PT_SCALARS: usize = 5;
 
 /// Pointers and offsets of one chunk's scratch; methods are the pieces of the kernel body.
 struct Ctx<'a, I: Isa, const D: usize, const K: usize, const KC: usize> {
@@ -646,17 +649,20 @@ impl<I: Isa, const D: usize, const K: usize, const KC: usize> Ctx<'_, I, D, K, K
         g * self.stride() + self.d() + 2 * self.k() + q
     }
     /// Group g's point record (offsets in [`Ctx::pt_off`]): π_y, u_j = Σ_y π_y ln π_y Δ_{y,j},
-    /// Δ_{y,j}, the Rao–Blackwell integrand, and π_a, π_b of each partition.
+    /// Δ_{y,j}, then the per-trajectory values `PT_SCALARS` (the Rao–Blackwell integrand rb, its
+    /// running integral R, h(0) − h − R, d/σ² + ∇·s, d/σ² − ‖s‖²), then π_a, π_b of each
+    /// partition.
     #[inline(always)]
     fn pt_at(&self, g: usize, q: usize) -> usize {
         let (d, k) = (self.d(), self.k());
-        g * (k + d + k * d + 1 + 2 * self.plan.parts.len()) + q
+        g * (k + d + k * d + PT_SCALARS + 2 * self.plan.parts.len()) + q
     }
-    /// Offsets in a point record: (u, Δ, rb, pab) after the K values of π.
+    /// Offsets in a point record: (u, Δ, rb, pab) after the K values of π; R, h(0) − h − R,
+    /// production and its integration-by-parts form follow rb.
     #[inline(always)]
     fn pt_off(&self) -> (usize, usize, usize, usize) {
         let (d, k) = (self.d(), self.k());
-        (k, k + d, k + d + k * d, k + d + k * d + 1)
+        (k, k + d, k + d + k * d, k + d + k * d + PT_SCALARS)
     }
     #[inline(always)]
     fn trail_at(&self, p: usize, g: usize, q: usize) -> usize {
@@ -768,7 +774,6 @@ impl<I: Isa, const D: usize, const K: usize, const KC: usize> Ctx<'_, I, D, K, K
         let lay = plan.layout;
         unsafe {
             let zero = I::splat(0.0);
-            let one = I::splat(1.0);
             let mut h = zero;
             for y in 0..self.k() {
                 h = I::fma(
@@ -778,12 +783,10 @@ impl<I: Isa, const D: usize, const K: usize, const KC: usize> Ctx<'_, I, D, K, K
                 );
             }
             let h = I::sub(zero, h);
-            self.acc_add(Layout::N, vmask, one);
             self.acc_add(Layout::H, vmask, h);
             self.acc_add(Layout::H2, vmask, I::mul(h, h));
             self.acc_add(Layout::HX, vmask, hx);
             self.acc_add(Layout::HX2, vmask, I::mul(hx, hx));
-            self.acc_add(Layout::HXN, vmask, one);
             for (i, pp) in plan.parts.iter().enumerate() {
                 let mut pa = zero;
                 let mut pb = zero;
@@ -989,17 +992,9 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                 }
                 cx.sto(trail, cx.trail_at(step, g, 0), h);
                 let run = cx.advance(g, 0, step, rb);
-                cx.acc_add(Layout::RB, vmask, rb);
-                cx.acc_add(Layout::RBN, vmask, one);
-                cx.acc_add(Layout::RBC, vmask, run);
-                cx.acc_add(Layout::RBC2, vmask, I::mul(run, run));
                 // h_i(0) − h_i(t) − R_i(t), the paired difference of ΔH and its integral.
                 let h0 = cx.ld(trail, cx.trail_at(0, g, 0));
                 let dr = I::sub(I::sub(h0, h), run);
-                cx.acc_add(Layout::RBD2, vmask, I::mul(dr, dr));
-                cx.acc_add(Layout::PROD, vmask, prod);
-                cx.acc_add(Layout::PRODN, vmask, one);
-                cx.acc_add(Layout::PROD2, vmask, I::mul(prod, prod));
                 // Integration by parts: d/σ² − ‖s‖²; the gap to `prod` is ∇·s + ‖s‖².
                 let mut s2 = zero;
                 for j in 0..d {
@@ -1007,12 +1002,12 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                     s2 = I::fma(su, su, s2);
                 }
                 let ibp = I::sub(I::splat(plan.d_over_s2[step]), s2);
-                cx.acc_add(Layout::IBP, vmask, ibp);
-                cx.acc_add(Layout::IBP2, vmask, I::mul(ibp, ibp));
-                let gap = I::sub(prod, ibp);
-                cx.acc_add(Layout::IBPD2, vmask, I::mul(gap, gap));
-                // The decision and class rates run in a second pass over the groups (below),
-                // from this point record: π, u = Σ_y π_y ln π_y Δ_y, rb (Δ stored above).
+                for (q, v) in [run, dr, prod, ibp].into_iter().enumerate() {
+                    cx.sto(cx.pt, cx.pt_at(g, pt_rb + 1 + q), v);
+                }
+                // Their sums, and the decision and class rates, run in a second pass over the
+                // groups (below), from this point record: π, u = Σ_y π_y ln π_y Δ_y, rb (Δ
+                // stored above), R, h(0) − h − R, the production in both forms.
                 for y in 0..k {
                     cx.sto(cx.pt, cx.pt_at(g, y), cx.ld(st, cx.pi_at(g, y)));
                 }
@@ -1088,6 +1083,39 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
             // the groups in registers and added to its accumulator once.
             let rec_w = cx.pt_at(1, 0);
             let pgs = |g: usize| cx.pt.add(g * rec_w * l);
+            // Σ rb, Σ R, Σ R², Σ (h(0) − h − R)², Σ prod, Σ prod², Σ ibp, Σ ibp², Σ (prod − ibp)².
+            {
+                let mut s = [zero; 9];
+                for g in 0..g_n {
+                    let (pg, vm) = (pgs(g), cx.valid(g));
+                    let rb = cx.ld(pg, pt_rb);
+                    let run = cx.ld(pg, pt_rb + 1);
+                    let dr = cx.ld(pg, pt_rb + 2);
+                    let prod = cx.ld(pg, pt_rb + 3);
+                    let ibp = cx.ld(pg, pt_rb + 4);
+                    let gap = I::sub(prod, ibp);
+                    for (q, v) in [rb, run, prod, ibp].into_iter().enumerate() {
+                        s[q] = I::fma(vm, v, s[q]);
+                    }
+                    for (q, v) in [run, dr, prod, ibp, gap].into_iter().enumerate() {
+                        s[4 + q] = I::fma(vm, I::mul(v, v), s[4 + q]);
+                    }
+                }
+                let cols = [
+                    Layout::RB,
+                    Layout::RBC,
+                    Layout::PROD,
+                    Layout::IBP,
+                    Layout::RBC2,
+                    Layout::RBD2,
+                    Layout::PROD2,
+                    Layout::IBP2,
+                    Layout::IBPD2,
+                ];
+                for (q, v) in cols.into_iter().zip(s) {
+                    cx.sto(cx.acc, q, I::add(cx.ld(cx.acc, q), v));
+                }
+            }
             // Per-class rates: π_k (rb + 2 Δ_k·u).
             for y in 0..k {
                 let (mut s1, mut s2) = (zero, zero);
@@ -1155,6 +1183,11 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                 );
             }
             reduce_lanes(&scr.acc, l, &plan.step_cols, sums.row_mut(step));
+            // Every real trajectory of the chunk counts once in each count column.
+            let row = sums.row_mut(step);
+            for q in [Layout::N, Layout::HXN, Layout::RBN, Layout::PRODN] {
+                row[q] += count as f64;
+            }
         }
 
         // The data end: exact posterior (variance floored) and tracked posterior.
@@ -1175,6 +1208,10 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
             }
         }
         reduce_lanes(&scr.acc, l, &plan.step_cols, sums.row_mut(steps));
+        let row = sums.row_mut(steps);
+        for q in [Layout::N, Layout::HXN] {
+            row[q] += count as f64;
+        }
         // Every point weighted by the final posterior: Σ_y π_y^final ‖Δ_y‖², π_k^final, π_k^final·h.
         for p in 0..=steps {
             cx.zero_acc();
