@@ -1078,9 +1078,10 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                     }
                 }
             }
-            // Pass B: the decision and class rates of every group from its point record (kept
-            // out of the main loop, whose registers they would crowd), each column summed over
-            // the groups in registers and added to its accumulator once.
+            // Pass B, from every group's point record: the Rao–Blackwell, production and paired
+            // sums and the decision and class rates (kept out of the main loop, whose registers
+            // they would crowd), each column summed over the groups in registers and added to
+            // its accumulator once.
             let rec_w = cx.pt_at(1, 0);
             let pgs = |g: usize| cx.pt.add(g * rec_w * l);
             // Σ rb, Σ R, Σ R², Σ (h(0) − h − R)², Σ prod, Σ prod², Σ ibp, Σ ibp², Σ (prod − ibp)².
