@@ -673,6 +673,11 @@ impl<I: Isa, const D: usize, const K: usize, const KC: usize> Ctx<'_, I, D, K, K
     unsafe fn valid(&self, g: usize) -> I::F {
         unsafe { self.ld(self.mask, g) }
     }
+    /// Adds lane sums `v` (already masked) to accumulator q.
+    #[inline(always)]
+    unsafe fn acc_col(&self, q: usize, v: I::F) {
+        unsafe { self.sto(self.acc, q, I::add(self.ld(self.acc, q), v)) }
+    }
     /// Adds vmask·v to accumulator q.
     #[inline(always)]
     unsafe fn acc_add(&self, q: usize, vmask: I::F, v: I::F) {
@@ -1114,7 +1119,7 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                     Layout::IBPD2,
                 ];
                 for (q, v) in cols.into_iter().zip(s) {
-                    cx.sto(cx.acc, q, I::add(cx.ld(cx.acc, q), v));
+                    cx.acc_col(q, v);
                 }
             }
             // Per-class rates: π_k (rb + 2 Δ_k·u).
@@ -1131,16 +1136,8 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                     s1 = I::add(s1, vm);
                     s2 = I::fma(vm, v, s2);
                 }
-                cx.sto(
-                    cx.acc,
-                    lay.class_rate(y),
-                    I::add(cx.ld(cx.acc, lay.class_rate(y)), s1),
-                );
-                cx.sto(
-                    cx.acc,
-                    lay.class_rate2(y),
-                    I::add(cx.ld(cx.acc, lay.class_rate2(y)), s2),
-                );
+                cx.acc_col(lay.class_rate(y), s1);
+                cx.acc_col(lay.class_rate2(y), s2);
             }
             // Decision problems: (π_a π_b/(π_ab P(a∪b))) ‖s(x|a) − s(x|b)‖², with
             // s(x|a) − s(x|b) = A/π_a − B/π_b, A = Σ_{y∈a} π_y Δ_y, B = Σ_{y∈b} π_y Δ_y:
@@ -1172,16 +1169,8 @@ unsafe fn chunk_kernel<I: Isa, const D: usize, const K: usize, const KC: usize>(
                     s1 = I::add(s1, vm);
                     s2 = I::fma(vm, v, s2);
                 }
-                cx.sto(
-                    cx.acc,
-                    lay.part_rate(i),
-                    I::add(cx.ld(cx.acc, lay.part_rate(i)), s1),
-                );
-                cx.sto(
-                    cx.acc,
-                    lay.part_rate2(i),
-                    I::add(cx.ld(cx.acc, lay.part_rate2(i)), s2),
-                );
+                cx.acc_col(lay.part_rate(i), s1);
+                cx.acc_col(lay.part_rate2(i), s2);
             }
             reduce_lanes(&scr.acc, l, &plan.step_cols, sums.row_mut(step));
             // Every real trajectory of the chunk counts once in each count column.
