@@ -553,24 +553,22 @@ impl Config {
         };
         let classes = prior.len();
         InfoSpec::new(prior, partitions.clone())?;
-        // Every curves.csv column once (`x` and `x_se` would both give `rate_x_se`).
+        // Every curves.csv column once (`x` and `x_se` would both give `rate_x_se`): the first
+        // partition whose columns, added to those before it, repeat one is named.
         let names: Vec<String> = partitions.iter().map(|p| p.name.clone()).collect();
-        let cols = Curves::column_names(&names, classes);
-        if let Some(dup) = cols
-            .iter()
-            .enumerate()
-            .find(|(i, c)| cols[..*i].contains(c))
-            .map(|(_, c)| c.clone())
-        {
-            let at = partitions
+        for at in 0..names.len() {
+            let cols = Curves::column_names(&names[..=at], classes);
+            if let Some(dup) = cols
                 .iter()
-                .position(|p| dup.contains(p.name.as_str()))
-                .unwrap_or(0);
-            return Err(Error::config(
-                format!("partitions[{at}].name"),
-                "names whose curves.csv columns differ from every other column",
-                format!("two columns named {dup:?}"),
-            ));
+                .enumerate()
+                .find(|(i, c)| cols[..*i].contains(c))
+            {
+                return Err(Error::config(
+                    format!("partitions[{at}].name"),
+                    "names whose curves.csv columns differ from every other column",
+                    format!("{:?}, which makes two columns named {:?}", names[at], dup.1),
+                ));
+            }
         }
         if model.is_some()
             && let Some(why) = sampler.online_classifier_refusal()

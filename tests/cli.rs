@@ -456,7 +456,7 @@ fn partition_names_with_colliding_columns_are_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("rate_x_se") && err.contains("partitions["),
+        err.contains("rate_x_se") && err.contains("partitions[1].name"),
         "{err}"
     );
     assert!(!dir.join("out").exists());
