@@ -2,8 +2,8 @@
 //! `cargo bench --bench gemm`. Throughput is reported in FLOP (2·M·N·K per product).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use infodiff::cpu::IsaKind;
 use infodiff::cpu::gemm::{MatRef, sgemm};
+use infodiff::simd::IsaKind;
 
 fn gemm(c: &mut Criterion) {
     let mut g = c.benchmark_group("gemm");
@@ -41,7 +41,7 @@ criterion_main!(benches, peak);
 /// The measured FMA peak of all cores (one register-only FMA loop per rayon thread).
 fn fma_peak(c: &mut Criterion) {
     use rayon::prelude::*;
-    let kind = infodiff::cpu::detected();
+    let kind = infodiff::simd::detected();
     let threads = rayon::current_num_threads();
     let iters = 1 << 20;
     let flops = infodiff::cpu::gemm::fma_peak_probe(kind, iters) * threads as f64;

@@ -5,14 +5,14 @@
 //! `cargo bench --bench measure` (add `-- mixture_trajectory` to run one group).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use infodiff::cpu::IsaKind;
-use infodiff::cpu::math::{MathFn, eval_slice};
-use infodiff::cpu::mixture_trajectory::{MixturePlan, run};
-use infodiff::measure::{self, Engine};
+use infodiff::app::{self, Engine};
+use infodiff::fused::mixture_trajectory::{MixturePlan, run};
 use infodiff::rng::Noise;
+use infodiff::simd::IsaKind;
+use infodiff::simd::math::{MathFn, eval_slice};
 
 fn mixture_trajectory(c: &mut Criterion) {
-    let cfg = measure::default_config();
+    let cfg = app::default_config();
     let (m, spec, grid) = (
         cfg.mixture().unwrap(),
         cfg.spec().unwrap(),
@@ -39,14 +39,14 @@ fn mixture_trajectory(c: &mut Criterion) {
 }
 
 fn generic_path(c: &mut Criterion) {
-    let mut cfg = measure::default_config();
+    let mut cfg = app::default_config();
     cfg.trajectories = 2_000;
     cfg.steps = 200;
     let mut g = c.benchmark_group("generic_observer");
     g.sample_size(10);
     g.throughput(Throughput::Elements((cfg.trajectories * cfg.steps) as u64));
     g.bench_function("default_mixture_2000x200", |b| {
-        b.iter(|| measure::run(&cfg, Some(Engine::Generic), None).unwrap())
+        b.iter(|| app::run(&cfg, Some(Engine::Generic), None).unwrap())
     });
     g.finish();
 }

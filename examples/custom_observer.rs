@@ -5,11 +5,11 @@
 //! `cargo run --release --example custom_observer`
 
 use infodiff::Result;
-use infodiff::rng::Noise;
-use infodiff::score::{Component, GaussianMixture, ScoreModel};
-use infodiff::sde::{
+use infodiff::diffusion::{
     AncestralVariance, Ddpm, EndView, Observer, Process, Sampler, StepView, sample,
 };
+use infodiff::rng::Noise;
+use infodiff::score::{Component, GaussianMixture, ScoreModel};
 
 /// Mean exact p(y = right | x_t) and mean |x_t| per step.
 struct RightPosterior {

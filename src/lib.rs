@@ -17,7 +17,7 @@
 //! use infodiff::info::{Curves, InfoSpec, Tracking, bits, measure_trajectories};
 //! use infodiff::rng::Noise;
 //! use infodiff::score::{Component, GaussianMixture, ScoreModel};
-//! use infodiff::sde::{AncestralVariance, Ddpm, Process, Sampler};
+//! use infodiff::diffusion::{AncestralVariance, Ddpm, Process, Sampler};
 //! # fn main() -> infodiff::Result<()> {
 //! let m = GaussianMixture::new(vec![
 //!     Component { weight: 1.0, mean: vec![-1.0], var: vec![0.0], class: 0 },
@@ -34,15 +34,18 @@
 //! # }
 //! ```
 
+pub mod app;
 pub mod cpu;
 pub mod cuda;
+pub mod diffusion;
 pub mod error;
+pub mod fused;
 pub mod info;
-pub mod measure;
+pub mod io;
 pub mod nn;
 pub mod rng;
 pub mod score;
-pub mod sde;
+pub mod simd;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -12,9 +12,9 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use infodiff::Error;
+use infodiff::app::{self, Config};
 use infodiff::cuda::unet::Storage;
 use infodiff::cuda::{Device, DeviceChoice};
-use infodiff::measure::{self, Config};
 
 #[derive(Parser)]
 #[command(
@@ -209,7 +209,7 @@ fn main() -> ExitCode {
 /// SIGINT, SIGTERM, SIGHUP: remove the temporaries of outputs being written, then die of the
 /// signal as if unhandled.
 extern "C" fn on_signal(sig: libc::c_int) {
-    infodiff::measure::output::remove_temporaries();
+    infodiff::io::atomic::remove_temporaries();
     // SAFETY: signal and raise are async-signal-safe.
     unsafe {
         libc::signal(sig, libc::SIG_DFL);
@@ -324,7 +324,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             steps,
             storage,
         } => {
-            use infodiff::nn::bench;
+            use infodiff::app::bench;
             // Sizes are bounded before anything is allocated.
             let within = |name: &str, v: usize, hi: usize| -> Result<(), Error> {
                 if v == 0 || v > hi {
@@ -341,9 +341,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             within(
                 "--trajectories",
                 trajectories.unwrap_or(1),
-                measure::MAX_TRAJECTORIES,
+                app::MAX_TRAJECTORIES,
             )?;
-            within("--steps", steps, measure::MAX_STEPS)?;
+            within("--steps", steps, app::MAX_STEPS)?;
             let gpu_path = matches!(
                 what,
                 BenchWhat::Mixture | BenchWhat::SdeStep | BenchWhat::Unet
@@ -429,7 +429,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             if print_default_config {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&measure::default_config().to_json())
+                    serde_json::to_string_pretty(&app::default_config().to_json())
                         .expect("serialisable")
                 );
                 return Ok(());
@@ -462,10 +462,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             let mut cfg = match &config {
                 Some(path) => {
-                    let text = measure::read_text(path)?;
+                    let text = infodiff::io::read_text(path)?;
                     Config::from_json_str(&text, &path.display().to_string())?
                 }
-                None => measure::default_config(),
+                None => app::default_config(),
             };
             let mut v = cfg.to_json();
             if let Some(dir) = &model {
@@ -491,10 +491,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             cfg = Config::from_value(&v)?; // overrides validated like the file
             // The destination is checked, and its temporary folder made, before the run.
-            let dest = measure::output::OutputSet::prepare(&out)?;
+            let dest = infodiff::io::atomic::OutputSet::prepare(&out)?;
             let grid = cfg.grid()?;
             let classes = cfg.spec()?.classes();
-            let est = measure::estimate(&cfg, &grid, classes, rayon::current_num_threads())?;
+            let est = app::estimate(&cfg, &grid, classes, rayon::current_num_threads())?;
             eprintln!("infodiff: {}", est.describe());
             let progress = Progress::new(cfg.trajectories as u64);
             let tick = |n: usize| progress.tick(n);
@@ -510,12 +510,12 @@ fn run(cli: Cli) -> Result<(), Error> {
             // (`cuda` goes on and fails with the kernel's own refusal).
             if gpu.is_some()
                 && device == DeviceArg::Auto
-                && let Some(why) = measure::gpu_limit(&cfg)
+                && let Some(why) = app::gpu_limit(&cfg)
             {
                 eprintln!("infodiff: running on the CPU instead: {why}");
                 gpu = None;
             }
-            let report = measure::run_on(&cfg, gpu, None, Some(&tick))?;
+            let report = app::run_on(&cfg, gpu, None, Some(&tick))?;
             progress.finish();
             for w in report.warnings() {
                 eprintln!("infodiff: warning: {w}");

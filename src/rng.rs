@@ -25,8 +25,8 @@
 //! assert_eq!(z, noise.normals4(3, 10 / 4, 5)[10 % 4]);
 //! ```
 
-use crate::cpu::isa::Scalar;
-use crate::cpu::math;
+use crate::simd::isa::Scalar;
+use crate::simd::math;
 
 /// The step index reserved for drawing the initial state.
 pub const INIT_STEP: u32 = u32::MAX;

@@ -104,9 +104,9 @@ fn default_config_round_trips() {
     let cfg = dir.join("default.json");
     std::fs::write(&cfg, &o.stdout).unwrap();
     let parsed =
-        infodiff::measure::Config::from_json_str(&String::from_utf8_lossy(&o.stdout), "stdout")
+        infodiff::app::Config::from_json_str(&String::from_utf8_lossy(&o.stdout), "stdout")
             .unwrap();
-    assert_eq!(parsed, infodiff::measure::default_config());
+    assert_eq!(parsed, infodiff::app::default_config());
     let o = bin()
         .args(["measure", "--trajectories", "256", "--config"])
         .arg(&cfg)
@@ -317,8 +317,8 @@ fn a_noise_end_without_noise_is_refused_not_plotted_forever() {
     );
     assert!(!out.exists());
     // the plot itself never gets a non-finite axis: every log-SNR infinite still draws
-    let mut c = infodiff::measure::run(
-        &infodiff::measure::Config::from_json_str(
+    let mut c = infodiff::app::run(
+        &infodiff::app::Config::from_json_str(
             r#"{"trajectories": 64, "sampler": {"kind": "ancestral", "steps": 10}}"#,
             "inline",
         )
@@ -330,7 +330,7 @@ fn a_noise_end_without_noise_is_refused_not_plotted_forever() {
     .curves;
     c.log_snr.iter_mut().for_each(|l| *l = f64::INFINITY);
     assert!(
-        infodiff::measure::plot::entropy_svg(&c)
+        infodiff::app::plot::entropy_svg(&c)
             .unwrap()
             .starts_with("<svg")
     );

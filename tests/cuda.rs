@@ -11,10 +11,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use infodiff::cpu::IsaKind;
 use infodiff::cpu::reference;
-use infodiff::cpu::sde_step::{SdeStepParams, sde_step};
+use infodiff::fused::sde_step::{SdeStepParams, sde_step};
 use infodiff::rng::Noise;
+use infodiff::simd::IsaKind;
 
 fn fill(n: usize, seed: u32, scale: f32) -> Vec<f32> {
     (0..n)
@@ -90,7 +90,7 @@ fn lp_tolerance(c: &Case, bi: usize) -> f64 {
         + 1e-6
 }
 
-/// Rounding bound of each record value of trajectory `bi` (layout of `infodiff::cpu::sde_step`)
+/// Rounding bound of each record value of trajectory `bi` (layout of `infodiff::fused::sde_step`)
 /// against the f64 oracle: every value is an f32 sum over D elements of f32 products, so its
 /// error is at most 4·(D + K + 4)·2⁻²⁴ times the sum of the magnitudes of its terms (|Δ_y| ≤
 /// |s_y| + |s| bounds the f32 differences, the per-trajectory coefficients rounded to f32 once
@@ -174,7 +174,7 @@ fn cpu_sde_step_matches_f64_oracle_on_every_isa() {
             let (mut x, mut lp, mut rec) = (c.x.clone(), c.lp.clone(), vec![0.0f32; b * w]);
             sde_step(kind, &c.p, &mut x, &c.eps, &mut lp, &mut rec).unwrap();
             for bi in 0..b {
-                let (xw, lw, rw) = reference::sde_step(
+                let (xw, lw, rw) = infodiff::fused::sde_step::reference::sde_step(
                     &c.p,
                     bi,
                     &c.x[bi * d..(bi + 1) * d],
@@ -242,7 +242,7 @@ fn cpu_sde_step_matches_f64_oracle_on_every_isa() {
     bad.eps[3] = f32::INFINITY;
     let mut rec = vec![0.0f32; 5 * bad.p.record_width()];
     sde_step(
-        infodiff::cpu::detected(),
+        infodiff::simd::detected(),
         &bad.p,
         &mut bad.x,
         &bad.eps,
@@ -253,7 +253,7 @@ fn cpu_sde_step_matches_f64_oracle_on_every_isa() {
     assert_eq!(rec[2], 1.0, "non-finite state flagged for trajectory 0");
     assert!(
         sde_step(
-            infodiff::cpu::detected(),
+            infodiff::simd::detected(),
             &bad.p,
             &mut bad.x[1..],
             &bad.eps,
@@ -284,7 +284,7 @@ fn probe_rows_repeat_states_and_perturb_them_by_rademacher_probes() {
     let c = case(7, 2.5e-3, 2);
     let (b, k, d, r) = (5, 3, 37, c.p.eps_rows());
     let mut y = vec![0.0f32; b * r * d];
-    infodiff::cpu::sde_step::probe_rows(&c.p, &c.x, &mut y).unwrap();
+    infodiff::fused::sde_step::probe_rows(&c.p, &c.x, &mut y).unwrap();
     let noise = Noise::new(c.p.key0 as u64 | (c.p.key1 as u64) << 32);
     let h = c.p.probe_h;
     for bi in 0..b {
@@ -322,7 +322,7 @@ fn probe_rows_repeat_states_and_perturb_them_by_rademacher_probes() {
             }
         }
     }
-    assert!(infodiff::cpu::sde_step::probe_rows(&c.p, &c.x[1..], &mut y).is_err());
+    assert!(infodiff::fused::sde_step::probe_rows(&c.p, &c.x[1..], &mut y).is_err());
 }
 
 /// CUDA intrinsics for host compilation: each the IEEE operation it names, correctly rounded
@@ -517,12 +517,12 @@ fn device_code_compiled_for_the_host_matches_the_cpu() {
         let (b, k, d) = (5, 3, 37);
         let (w, r) = (p.record_width(), p.eps_rows());
         let mut rows = vec![0.0f32; b * r * d];
-        infodiff::cpu::sde_step::probe_rows(p, &c.x, &mut rows).unwrap();
+        infodiff::fused::sde_step::probe_rows(p, &c.x, &mut rows).unwrap();
         let dev_rows: Vec<f32> = it.by_ref().take(b * r * d).collect();
         assert_eq!(dev_rows, rows, "probe rows (step {step})");
         let (mut x, mut lp, mut rec) = (c.x.clone(), c.lp.clone(), vec![0.0f32; b * w]);
         sde_step(
-            infodiff::cpu::detected(),
+            infodiff::simd::detected(),
             p,
             &mut x,
             &c.eps,
@@ -584,13 +584,13 @@ fn gpu_sde_step_matches_cpu_twin() {
         let (b, k, d) = (5, 3, 37);
         let (w, r) = (c.p.record_width(), c.p.eps_rows());
         let mut rows = vec![0.0f32; b * r * d];
-        infodiff::cpu::sde_step::probe_rows(&c.p, &c.x, &mut rows).unwrap();
+        infodiff::fused::sde_step::probe_rows(&c.p, &c.x, &mut rows).unwrap();
         let mut grows = vec![0.0f32; b * r * d];
-        infodiff::cuda::sde_step::probe_rows_host(&gpu, &c.p, &c.x, &mut grows).unwrap();
+        infodiff::fused::sde_step::cuda::probe_rows_host(&gpu, &c.p, &c.x, &mut grows).unwrap();
         assert_eq!(grows, rows, "probe rows: same signs, one rounding");
         let (mut x, mut lp, mut rec) = (c.x.clone(), c.lp.clone(), vec![0.0f32; b * w]);
         sde_step(
-            infodiff::cpu::detected(),
+            infodiff::simd::detected(),
             &c.p,
             &mut x,
             &c.eps,
@@ -599,8 +599,10 @@ fn gpu_sde_step_matches_cpu_twin() {
         )
         .unwrap();
         let (mut gx, mut glp, mut grec) = (c.x.clone(), c.lp.clone(), vec![0.0f32; b * w]);
-        infodiff::cuda::sde_step::sde_step_host(&gpu, &c.p, &mut gx, &c.eps, &mut glp, &mut grec)
-            .unwrap();
+        infodiff::fused::sde_step::cuda::sde_step_host(
+            &gpu, &c.p, &mut gx, &c.eps, &mut glp, &mut grec,
+        )
+        .unwrap();
         assert_eq!(
             gx, x,
             "same noise, same fused multiply-adds: identical states"
@@ -639,12 +641,12 @@ fn probe_reports_a_reason_instead_of_panicking() {
 fn mixture_cases() -> Vec<(
     infodiff::score::GaussianMixture,
     Vec<infodiff::info::Partition>,
-    infodiff::sde::Grid,
-    infodiff::sde::Sampler,
+    infodiff::diffusion::Grid,
+    infodiff::diffusion::Sampler,
 )> {
+    use infodiff::diffusion::{AncestralVariance, Ddpm, Process, Sampler, Vp};
     use infodiff::info::Partition;
     use infodiff::score::{Component, GaussianMixture};
-    use infodiff::sde::{AncestralVariance, Ddpm, Process, Sampler, Vp};
     let comp = |weight: f64, mean: Vec<f64>, var: Vec<f64>, class| Component {
         weight,
         mean,
@@ -757,7 +759,7 @@ int main() {
     ignore = "needs a C++ compiler ($CXX or c++); INFODIFF_REQUIRE_CXX=1 fails without one"
 )]
 fn mixture_device_code_compiled_for_the_host_matches_the_cpu_kernel() {
-    use infodiff::cpu::mixture_trajectory::{MixturePlan, run};
+    use infodiff::fused::mixture_trajectory::{MixturePlan, run};
     use infodiff::info::InfoSpec;
     use infodiff::score::ScoreModel;
     let (exe, dir) = host_twin("mixture_trajectory", MIX_SHIM);
@@ -766,7 +768,7 @@ fn mixture_device_code_compiled_for_the_host_matches_the_cpu_kernel() {
         let plan = MixturePlan::new(&m, &spec, &grid, &sampler, Noise::new(42)).unwrap();
         let (first, n, d) = (123u64, 37usize, m.dim());
         let mut x = vec![0.0f32; n * d];
-        let sums = run(&plan, infodiff::cpu::detected(), first, n, Some(&mut x)).unwrap();
+        let sums = run(&plan, infodiff::simd::detected(), first, n, Some(&mut x)).unwrap();
         let f = plan.flat().unwrap();
         let mut words: Vec<u32> = f.dims.to_vec();
         words.extend([
@@ -818,7 +820,7 @@ fn mixture_device_code_compiled_for_the_host_matches_the_cpu_kernel() {
     ignore = "needs a CUDA GPU: run with INFODIFF_REQUIRE_CUDA=1 and --features cuda"
 )]
 fn gpu_mixture_kernel_matches_cpu_kernel() {
-    use infodiff::cpu::mixture_trajectory::{MixturePlan, run};
+    use infodiff::fused::mixture_trajectory::{MixturePlan, run};
     use infodiff::info::InfoSpec;
     use infodiff::score::ScoreModel;
     let gpu = infodiff::cuda::gpu_for_test("gpu_mixture_kernel_matches_cpu_kernel");
@@ -827,10 +829,11 @@ fn gpu_mixture_kernel_matches_cpu_kernel() {
         let plan = MixturePlan::new(&m, &spec, &grid, &sampler, Noise::new(42)).unwrap();
         let (first, n, d) = (123u64, 1000usize, m.dim());
         let mut x = vec![0.0f32; n * d];
-        let sums = run(&plan, infodiff::cpu::detected(), first, n, Some(&mut x)).unwrap();
+        let sums = run(&plan, infodiff::simd::detected(), first, n, Some(&mut x)).unwrap();
         let mut gx = vec![0.0f32; n * d];
         let gsums =
-            infodiff::cuda::mixture_trajectory::run(&gpu, &plan, first, n, Some(&mut gx)).unwrap();
+            infodiff::fused::mixture_trajectory::cuda::run(&gpu, &plan, first, n, Some(&mut gx))
+                .unwrap();
         assert_eq!(gx, x, "same noise, same arithmetic: identical final states");
         for (i, (g, c)) in gsums.data.iter().zip(&sums.data).enumerate() {
             assert!(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use infodiff::Error;
-use infodiff::measure::{self, Config};
+use infodiff::app::{self, Config};
 use infodiff::nn::Weights;
 use infodiff::nn::unet::{UNet, UNetConfig, expected_tensors};
 
@@ -256,10 +256,10 @@ fn fuzzed_configs_are_refused_by_field_or_give_checked_numbers() {
         ran += 1;
         let w = what.clone();
         guarded(what.clone(), Duration::from_secs(60), move || {
-            match measure::run(&cfg, None, None) {
+            match app::run(&cfg, None, None) {
                 Ok(report) => {
                     // what run() returns has passed the result checks; rendering must end
-                    measure::check_results(&report.curves).unwrap();
+                    app::check_results(&report.curves).unwrap();
                     let files = report.files().unwrap();
                     assert_eq!(files.len(), 3);
                 }

@@ -1,8 +1,8 @@
 //! GEMM on every ISA against the f64 reference, on odd sizes, strided and transposed operands.
 
-use infodiff::cpu::IsaKind;
 use infodiff::cpu::gemm::{MatRef, sgemm};
 use infodiff::cpu::reference;
+use infodiff::simd::IsaKind;
 
 fn fill(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
@@ -98,7 +98,7 @@ fn gemm_refuses_mismatched_shapes() {
     let b = vec![0.0f32; 6];
     let mut c = vec![0.0f32; 4];
     let e = sgemm(
-        infodiff::cpu::detected(),
+        infodiff::simd::detected(),
         MatRef::row_major(&a, 2, 3),
         MatRef::row_major(&b, 2, 3),
         &mut c,
@@ -108,7 +108,7 @@ fn gemm_refuses_mismatched_shapes() {
     .unwrap_err();
     assert!(e.to_string().contains("sgemm"), "{e}");
     let e = sgemm(
-        infodiff::cpu::detected(),
+        infodiff::simd::detected(),
         MatRef::row_major(&a, 2, 3),
         MatRef::row_major(&b, 3, 2),
         &mut c[..3],

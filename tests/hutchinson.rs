@@ -2,11 +2,11 @@
 //! divergence is known in closed form: the estimator itself (scale of h, unbiasedness, batch
 //! independence) and entropy production through the generic observer.
 
+use infodiff::diffusion::{AncestralVariance, Ddpm, Process, Sampler};
 use infodiff::info::{Curves, InfoSpec, Tracking, measure_trajectories};
 use infodiff::rng::Noise;
 use infodiff::score::hutchinson::probe_step;
 use infodiff::score::{Component, GaussianMixture, Hutchinson, ScoreCtx, ScoreModel, Scores};
-use infodiff::sde::{AncestralVariance, Ddpm, Process, Sampler};
 
 /// Two classes in D = 3, two components each with different diagonal variances: a score whose
 /// Jacobian has off-diagonal entries (through the posterior over components), so that the

@@ -1,6 +1,8 @@
 //! The information layer against closed forms, quadratures and identities (estimators.md).
 //! Entropies in nats inside, compared in bits where the reference values are in bits.
 
+use infodiff::app::{self, Config, Engine};
+use infodiff::diffusion::{AncestralVariance, Ddpm, Process, Sampler, Vp};
 use infodiff::info::closed_form::{
     bpsk_mutual_information, mixture_class_entropy_1d, mixture_conditional_entropy_1d,
     mixture_decision_entropy_1d,
@@ -8,10 +10,8 @@ use infodiff::info::closed_form::{
 use infodiff::info::{
     Curves, InfoSpec, Tracking, bits, hutchinson_divergence, measure_trajectories, peaks,
 };
-use infodiff::measure::{self, Config, Engine};
 use infodiff::rng::Noise;
 use infodiff::score::{Component, GaussianMixture, ScoreModel, Scores};
-use infodiff::sde::{AncestralVariance, Ddpm, Process, Sampler, Vp};
 
 fn points(ps: &[(f64, usize)]) -> GaussianMixture {
     GaussianMixture::new(
@@ -27,8 +27,8 @@ fn points(ps: &[(f64, usize)]) -> GaussianMixture {
     .unwrap()
 }
 
-fn default_report() -> measure::Report {
-    measure::run(&measure::default_config(), None, None).unwrap()
+fn default_report() -> app::Report {
+    app::run(&app::default_config(), None, None).unwrap()
 }
 
 /// estimators.md: exact H(Y | X_t) of the four points under DDPM, in bits.
@@ -168,7 +168,7 @@ fn two_class_mutual_information_matches_the_closed_form() {
         "mixture": {"components": [{"mean": [-1], "var": 0, "class": 0}, {"mean": [1], "var": 0, "class": 1}]},
         "sampler": {"kind": "euler_maruyama", "steps": 1000}, "trajectories": 20000, "seed": 3}"#;
     let cfg = Config::from_json_str(text, "test").unwrap();
-    let r = measure::run(&cfg, None, None).unwrap();
+    let r = app::run(&cfg, None, None).unwrap();
     let c = &r.curves;
     let vp = Vp::new(0.1, 20.0).unwrap();
     for t in [0.1, 0.2, 0.3, 0.4, 0.5, 0.7] {
@@ -279,8 +279,8 @@ fn entropy_production_equals_label_rate_for_point_masses() {
 /// The fused kernel refuses samplers along which the online classifier is not Bayes.
 #[test]
 fn fused_kernel_refuses_non_sde_samplers() {
-    use infodiff::cpu::mixture_trajectory::MixturePlan;
-    let cfg = measure::default_config();
+    use infodiff::fused::mixture_trajectory::MixturePlan;
+    let cfg = app::default_config();
     let (m, spec, grid) = (
         cfg.mixture().unwrap(),
         cfg.spec().unwrap(),
@@ -326,7 +326,7 @@ fn shuffled_label_null_gives_zero_information() {
     let sampler = Sampler::Ancestral {
         variance: AncestralVariance::Beta,
     };
-    for engine in [Engine::Generic, Engine::Fused(infodiff::cpu::detected())] {
+    for engine in [Engine::Generic, Engine::Fused(infodiff::simd::detected())] {
         let sums = match engine {
             Engine::Generic => measure_trajectories(
                 &m,
@@ -342,7 +342,7 @@ fn shuffled_label_null_gives_zero_information() {
             )
             .unwrap(),
             Engine::Fused(k) => {
-                let plan = infodiff::cpu::mixture_trajectory::MixturePlan::new(
+                let plan = infodiff::fused::mixture_trajectory::MixturePlan::new(
                     &m,
                     &spec,
                     &grid,
@@ -350,7 +350,7 @@ fn shuffled_label_null_gives_zero_information() {
                     Noise::new(1),
                 )
                 .unwrap();
-                infodiff::cpu::mixture_trajectory::run(&plan, k, 0, 2000, None).unwrap()
+                infodiff::fused::mixture_trajectory::run(&plan, k, 0, 2000, None).unwrap()
             }
             Engine::FusedCuda | Engine::NeuralCuda => unreachable!("not in this list"),
         };
@@ -390,7 +390,7 @@ fn deterministic_samplers_track_the_exact_posterior() {
     ] {
         let text = format!(r#"{{"sampler": {sampler}, "trajectories": 4000}}"#);
         let cfg = Config::from_json_str(&text, "test").unwrap();
-        let r = measure::run(&cfg, None, None).unwrap();
+        let r = app::run(&cfg, None, None).unwrap();
         assert_eq!(r.engine, Engine::Generic);
         let c = &r.curves;
         assert_eq!(c.tracking, Tracking::Exact);
@@ -409,13 +409,11 @@ fn deterministic_samplers_track_the_exact_posterior() {
 /// float rounding of the states (1e-3 nats), not just statistically.
 #[test]
 fn fused_and_generic_paths_agree() {
-    let mut cfg = measure::default_config();
+    let mut cfg = app::default_config();
     cfg.trajectories = 1000;
     cfg.steps = 250;
-    let a = measure::run(&cfg, Some(Engine::Generic), None)
-        .unwrap()
-        .curves;
-    let b = measure::run(&cfg, Some(Engine::Fused(infodiff::cpu::detected())), None)
+    let a = app::run(&cfg, Some(Engine::Generic), None).unwrap().curves;
+    let b = app::run(&cfg, Some(Engine::Fused(infodiff::simd::detected())), None)
         .unwrap()
         .curves;
     for j in 0..a.t.len() {
@@ -534,11 +532,11 @@ fn decision_and_class_rates_match_the_quadrature() {
     // With the exact posterior tracked (a deterministic sampler: Σ_y π_y Δ_y = 0 exactly) the
     // class rates add up to the label rate: Σ_k P̂(k)·rate_class_k = rate_rb (1e-6 relative: f64
     // sums of f32 scores, so Σ_y π_y Δ_y vanishes to f32 precision).
-    let mut cfg = measure::default_config();
+    let mut cfg = app::default_config();
     cfg.sampler = Sampler::Ddim { eta: 0.0 };
     cfg.steps = 100;
     cfg.trajectories = 500;
-    let ex = measure::run(&cfg, None, None).unwrap();
+    let ex = app::run(&cfg, None, None).unwrap();
     let c = &ex.curves;
     assert_eq!(c.tracking, Tracking::Exact);
     for j in 0..c.t.len() - 1 {
@@ -591,7 +589,7 @@ fn non_finite_values_are_reported_with_their_step() {
         fn scores(
             &self,
             x: &[f32],
-            p: &infodiff::sde::GridPoint,
+            p: &infodiff::diffusion::GridPoint,
             out: &mut Scores,
         ) -> infodiff::Result<()> {
             self.0.scores(x, p, out)?;
@@ -657,9 +655,9 @@ fn non_finite_values_are_reported_with_their_step() {
 fn online_filter_error_grows_gracefully_on_coarse_grids() {
     let m = points(&[(-8.0, 0), (-4.0, 1), (6.0, 2), (8.0, 3)]);
     for (steps, bound) in [(1000usize, 0.001), (100, 0.007), (50, 0.012), (20, 0.03)] {
-        let mut cfg = measure::default_config();
+        let mut cfg = app::default_config();
         cfg.steps = steps;
-        let r = measure::run(&cfg, None, None).unwrap();
+        let r = app::run(&cfg, None, None).unwrap();
         let c = &r.curves;
         let grid = cfg.grid().unwrap();
         let (mut mae, mut signed, mut n) = (0.0, 0.0, 0.0);
@@ -769,12 +767,12 @@ fn gpu_shape_limits_are_named_for_the_cpu_fallback() {
         m = mean.join(",")
     );
     let cfg = Config::from_json_str(&text, "test").unwrap();
-    let why = measure::gpu_limit(&cfg).expect("a 16-D mixture exceeds the GPU kernel");
+    let why = app::gpu_limit(&cfg).expect("a 16-D mixture exceeds the GPU kernel");
     assert!(why.contains("dimension") && why.contains("16"), "{why}");
-    assert_eq!(measure::gpu_limit(&measure::default_config()), None);
-    let mut det = measure::default_config();
+    assert_eq!(app::gpu_limit(&app::default_config()), None);
+    let mut det = app::default_config();
     det.sampler = Sampler::Ddim { eta: 0.0 };
-    assert_eq!(measure::gpu_limit(&det), None);
+    assert_eq!(app::gpu_limit(&det), None);
     // A network job with more decision problems than the fused neural step records.
     let model =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet/tiny-class");
@@ -787,7 +785,7 @@ fn gpu_shape_limits_are_named_for_the_cpu_fallback() {
         parts.join(",")
     );
     let cfg = Config::from_json_str(&text, "test").unwrap();
-    let why = measure::gpu_limit(&cfg).expect("9 decision problems exceed the neural step");
+    let why = app::gpu_limit(&cfg).expect("9 decision problems exceed the neural step");
     assert!(
         why.contains("decision problems") && why.contains('9'),
         "{why}"

@@ -1,13 +1,13 @@
 //! Every SIMD variant against the scalar reference (cpu::reference / f64 libm), on odd sizes.
 
-use infodiff::cpu::IsaKind;
-use infodiff::cpu::math::{MathFn, eval_slice};
-use infodiff::cpu::mixture_trajectory::{MixturePlan, run};
 use infodiff::cpu::reference;
+use infodiff::diffusion::{AncestralVariance, Ddpm, Process, Sampler, Vp};
+use infodiff::fused::mixture_trajectory::{MixturePlan, run};
 use infodiff::info::{InfoSpec, Partition};
 use infodiff::rng::Noise;
 use infodiff::score::{Component, GaussianMixture, ScoreModel};
-use infodiff::sde::{AncestralVariance, Ddpm, Process, Sampler, Vp};
+use infodiff::simd::IsaKind;
+use infodiff::simd::math::{MathFn, eval_slice};
 
 fn kinds() -> Vec<IsaKind> {
     let k = IsaKind::all_available();
@@ -157,7 +157,13 @@ fn fused_mixture_kernel_matches_reference_on_every_isa() {
             assert_eq!(f, &finals[0], "ISAs disagree bitwise ({sampler:?})");
         }
         for t in 0..n {
-            let r = reference::mixture_trajectory(&m, &grid, &sampler, &noise, first + t as u64);
+            let r = infodiff::fused::mixture_trajectory::reference::mixture_trajectory(
+                &m,
+                &grid,
+                &sampler,
+                &noise,
+                first + t as u64,
+            );
             for j in 0..3 {
                 let got = finals[0][t * 3 + j] as f64;
                 assert!(
@@ -234,7 +240,7 @@ fn softmax_and_silu_match_reference_on_every_isa() {
 #[test]
 fn elementwise_kernels_match_reference_on_every_isa() {
     use infodiff::cpu::elementwise::{add, add_scalar};
-    for kind in infodiff::cpu::IsaKind::all_available() {
+    for kind in infodiff::simd::IsaKind::all_available() {
         for n in [0usize, 1, 7, 15, 16, 17, 33, 1001] {
             let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
             let b: Vec<f32> = (0..n).map(|i| (i as f32 * 1.3).cos() * 1e-3).collect();

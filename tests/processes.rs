@@ -1,6 +1,6 @@
 //! Schedules and processes against closed forms.
 
-use infodiff::sde::{Ddpm, Process, SubVp, Ve, Vp, VpCosine, ddpm_alpha_bar, ddpm_beta};
+use infodiff::diffusion::{Ddpm, Process, SubVp, Ve, Vp, VpCosine, ddpm_alpha_bar, ddpm_beta};
 
 fn all() -> Vec<Box<dyn Process>> {
     vec![

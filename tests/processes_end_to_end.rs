@@ -1,9 +1,9 @@
 //! Every process with every stochastic sampler, end to end: the exact-posterior entropy at the
 //! sampled states against quadrature, and the online classifier against the exact posterior.
 
+use infodiff::app::{self, Config};
 use infodiff::info::bits;
 use infodiff::info::closed_form::mixture_conditional_entropy_1d;
-use infodiff::measure::{self, Config};
 
 #[test]
 fn every_process_and_stochastic_sampler_matches_the_quadrature() {
@@ -29,7 +29,7 @@ fn every_process_and_stochastic_sampler_matches_the_quadrature() {
             );
             let cfg = Config::from_json_str(&text, "test").unwrap();
             let (m, grid) = (cfg.mixture().unwrap(), cfg.grid().unwrap());
-            let r = measure::run(&cfg, None, None).unwrap();
+            let r = app::run(&cfg, None, None).unwrap();
             let c = &r.curves;
             for j in [100, 200, 300, 400, 450] {
                 let pt = &grid.points[j];
@@ -71,7 +71,7 @@ fn ddim_with_partial_noise_tracks_the_exact_posterior() {
         "test",
     )
     .unwrap();
-    let r = measure::run(&cfg, None, None).unwrap();
+    let r = app::run(&cfg, None, None).unwrap();
     assert_eq!(r.curves.tracking, infodiff::info::Tracking::Exact);
     assert!(
         r.table().contains("overstates the label information"),
@@ -90,9 +90,8 @@ fn ddim_with_partial_noise_tracks_the_exact_posterior() {
 /// information in x_T that the online classifier cannot see; the default job has no warning.
 #[test]
 fn warnings_flag_unstable_steps_and_informative_noise_ends() {
-    let run = |text: &str| {
-        measure::run(&Config::from_json_str(text, "test").unwrap(), None, None).unwrap()
-    };
+    let run =
+        |text: &str| app::run(&Config::from_json_str(text, "test").unwrap(), None, None).unwrap();
     assert!(run(r#"{"trajectories": 256}"#).warnings().is_empty());
     let em_cosine = run(
         r#"{"process": {"kind": "vp_cosine"}, "sampler": {"kind": "euler_maruyama", "steps": 500}, "trajectories": 256}"#,

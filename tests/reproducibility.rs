@@ -1,13 +1,13 @@
 //! Counter-based noise: trajectory k is bit-identical alone, in a batch of 7 or of 20,000, on 1 or
 //! 2 threads, on every ISA; the sums do not depend on the thread count.
 
-use infodiff::cpu::IsaKind;
-use infodiff::cpu::mixture_trajectory::{MixturePlan, run};
+use infodiff::app;
+use infodiff::diffusion::{NoObserver, sample};
+use infodiff::fused::mixture_trajectory::{MixturePlan, run};
 use infodiff::info::{InfoObserver, InfoSpec, Tracking};
-use infodiff::measure;
 use infodiff::rng::Noise;
 use infodiff::score::ScoreModel;
-use infodiff::sde::{NoObserver, sample};
+use infodiff::simd::IsaKind;
 
 fn pool(n: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
@@ -18,7 +18,7 @@ fn pool(n: usize) -> rayon::ThreadPool {
 
 #[test]
 fn fused_trajectories_do_not_depend_on_batch_threads_or_isa() {
-    let cfg = measure::default_config();
+    let cfg = app::default_config();
     let (m, spec, grid) = (
         cfg.mixture().unwrap(),
         cfg.spec().unwrap(),
@@ -26,7 +26,7 @@ fn fused_trajectories_do_not_depend_on_batch_threads_or_isa() {
     );
     let plan = MixturePlan::new(&m, &spec, &grid, &cfg.sampler, Noise::new(cfg.seed)).unwrap();
     let n = 20_000;
-    let kind = infodiff::cpu::detected();
+    let kind = infodiff::simd::detected();
     let mut all1 = vec![0.0f32; n];
     let mut all2 = vec![0.0f32; n];
     let s1 = pool(1)
@@ -67,7 +67,7 @@ fn fused_trajectories_do_not_depend_on_batch_threads_or_isa() {
 
 #[test]
 fn generic_sampler_trajectories_do_not_depend_on_batch() {
-    let mut cfg = measure::default_config();
+    let mut cfg = app::default_config();
     cfg.steps = 100;
     let (m, grid) = (cfg.mixture().unwrap(), cfg.grid().unwrap());
     let noise = Noise::new(11);
@@ -85,16 +85,16 @@ fn generic_sampler_trajectories_do_not_depend_on_batch() {
 
 #[test]
 fn job_results_do_not_depend_on_thread_count() {
-    let mut cfg = measure::default_config();
+    let mut cfg = app::default_config();
     cfg.trajectories = 3_001;
-    let a = pool(1).install(|| measure::run(&cfg, None, None)).unwrap();
-    let b = pool(2).install(|| measure::run(&cfg, None, None)).unwrap();
+    let a = pool(1).install(|| app::run(&cfg, None, None)).unwrap();
+    let b = pool(2).install(|| app::run(&cfg, None, None)).unwrap();
     assert_eq!(a.curves, b.curves);
     let ga = pool(1)
-        .install(|| measure::run(&cfg, Some(measure::Engine::Generic), None))
+        .install(|| app::run(&cfg, Some(app::Engine::Generic), None))
         .unwrap();
     let gb = pool(2)
-        .install(|| measure::run(&cfg, Some(measure::Engine::Generic), None))
+        .install(|| app::run(&cfg, Some(app::Engine::Generic), None))
         .unwrap();
     assert_eq!(ga.curves, gb.curves);
 }

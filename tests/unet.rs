@@ -215,9 +215,9 @@ fn denoise_command_writes_the_reference_output() {
 /// s(x | y) from each real label, −ε̂/σ_t at diffusers timestep i − 1 for state x_i.
 #[test]
 fn unet_score_model_batches_labels_and_timesteps_like_single_forwards() {
+    use infodiff::diffusion::{Ddpm, Process};
     use infodiff::score::unet::UNetScore;
     use infodiff::score::{ScoreModel, Scores};
-    use infodiff::sde::{Ddpm, Process};
     let dir = fixtures().join("tiny-class");
     let m = UNetScore::load(&dir).unwrap();
     assert_eq!(m.num_classes(), 10);
@@ -444,17 +444,17 @@ fn neural_loop_against_the_cpu_observer(
     on_device: impl Fn(
         &infodiff::score::unet::UNetScore,
         &infodiff::info::InfoSpec,
-        &infodiff::sde::Grid,
-        &infodiff::sde::Sampler,
+        &infodiff::diffusion::Grid,
+        &infodiff::diffusion::Sampler,
         infodiff::rng::Noise,
         usize,
     ) -> infodiff::info::InfoSums,
 ) {
+    use infodiff::diffusion::{AncestralVariance, Ddpm, Process, Sampler};
     use infodiff::info::{InfoSpec, Layout, Partition, Tracking, measure_trajectories};
     use infodiff::rng::Noise;
     use infodiff::score::unet::UNetScore;
     use infodiff::score::{Hutchinson, ScoreModel};
-    use infodiff::sde::{AncestralVariance, Ddpm, Process, Sampler};
     let score = UNetScore::load(&fixtures().join("tiny-class")).unwrap();
     let parts = vec![
         Partition {
@@ -524,9 +524,9 @@ fn neural_loop_against_the_cpu_observer(
 /// the kernel in `gpu_device_resident_neural_loop_matches_the_cpu_observer`.
 #[test]
 fn device_resident_loop_orchestration_matches_the_cpu_observer() {
-    use infodiff::cuda::neural::measure_on;
     use infodiff::cuda::ops::Emu;
     use infodiff::cuda::unet::{DeviceUNet, Storage};
+    use infodiff::fused::neural::measure_on;
     neural_loop_against_the_cpu_observer(7, |score, spec, grid, sampler, noise, probes| {
         let dev = DeviceUNet::new(Emu, &score.net, Storage::F32).unwrap();
         measure_on(

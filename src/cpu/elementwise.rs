@@ -4,7 +4,7 @@
 //! scalar). One body for every ISA; IEEE addition is exactly rounded, so every ISA and the
 //! scalar twins in [`crate::cpu::reference`] agree bit for bit.
 
-use super::isa::Isa;
+use crate::simd::isa::Isa;
 
 crate::isa_dispatch! {
     /// y = a + b over the shortest of the three.

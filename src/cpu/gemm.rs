@@ -9,8 +9,8 @@
 
 use rayon::prelude::*;
 
-use super::isa::{Isa, IsaKind};
 use crate::error::{Error, Result};
+use crate::simd::isa::{Isa, IsaKind};
 
 /// A matrix operand: element (i, j) is at `data[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
@@ -113,7 +113,7 @@ pub fn blocking(kind: IsaKind, m: usize) -> Blocking {
 /// let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // (2, 3)
 /// let b = [1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0]; // (3, 2)
 /// let mut c = [0.0f32; 4];
-/// sgemm(infodiff::cpu::detected(), MatRef::row_major(&a, 2, 3), MatRef::row_major(&b, 3, 2), &mut c, 2, false).unwrap();
+/// sgemm(infodiff::simd::detected(), MatRef::row_major(&a, 2, 3), MatRef::row_major(&b, 3, 2), &mut c, 2, false).unwrap();
 /// assert_eq!(c, [4.0, 5.0, 10.0, 11.0]);
 /// ```
 pub fn sgemm(
@@ -191,7 +191,7 @@ impl BOperand for Im2col<'_> {
         Ok(())
     }
     fn pack(&self, pc: usize, kc: usize, j0: usize, nr: usize, panel: &mut [f32]) {
-        im2col_pack(super::detected(), self, pc, kc, j0, nr, panel)
+        im2col_pack(crate::simd::detected(), self, pc, kc, j0, nr, panel)
     }
 }
 

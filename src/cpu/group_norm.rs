@@ -3,8 +3,8 @@
 //! y = (x − μ)/√(σ² + ε)·γ_c + β_c, then y·σ(y) when `silu`. One body for every ISA; its slow twin
 //! is [`crate::cpu::reference::group_norm`].
 
-use super::isa::Isa;
-use super::math::exp;
+use crate::simd::isa::Isa;
+use crate::simd::math::exp;
 
 crate::isa_dispatch! {
     /// Normalises `x` (channels × spatial) into `y` with per-channel `gamma`, `beta`.

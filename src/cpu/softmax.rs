@@ -2,8 +2,8 @@
 //! x·σ(x), on lanes with the lane `exp`. One body for every ISA; the slow twins are
 //! [`crate::cpu::reference::softmax_rows`] and [`crate::cpu::reference::silu`].
 
-use super::isa::Isa;
-use super::math::exp;
+use crate::simd::isa::Isa;
+use crate::simd::math::exp;
 
 crate::isa_dispatch! {
     /// Softmax of every row (length `cols`) of `x` in place, after multiplying by `scale`.

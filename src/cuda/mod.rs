@@ -6,10 +6,8 @@
 //! Opening never panics: no driver library, no device, or a failing driver call gives a typed
 //! [`Unavailable`] with the reason.
 
-pub mod mixture_trajectory;
-pub mod neural;
 pub mod ops;
-pub mod sde_step;
+
 pub mod unet;
 
 #[cfg(feature = "cuda")]
@@ -86,11 +84,11 @@ impl Device {
     pub fn describe(&self) -> String {
         match self {
             Device::Cpu { why_not_gpu: None } => {
-                format!("device: cpu ({})", crate::cpu::detected().name())
+                format!("device: cpu ({})", crate::simd::detected().name())
             }
             Device::Cpu {
                 why_not_gpu: Some(e),
-            } => format!("device: cpu ({}; {e})", crate::cpu::detected().name()),
+            } => format!("device: cpu ({}; {e})", crate::simd::detected().name()),
             Device::Cuda(g) => format!("device: cuda ({})", g.describe()),
         }
     }

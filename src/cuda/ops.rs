@@ -142,14 +142,14 @@ pub trait Dev {
     /// K+1+2N, D), each state of x (B, D) K + 1 times, then x ± h v_n per Hutchinson probe.
     fn sde_probe_rows(
         &self,
-        p: &crate::cpu::sde_step::SdeStepParams,
+        p: &crate::fused::sde_step::SdeStepParams,
         x: &Self::Buf,
         y: &mut Self::Buf,
     ) -> Result<()>;
     /// The fused reverse-SDE step (`kernels/sde_step.cu`), its record at `rec`'s offset.
     fn sde_step(
         &self,
-        p: &crate::cpu::sde_step::SdeStepParams,
+        p: &crate::fused::sde_step::SdeStepParams,
         x: &mut Self::Buf,
         eps: &Self::Buf,
         log_pi: &mut Self::Buf,
@@ -360,7 +360,7 @@ impl Dev for Emu {
     }
     fn sde_step(
         &self,
-        p: &crate::cpu::sde_step::SdeStepParams,
+        p: &crate::fused::sde_step::SdeStepParams,
         x: &mut Vec<f32>,
         eps: &Vec<f32>,
         log_pi: &mut Vec<f32>,
@@ -368,7 +368,7 @@ impl Dev for Emu {
     ) -> Result<()> {
         // the CPU twin stands in for the kernel (tested against each other in tests/cuda.rs)
         let w = p.batch as usize * p.record_width();
-        let kind = crate::cpu::detected();
+        let kind = crate::simd::detected();
         let n = p.batch as usize * p.eps_rows() * p.dim as usize;
         let len = rec.len();
         let rec = rec
@@ -377,11 +377,11 @@ impl Dev for Emu {
         let eps = eps
             .get(..n)
             .ok_or_else(|| Error::shape("Emu::sde_step: eps (B, K+1+2N, D)", n, eps.len()))?;
-        crate::cpu::sde_step::sde_step(kind, p, x, eps, log_pi, rec)
+        crate::fused::sde_step::sde_step(kind, p, x, eps, log_pi, rec)
     }
     fn sde_probe_rows(
         &self,
-        p: &crate::cpu::sde_step::SdeStepParams,
+        p: &crate::fused::sde_step::SdeStepParams,
         x: &Vec<f32>,
         y: &mut Vec<f32>,
     ) -> Result<()> {
@@ -391,7 +391,7 @@ impl Dev for Emu {
         let y = y
             .get_mut(..n)
             .ok_or_else(|| Error::shape("Emu::sde_probe_rows: y (B, K+1+2N, D)", n, len))?;
-        crate::cpu::sde_step::probe_rows(p, x, y)
+        crate::fused::sde_step::probe_rows(p, x, y)
     }
 }
 
@@ -606,7 +606,7 @@ mod cuda_dev {
         }
         fn sde_step(
             &self,
-            p: &crate::cpu::sde_step::SdeStepParams,
+            p: &crate::fused::sde_step::SdeStepParams,
             x: &mut CudaSlice<f32>,
             eps: &CudaSlice<f32>,
             log_pi: &mut CudaSlice<f32>,
@@ -618,7 +618,7 @@ mod cuda_dev {
             l.arg(p).arg(x).arg(eps).arg(log_pi).arg(&mut rv);
             let cfg = LaunchConfig {
                 grid_dim: (p.batch.max(1), 1, 1),
-                block_dim: (super::super::sde_step::THREADS, 1, 1),
+                block_dim: (crate::fused::sde_step::cuda::THREADS, 1, 1),
                 shared_mem_bytes: 0,
             };
             // SAFETY: arguments match `sde_step(SdeStepParams, float*, const float*, float*,
@@ -629,7 +629,7 @@ mod cuda_dev {
         }
         fn sde_probe_rows(
             &self,
-            p: &crate::cpu::sde_step::SdeStepParams,
+            p: &crate::fused::sde_step::SdeStepParams,
             x: &CudaSlice<f32>,
             y: &mut CudaSlice<f32>,
         ) -> Result<()> {
@@ -646,7 +646,7 @@ mod cuda_dev {
             l.arg(p).arg(x).arg(y);
             // SAFETY: arguments match `sde_probe_rows(SdeStepParams, const float*, float*)`; x
             // holds ≥ B·D and y ≥ B·(K+1+2N)·D values (checked above).
-            unsafe { l.launch(super::super::sde_step::imp::rows_cfg(n)) }
+            unsafe { l.launch(crate::fused::sde_step::cuda::imp::rows_cfg(n)) }
                 .map_err(err("sde_probe_rows launch"))?;
             Ok(())
         }

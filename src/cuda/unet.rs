@@ -416,15 +416,15 @@ impl<'g> GpuUNet<'g> {
         }
     }
 
-    /// [`super::neural::measure_on`] on this GPU: `score`'s network must be the one this
+    /// [`crate::fused::neural::measure_on`] on this GPU: `score`'s network must be the one this
     /// handle uploaded.
     #[allow(clippy::too_many_arguments)]
     pub fn measure(
         &self,
         score: &crate::score::unet::UNetScore,
         spec: &crate::info::InfoSpec,
-        grid: &crate::sde::Grid,
-        sampler: &crate::sde::Sampler,
+        grid: &crate::diffusion::Grid,
+        sampler: &crate::diffusion::Sampler,
         noise: crate::rng::Noise,
         n: usize,
         batch: usize,
@@ -432,7 +432,7 @@ impl<'g> GpuUNet<'g> {
         progress: Option<&(dyn Fn(usize) + Sync)>,
     ) -> Result<crate::info::InfoSums> {
         #[cfg(feature = "cuda")]
-        return super::neural::measure_on(
+        return crate::fused::neural::measure_on(
             &self.inner,
             score,
             spec,

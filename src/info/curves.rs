@@ -22,7 +22,7 @@
 use super::observer::Tracking;
 use super::sums::{InfoSums, Layout, integral_weights};
 use super::{InfoSpec, bits};
-use crate::sde::Grid;
+use crate::diffusion::Grid;
 
 /// A decision problem's curves.
 #[derive(Clone, Debug, PartialEq)]
@@ -552,8 +552,8 @@ mod tests {
             }],
         )
         .unwrap();
-        use crate::sde::Process;
-        let grid = crate::sde::Ddpm::new(1e-4, 0.02, 10)
+        use crate::diffusion::Process;
+        let grid = crate::diffusion::Ddpm::new(1e-4, 0.02, 10)
             .unwrap()
             .grid(10)
             .unwrap();

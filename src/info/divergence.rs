@@ -3,16 +3,16 @@
 //! Unbiased up to O(h²) for the Jacobian trace; its variance is 2 Σ_{i≠j} J_ij² per probe (zero
 //! for a diagonal Jacobian, e.g. in one dimension).
 
+use crate::diffusion::GridPoint;
 use crate::error::Result;
 use crate::rng::Noise;
 use crate::score::{ScoreModel, Scores};
-use crate::sde::GridPoint;
 
 /// ```
 /// use infodiff::info::hutchinson_divergence;
 /// use infodiff::rng::Noise;
 /// use infodiff::score::{Component, GaussianMixture, ScoreModel, Scores};
-/// use infodiff::sde::{Process, Vp};
+/// use infodiff::diffusion::{Process, Vp};
 /// let m = GaussianMixture::new(vec![
 ///     Component { weight: 1.0, mean: vec![-1.0, 0.5], var: vec![0.2, 0.1], class: 0 },
 ///     Component { weight: 1.0, mean: vec![1.0, -0.5], var: vec![0.0, 0.3], class: 1 },

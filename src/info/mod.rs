@@ -22,12 +22,14 @@
 //! - standard errors for every curve, paired (from per-trajectory differences) where two
 //!   estimates share trajectories.
 
+pub mod classifier;
 pub mod closed_form;
 pub mod curves;
 pub mod divergence;
 pub mod observer;
 pub mod sums;
 
+pub use classifier::OnlineUpdate;
 pub use curves::{Curves, PartitionCurve, Peak, peaks};
 pub use divergence::hutchinson_divergence;
 pub use observer::{InfoObserver, PointScores, Tracking, measure_trajectories, point_terms};

@@ -6,12 +6,12 @@
 //! ln π_y += [2 (x' − μ)·(c Δ_y) − c² ‖Δ_y‖²]/(2 var) = (c/√var) z·Δ_y − c²‖Δ_y‖²/(2 var),
 //! started at the prior and renormalised by log-sum-exp. Steps with var = 0 carry no update.
 //! The update is Bayes only along reverse-SDE paths (see
-//! [`crate::sde::Sampler::supports_online_classifier`]).
+//! [`crate::diffusion::Sampler::supports_online_classifier`]).
 
 use super::sums::{InfoSums, Layout, integral_weights};
 use super::{InfoSpec, decision_entropy, entropy};
+use crate::diffusion::{EndView, Observer, StepView};
 use crate::error::{Error, Result};
-use crate::sde::{EndView, Observer, StepView};
 
 /// Which posterior the observer tracks along each trajectory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,7 +133,7 @@ impl<'a> InfoObserver<'a> {
         spec: &'a InfoSpec,
         tracking: Tracking,
         batch: usize,
-        grid: &crate::sde::Grid,
+        grid: &crate::diffusion::Grid,
     ) -> Self {
         let steps = grid.steps();
         let k = spec.classes();
@@ -269,7 +269,7 @@ impl Observer for InfoObserver<'_> {
                 && let Some(tr) = v.transition
                 && tr.var > 0.0
             {
-                let sd = tr.var.sqrt();
+                let upd = crate::info::OnlineUpdate::from_transition(&tr);
                 let z = &v.noise[b * d..(b + 1) * d];
                 let lp = &mut self.log_pi[b * k..(b + 1) * k];
                 for y in 0..k {
@@ -281,11 +281,9 @@ impl Observer for InfoObserver<'_> {
                         .zip(z)
                         .map(|((a, u), zz)| (*a as f64 - *u as f64) * *zz as f64)
                         .sum();
-                    lp[y] += tr.c / sd * dot - tr.kl_coef() * delta2[y];
+                    lp[y] += upd.increment(dot, delta2[y]);
                 }
-                let m = lp.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let lse = m + lp.iter().map(|l| (l - m).exp()).sum::<f64>().ln();
-                lp.iter_mut().for_each(|l| *l -= lse);
+                crate::info::classifier::normalise_log(lp);
             }
         }
         self.delta = delta;
@@ -465,8 +463,8 @@ impl InfoObserver<'_> {
 pub fn measure_trajectories<M: crate::score::ScoreModel + ?Sized>(
     model: &M,
     spec: &InfoSpec,
-    grid: &crate::sde::Grid,
-    sampler: &crate::sde::Sampler,
+    grid: &crate::diffusion::Grid,
+    sampler: &crate::diffusion::Sampler,
     noise: crate::rng::Noise,
     first: u64,
     n: usize,
@@ -497,7 +495,15 @@ pub fn measure_trajectories<M: crate::score::ScoreModel + ?Sized>(
                 let s = i * batch;
                 let b = batch.min(n - s);
                 let mut obs = InfoObserver::new(spec, tracking, b, grid);
-                crate::sde::sample(model, grid, sampler, noise, first + s as u64, b, &mut obs)?;
+                crate::diffusion::sample(
+                    model,
+                    grid,
+                    sampler,
+                    noise,
+                    first + s as u64,
+                    b,
+                    &mut obs,
+                )?;
                 if let Some(p) = progress {
                     p(b);
                 }

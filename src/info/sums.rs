@@ -2,7 +2,7 @@
 //! paths (the fused SIMD kernel, the generic observer) and the estimators in [`super::curves`].
 
 use super::InfoSpec;
-use crate::sde::Grid;
+use crate::diffusion::Grid;
 
 /// Column layout of [`InfoSums`]: fixed quantities, then four per partition, then four per class.
 /// kernels/mixture_trajectory.cu mirrors these indices (`L_*`, `MIX_FIXED`, `MIX_PER_*`); a test

@@ -1,7 +1,6 @@
 //! Networks: a compact UNet2DModel compatible with diffusers' weights ([`unet`]), and the
 //! safetensors reader they load through ([`Weights`]).
 
-pub mod bench;
 pub mod profile;
 pub mod unet;
 

@@ -316,7 +316,7 @@ impl UNetConfig {
     /// Reads and validates `dir/config.json`.
     pub fn load(dir: &Path) -> Result<UNetConfig> {
         let path = dir.join("config.json");
-        let text = crate::measure::read_text(&path)?;
+        let text = crate::io::read_text(&path)?;
         let v: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
             path: path.display().to_string(),
             message: format!("not valid JSON: {e}"),
@@ -524,7 +524,7 @@ impl UNet {
                 (h, w),
             ));
         }
-        if let Some(limit) = crate::measure::check::memory_limit() {
+        if let Some(limit) = crate::io::memory_limit() {
             let need = cfg.forward_bytes(b, h, w, rayon::current_num_threads());
             if need > limit {
                 return Err(Error::shape(
@@ -871,7 +871,7 @@ pub fn denoise_file_on(
     gpu: Option<(&crate::cuda::Gpu, crate::cuda::unet::Storage)>,
 ) -> Result<()> {
     // The destination is checked (and its temporary created) before any work.
-    let dest = crate::measure::output::AtomicFile::prepare(output, "--output")?;
+    let dest = crate::io::atomic::AtomicFile::prepare(output, "--output")?;
     let net = UNet::load(model_dir)?;
     let io = Weights::load(input)?;
     let name = input.display().to_string();

@@ -26,9 +26,9 @@
 //! What remains is the rounding of the scores themselves, of random sign.
 
 use super::{ScoreCtx, ScoreModel, Scores};
+use crate::diffusion::GridPoint;
 use crate::error::{Error, Result};
 use crate::rng::{MAX_PROBES, Noise, PROBE_STREAM, probe_sign};
-use crate::sde::GridPoint;
 
 /// h/σ_t of the central differences, before rounding to a power of two (see the module docs).
 pub const PROBE_REL_STEP: f64 = 1e-3;

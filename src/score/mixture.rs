@@ -7,9 +7,9 @@
 //! ∇·s(x) = −Σ_k w_k tr Σ_k⁻¹ + Σ_k w_k ‖s_k‖² − ‖s‖².
 
 use super::{ScoreModel, Scores, check_batch};
+use crate::diffusion::GridPoint;
 use crate::error::{Error, Result};
 use crate::rng::{INIT_STEP, Noise};
-use crate::sde::GridPoint;
 
 /// Smallest component variance used in evaluations: a point mass at σ_t = 0 (the data end) is
 /// evaluated as a Gaussian of this variance, which makes its posterior one-hot.

@@ -11,9 +11,9 @@ pub mod unet;
 pub use hutchinson::Hutchinson;
 pub use mixture::{Component, GaussianMixture};
 
+use crate::diffusion::GridPoint;
 use crate::error::{Error, Result};
 use crate::rng::Noise;
-use crate::sde::GridPoint;
 
 /// Output of one [`ScoreModel::scores`] call for a batch of B states of dimension D with K classes.
 #[derive(Clone, Debug, Default)]

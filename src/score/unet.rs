@@ -7,9 +7,9 @@
 use std::path::Path;
 
 use super::{ScoreModel, Scores, check_batch};
+use crate::diffusion::GridPoint;
 use crate::error::{Error, Result};
 use crate::nn::unet::{UNet, UNetConfig};
-use crate::sde::GridPoint;
 use crate::tensor::Tensor;
 
 /// A class-conditional U-Net score model.

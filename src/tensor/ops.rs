@@ -4,9 +4,9 @@
 use rayon::prelude::*;
 
 use super::Tensor;
-use crate::cpu::detected;
 use crate::cpu::gemm::{Im2col, MatRef, PackedA, sgemm, sgemm_packed};
 use crate::error::{Error, Result};
+use crate::simd::detected;
 
 /// y = x · Wᵀ + b for x (N, in), W (out, in), b (out).
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
@@ -222,7 +222,7 @@ pub fn group_norm(
     let cg = c / groups;
     // The fused SIMD kernel per (batch, group) slice, slices in parallel.
     let mut y = Tensor::stale(x.shape.clone()); // every slice is written by the kernel
-    let kind = crate::cpu::detected();
+    let kind = crate::simd::detected();
     y.data
         .par_chunks_mut(cg * spatial)
         .zip(x.data.par_chunks(cg * spatial))

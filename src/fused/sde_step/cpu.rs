@@ -29,16 +29,16 @@
 //! (ε̂⁺_{n,e} − ε̂⁻_{n,e}) (scaled by −1/(2hNσ) at the end).
 //!
 //! One body for every ISA (lanes over D; the sums in f32 lanes, folded in f64); its oracle is
-//! [`crate::cpu::reference::sde_step`] (f64), its GPU twin `kernels/sde_step.cu`
-//! ([`crate::cuda::sde_step`]), which computes x' with the same fused multiply-adds and the same
+//! [`crate::fused::sde_step::reference::sde_step`] (f64), its GPU twin `kernels/sde_step.cu`
+//! ([`crate::fused::sde_step::cuda`]), which computes x' with the same fused multiply-adds and the same
 //! noise, so states agree bit for bit and ln π and the record to the rounding of the reductions.
 
 use rayon::prelude::*;
 
-use super::isa::{Isa, IsaKind};
-use super::math::{box_muller, philox};
 use crate::error::{Error, Result};
 use crate::rng::{MAX_PROBES, Noise, PROBE_STREAM, probe_sign};
+use crate::simd::isa::{Isa, IsaKind};
+use crate::simd::math::{box_muller, philox};
 
 /// Most classes the fused step takes (the GPU kernel keeps 3K partial sums per thread).
 pub const MAX_CLASSES: usize = 32;
@@ -116,11 +116,7 @@ impl SdeStepParams {
             ));
         }
         let sd = var.sqrt();
-        let (cs, kl) = if sd > 0.0 {
-            (c / sd, c * c / (2.0 * var))
-        } else {
-            (0.0, 0.0)
-        };
+        let crate::info::OnlineUpdate { cs, kl } = crate::info::OnlineUpdate::new(c, var);
         let [key0, key1] = noise.key();
         Ok(SdeStepParams {
             a: a as f32,

@@ -1,9 +1,9 @@
 //! The `infodiff measure` job: a JSON config (process, mixture, sampler, decision problems,
 //! trajectories, seed), the run, and its outputs (`curves.csv`, `summary.json`, `entropy.svg`),
-//! written as a set (see [`output`]).
+//! written as a set (see [`crate::io::atomic`]).
 //!
 //! ```
-//! use infodiff::measure::{self, Config};
+//! use infodiff::app::{self, Config};
 //! let cfg = Config::from_json_str(r#"{
 //!     "process": {"kind": "vp", "beta_min": 0.1, "beta_max": 20},
 //!     "mixture": {"components": [{"mean": [-1], "var": 0, "class": 0}, {"mean": [1], "var": 0, "class": 1}]},
@@ -11,7 +11,7 @@
 //!     "partitions": [{"name": "sign", "a": [0], "b": [1]}],
 //!     "trajectories": 512, "seed": 1
 //! }"#, "inline").unwrap();
-//! let report = measure::run(&cfg, None, None).unwrap();
+//! let report = app::run(&cfg, None, None).unwrap();
 //! let c = &report.curves;
 //! assert_eq!(c.t.len(), 201);                       // one point per grid point, noise first
 //! assert!((c.h_online[0] - 2f64.ln()).abs() < 1e-6); // the prior at the noise end
@@ -26,19 +26,19 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
-use crate::cpu::mixture_trajectory::{self, MixturePlan};
-use crate::cpu::{IsaKind, detected};
+use crate::diffusion::{AncestralVariance, Ddpm, Grid, Process, Sampler, SubVp, Ve, Vp, VpCosine};
 use crate::error::{Error, Result};
+use crate::fused::mixture_trajectory::{self, MixturePlan};
 use crate::info::{Curves, InfoSpec, Partition, Tracking, bits, measure_trajectories, peaks};
 use crate::rng::Noise;
 use crate::score::{Component, GaussianMixture, ScoreModel};
-use crate::sde::{AncestralVariance, Ddpm, Grid, Process, Sampler, SubVp, Ve, Vp, VpCosine};
+use crate::simd::{IsaKind, detected};
 
+pub mod bench;
 pub mod check;
-pub mod output;
 pub mod plot;
 
-pub use check::{Estimate, MAX_STEPS, MAX_TRAJECTORIES, check_results, estimate, read_text};
+pub use check::{Estimate, MAX_STEPS, MAX_TRAJECTORIES, check_results, estimate};
 
 /// The forward process of a job.
 #[derive(Clone, Debug, PartialEq)]
@@ -730,7 +730,7 @@ pub fn run(
 /// has no GPU path, which the caller decides from the sampler).
 pub fn gpu_limit(cfg: &Config) -> Option<String> {
     if cfg.model.is_some() {
-        use crate::cpu::sde_step::{MAX_CLASSES, MAX_PARTITIONS};
+        use crate::fused::sde_step::{MAX_CLASSES, MAX_PARTITIONS};
         let spec = cfg.spec().ok()?;
         let (k, np) = (spec.classes(), spec.partitions.len());
         if k > MAX_CLASSES {
@@ -750,7 +750,7 @@ pub fn gpu_limit(cfg: &Config) -> Option<String> {
     // The job's shape against the kernel's per-thread arrays (no plan is built for this).
     let m = cfg.mixture().ok()?;
     let spec = cfg.spec().ok()?;
-    crate::cpu::mixture_trajectory::gpu_shape_limit([
+    crate::fused::mixture_trajectory::gpu_shape_limit([
         m.dim(),
         spec.classes(),
         m.components().len(),
@@ -855,7 +855,8 @@ pub fn run_on(
                 reason: "the fused CUDA engine needs an opened GPU".into(),
             })?;
             let plan = MixturePlan::new(&mixture, &spec, &grid, &cfg.sampler, noise)?;
-            let sums = crate::cuda::mixture_trajectory::run(gpu, &plan, 0, cfg.trajectories, None)?;
+            let sums =
+                crate::fused::mixture_trajectory::cuda::run(gpu, &plan, 0, cfg.trajectories, None)?;
             if let Some(p) = progress {
                 p(cfg.trajectories);
             }
@@ -1026,7 +1027,7 @@ impl Report {
             source: std::io::Error::other(e.to_string()),
         })?;
         let svg = plot::entropy_svg(&self.curves)?;
-        let [csv_name, summary_name, svg_name] = output::OUTPUT_FILES;
+        let [csv_name, summary_name, svg_name] = crate::io::atomic::OUTPUT_FILES;
         Ok(vec![
             (csv_name, self.curves.to_csv().into_bytes()),
             (summary_name, summary.into_bytes()),
@@ -1037,20 +1038,13 @@ impl Report {
     /// Writes curves.csv, summary.json and entropy.svg into `dir` (created if missing) as a
     /// set: a reader sees the old three files or the new three (see [`output`]).
     pub fn write(&self, dir: &Path) -> Result<()> {
-        self.write_to(output::OutputSet::prepare(dir)?)
+        self.write_to(crate::io::atomic::OutputSet::prepare(dir)?)
     }
 
     /// [`Report::write`] into a destination checked before the run.
-    pub fn write_to(&self, dest: output::OutputSet) -> Result<()> {
+    pub fn write_to(&self, dest: crate::io::atomic::OutputSet) -> Result<()> {
         let files = self.files()?;
         let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
         dest.commit(&refs)
     }
-}
-
-/// Writes `bytes` to `path` through a temporary in the same folder and a rename: readers see
-/// the old file or the whole new one, never a part. A symlink, device or folder at `path` is
-/// refused, not replaced.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    output::AtomicFile::prepare(path, "output")?.commit(bytes)
 }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 /// A linear forward SDE with Gaussian kernel.
 ///
 /// ```
-/// use infodiff::sde::{Process, Vp};
+/// use infodiff::diffusion::{Process, Vp};
 /// let vp = Vp::new(0.1, 20.0).unwrap();
 /// let (s, sigma) = vp.marginal(1.0);
 /// assert!((s * s + sigma * sigma - 1.0).abs() < 1e-12); // variance preserving

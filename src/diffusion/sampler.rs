@@ -15,10 +15,10 @@
 //! A class-conditional transition differs from the unconditional one only in its mean,
 //! by c·(s(x | y) − s(x)); the online classifier uses exactly that.
 
+use crate::diffusion::{Grid, GridPoint};
 use crate::error::{Error, Result};
 use crate::rng::Noise;
 use crate::score::{ScoreCtx, ScoreModel, Scores};
-use crate::sde::{Grid, GridPoint};
 
 /// Variance of the ancestral step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -45,18 +45,6 @@ pub struct Transition {
     pub a: f64,
     pub c: f64,
     pub var: f64,
-}
-
-impl Transition {
-    /// Per-unit KL coefficient c²/(2 var): KL(p(x'|x,y) ‖ p(x'|x)) = kl_coef·‖s(x|y) − s(x)‖².
-    /// Zero for a deterministic step.
-    pub fn kl_coef(&self) -> f64 {
-        if self.var > 0.0 {
-            self.c * self.c / (2.0 * self.var)
-        } else {
-            0.0
-        }
-    }
 }
 
 impl Sampler {
@@ -188,7 +176,7 @@ pub struct EndView<'a> {
 ///
 /// ```
 /// use infodiff::score::{Component, GaussianMixture};
-/// use infodiff::sde::{sample, Observer, Process, Sampler, StepView, Vp};
+/// use infodiff::diffusion::{sample, Observer, Process, Sampler, StepView, Vp};
 /// use infodiff::rng::Noise;
 /// /// Largest |x| seen, and the steps.
 /// struct Extent(f32, usize);
@@ -226,7 +214,7 @@ impl Observer for NoObserver {
 ///
 /// ```
 /// use infodiff::score::{Component, GaussianMixture};
-/// use infodiff::sde::{sample, Ddpm, NoObserver, Process, Sampler, AncestralVariance};
+/// use infodiff::diffusion::{sample, Ddpm, NoObserver, Process, Sampler, AncestralVariance};
 /// use infodiff::rng::Noise;
 /// let model = GaussianMixture::new(vec![
 ///     Component { weight: 1.0, mean: vec![-2.0], var: vec![0.0], class: 0 },

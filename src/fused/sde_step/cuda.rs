@@ -1,10 +1,10 @@
 //! Host side of the fused reverse-SDE step (`kernels/sde_step.cu`; CPU twin
-//! [`crate::cpu::sde_step`]): one launch per step, grid = trajectories, 256 threads over D,
+//! [`crate::fused::sde_step`]): one launch per step, grid = trajectories, 256 threads over D,
 //! noise drawn in the kernel, no host synchronisation between steps.
 
-use super::Gpu;
-use crate::cpu::sde_step::SdeStepParams;
+use crate::cuda::Gpu;
 use crate::error::Result;
+use crate::fused::sde_step::SdeStepParams;
 
 /// Threads per block of the kernel (`SDE_STEP_THREADS`).
 pub const THREADS: u32 = 256;
@@ -24,7 +24,7 @@ pub fn sde_step_host(
 }
 
 /// The `sde_probe_rows` kernel on host buffers: the network input (B, K+1+2N, D) of a step from
-/// the states x (B, D), for tests against [`crate::cpu::sde_step::probe_rows`].
+/// the states x (B, D), for tests against [`crate::fused::sde_step::probe_rows`].
 pub fn probe_rows_host(gpu: &Gpu, p: &SdeStepParams, x: &[f32], y: &mut [f32]) -> Result<()> {
     let (b, d) = (p.batch as usize, p.dim as usize);
     if x.len() != b * d || y.len() != b * p.eps_rows() * d {

@@ -4,21 +4,21 @@
 //! ln π_y += (c/√var) z·Δ_y − c²‖Δ_y‖²/(2 var) (then log-sum-exp), the exact posterior, and the
 //! per-point sums of [`InfoSums`] — no intermediate arrays beyond a chunk of 128 trajectories.
 //!
-//! Its slow twin is [`crate::cpu::reference::mixture_trajectory`] (f64, one trajectory at a time);
+//! Its slow twin is [`crate::fused::mixture_trajectory::reference::mixture_trajectory`] (f64, one trajectory at a time);
 //! every ISA instantiation is tested against it and against each other (bit-identical).
 
 use rayon::prelude::*;
 
-use super::isa::{Isa, IsaKind};
-use super::math::{box_muller, exp, ln, philox};
 use crate::error::{Error, Result};
 use crate::info::sums::integral_weights;
 use crate::info::{InfoSpec, InfoSums, Layout};
 use crate::rng::{INIT_STEP, Noise};
+use crate::simd::isa::{Isa, IsaKind};
+use crate::simd::math::{box_muller, exp, ln, philox};
 
+use crate::diffusion::{Grid, Sampler};
 use crate::score::mixture::VAR_FLOOR;
 use crate::score::{GaussianMixture, ScoreModel};
-use crate::sde::{Grid, Sampler};
 
 /// Trajectories per chunk (the unit of work of one task).
 pub const CHUNK: usize = 128;
@@ -154,12 +154,14 @@ impl MixturePlan {
                     .transition(&pts[j], &pts[j + 1], j + 1 == steps)
                     .expect("stochastic sampler");
                 let sd = tr.var.sqrt();
-                let (cs, kl) = if sd > 0.0 {
-                    (tr.c / sd, tr.kl_coef())
-                } else {
-                    (0.0, 0.0)
-                };
-                [tr.a as f32, tr.c as f32, sd as f32, cs as f32, kl as f32]
+                let upd = crate::info::OnlineUpdate::from_transition(&tr);
+                [
+                    tr.a as f32,
+                    tr.c as f32,
+                    sd as f32,
+                    upd.cs as f32,
+                    upd.kl as f32,
+                ]
             })
             .collect();
         let p0 = &pts[0];

@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::cpu::detected;
 use crate::cpu::gemm::{MatRef, sgemm};
 use crate::error::Result;
 use crate::nn::unet::{UNet, UNetConfig};
+use crate::simd::detected;
 use crate::tensor::Tensor;
 use crate::tensor::ops::{ConvWeight, conv2d_packed};
 
@@ -199,11 +199,11 @@ pub fn mixture(
     trajectories: usize,
     steps: usize,
 ) -> Result<BenchResult> {
-    use crate::cpu::mixture_trajectory::{self, MixturePlan};
-    let mut v = crate::measure::default_config().to_json();
+    use crate::fused::mixture_trajectory::{self, MixturePlan};
+    let mut v = crate::app::default_config().to_json();
     v["trajectories"] = trajectories.into();
     v["sampler"]["steps"] = steps.into();
-    let cfg = crate::measure::Config::from_value(&v)?;
+    let cfg = crate::app::Config::from_value(&v)?;
     let plan = MixturePlan::new(
         &cfg.mixture()?,
         &cfg.spec()?,
@@ -218,7 +218,8 @@ pub fn mixture(
                 g.describe()
             ),
             best_of(3, || {
-                crate::cuda::mixture_trajectory::run(g, &plan, 0, trajectories, None).map(|_| ())
+                crate::fused::mixture_trajectory::cuda::run(g, &plan, 0, trajectories, None)
+                    .map(|_| ())
             })?,
         ),
         None => (
@@ -250,15 +251,16 @@ pub fn sde_step(
     classes: usize,
     dim: usize,
 ) -> Result<BenchResult> {
-    use crate::cpu::sde_step::{SdeStepParams, sde_step};
+    use crate::fused::sde_step::{SdeStepParams, sde_step};
     // ε̂ read, x read and written, ln π read and written, the record (5 + 3K values) written
     let width = 5 + 3 * classes;
     let bytes = 4.0
         * (batch * (classes + 1) * dim + 2 * batch * dim + batch * (width + 2 * classes)) as f64;
     let (what, secs) = match gpu {
         Some(g) => {
-            let (secs, _) = crate::cuda::sde_step::bench_sde_step(g, batch, classes, dim, 200)?;
-            let peak = crate::cuda::sde_step::copy_bandwidth(g)?;
+            let (secs, _) =
+                crate::fused::sde_step::cuda::bench_sde_step(g, batch, classes, dim, 200)?;
+            let peak = crate::fused::sde_step::cuda::copy_bandwidth(g)?;
             (
                 format!(
                     "sde_step (cuda: {}; measured copy bandwidth {:.0} GB/s, the step at {:.0}%)",

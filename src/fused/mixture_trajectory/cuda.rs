@@ -1,12 +1,12 @@
 //! Host side of the fused mixture kernel (`kernels/mixture_trajectory.cu`; CPU twin
-//! [`crate::cpu::mixture_trajectory`]): the plan uploaded once, two launches (the run, then
+//! [`crate::fused::mixture_trajectory`]): the plan uploaded once, two launches (the run, then
 //! the replay that weights every point by each trajectory's final posterior), one download of
 //! the (points, W) sums. No host synchronisation inside the trajectory loop: it is inside the
 //! kernel.
 
-use super::Gpu;
-use crate::cpu::mixture_trajectory::MixturePlan;
+use crate::cuda::Gpu;
 use crate::error::Result;
+use crate::fused::mixture_trajectory::MixturePlan;
 use crate::info::InfoSums;
 
 /// Threads per block (`MIX_THREADS`).

@@ -9,16 +9,16 @@
 //! [`InfoObserver::record_point`] builds the same sums as the CPU observer (with
 //! [`crate::score::Hutchinson`] of the same probes, for the divergence).
 
-use super::ops::Dev;
-use super::unet::{DevTensor, DeviceUNet};
-use crate::cpu::sde_step::{REC_DIV, REC_FIXED, REC_FLAG, REC_S2, SdeStepParams};
+use crate::cuda::ops::Dev;
+use crate::cuda::unet::{DevTensor, DeviceUNet};
+use crate::diffusion::{Grid, Sampler};
 use crate::error::{Error, Result};
+use crate::fused::sde_step::{REC_DIV, REC_FIXED, REC_FLAG, REC_S2, SdeStepParams};
 use crate::info::{InfoObserver, InfoSpec, InfoSums, Layout, PointScores, Tracking};
 use crate::rng::Noise;
 use crate::score::ScoreModel;
 use crate::score::hutchinson::probe_step;
 use crate::score::unet::UNetScore;
-use crate::sde::{Grid, Sampler};
 
 /// [`crate::info::measure_trajectories`] for a U-Net score model whose network and sampling
 /// step run on `dnet`'s device, in batches of `batch` trajectories, with `probes` Hutchinson

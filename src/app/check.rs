@@ -2,12 +2,10 @@
 //! memory it needs) and of its results after (every recorded quantity finite, entropies in
 //! [0, ln K]).
 
-use std::path::Path;
-
+use crate::diffusion::Grid;
 use crate::error::{Error, Result};
 use crate::info::Curves;
 use crate::score::Component;
-use crate::sde::Grid;
 
 use super::Config;
 
@@ -25,18 +23,6 @@ pub const ENTROPY_TOL: f64 = 1e-3;
 const FUSED_CHUNK: u64 = 128;
 const GENERIC_BATCH: u64 = 256;
 const MODEL_BATCH: u64 = 8;
-
-/// Reads a text file; bytes that are not UTF-8 are a JSON error (bad input) naming the offset.
-pub fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    String::from_utf8(bytes).map_err(|e| Error::Json {
-        path: path.display().to_string(),
-        message: format!(
-            "not UTF-8 text (invalid byte at offset {})",
-            e.utf8_error().valid_up_to()
-        ),
-    })
-}
 
 /// `v` as a size in `lo..=hi`, or an error naming `field`.
 pub fn bounded(field: &str, v: u64, lo: usize, hi: usize) -> Result<usize> {
@@ -242,17 +228,9 @@ pub fn estimate(cfg: &Config, grid: &Grid, classes: usize, threads: usize) -> Re
     })
 }
 
-/// This machine's memory (MemTotal), or None where it cannot be read.
-pub fn memory_limit() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb.saturating_mul(1024))
-}
-
 /// Refuses a job whose estimated memory exceeds this machine's, naming the size it would need.
 pub fn memory(cfg: &Config, grid: &Grid, classes: usize) -> Result<()> {
-    let Some(limit) = memory_limit() else {
+    let Some(limit) = crate::io::memory_limit() else {
         return Ok(());
     };
     let e = estimate(cfg, grid, classes, rayon::current_num_threads())?;

@@ -563,30 +563,30 @@ mod x86 {
 macro_rules! isa_dispatch {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) -> $ret:ty => $kernel:ident) => {
         $(#[$m])*
-        $vis fn $name(kind: $crate::cpu::isa::IsaKind, $($arg: $ty),*) -> $ret {
+        $vis fn $name(kind: $crate::simd::isa::IsaKind, $($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f")]
             unsafe fn avx512($($arg: $ty),*) -> $ret {
                 // SAFETY: reached only when avx512f was detected (see below).
-                unsafe { $kernel::<$crate::cpu::isa::Avx512>($($arg),*) }
+                unsafe { $kernel::<$crate::simd::isa::Avx512>($($arg),*) }
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
             unsafe fn avx2($($arg: $ty),*) -> $ret {
                 // SAFETY: reached only when avx2 and fma were detected (see below).
-                unsafe { $kernel::<$crate::cpu::isa::Avx2Fma>($($arg),*) }
+                unsafe { $kernel::<$crate::simd::isa::Avx2Fma>($($arg),*) }
             }
             match kind {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: an `IsaKind` other than Scalar is only used where `available()` holds;
                 // the `if kind.available()` guard keeps that true even for a caller that
                 // constructs one by hand (an unavailable kind runs the scalar instantiation).
-                $crate::cpu::isa::IsaKind::Avx512 if kind.available() => unsafe { avx512($($arg),*) },
+                $crate::simd::isa::IsaKind::Avx512 if kind.available() => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as above, for avx2 and fma.
-                $crate::cpu::isa::IsaKind::Avx2Fma if kind.available() => unsafe { avx2($($arg),*) },
+                $crate::simd::isa::IsaKind::Avx2Fma if kind.available() => unsafe { avx2($($arg),*) },
                 // SAFETY: the scalar instantiation needs no target feature.
-                _ => unsafe { $kernel::<$crate::cpu::isa::Scalar>($($arg),*) },
+                _ => unsafe { $kernel::<$crate::simd::isa::Scalar>($($arg),*) },
             }
         }
     };
