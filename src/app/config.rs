@@ -1,0 +1,1091 @@
+//! The measure job's config: its JSON schema as serde types ([`ConfigFile`]), the parse into a
+//! validated [`Config`], and the validators of sizes, the process's range, the mixture's scale
+//! and the memory a job needs. Every refusal names its field as a JSON path, e.g.
+//! `mixture.components[0].weight: expected …, found …`.
+//!
+//! The JSON form of `process` and `sampler` is internally tagged by `kind`
+//! (`{"kind": "vp", "beta_min": 0.1}`). serde's derive for internal tags buffers the object and
+//! loses the path of an error inside it, so the Rust enums ([`ProcessConfig`], [`SamplerConfig`])
+//! use serde's external form (`{"vp": {"beta_min": 0.1}}`) and [`untag`]/[`retag`] move the kind
+//! between the two forms at the `serde_json::Value` level; paths are then reported in the JSON
+//! form (`process.beta_min`).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::diffusion::{AncestralVariance, Ddpm, Grid, Process, Sampler, SubVp, Ve, Vp, VpCosine};
+use crate::error::{Error, Result};
+use crate::info::{Curves, InfoSpec, Partition};
+use crate::score::{Component, GaussianMixture, ScoreModel};
+
+/// Most grid transitions (`process.steps`, `sampler.steps`).
+pub const MAX_STEPS: usize = 1_000_000;
+/// Most trajectories of one job (2⁴⁰ ≈ 1.1e12).
+pub const MAX_TRAJECTORIES: usize = 1 << 40;
+/// The noise end must carry noise: σ_T ≥ s_T / 1000, i.e. log-SNR at T ≤ 2 ln 1000 ≈ 13.8.
+pub const MAX_LOG_SNR_T: f64 = 13.815510557964274;
+/// Largest σ on the grid (VE's `sigma_max`): f32 states of this size still square finitely.
+pub const MAX_SIGMA: f64 = 1e4;
+
+// ---- the schema ------------------------------------------------------------------------------
+
+/// The forward process of a job (JSON: `{"kind": "ddpm" | "vp" | "vp_cosine" | "subvp" | "ve",
+/// …parameters}`; a missing parameter takes the default shown).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProcessConfig {
+    /// β 1e-4…0.02 over 1000 steps by default.
+    Ddpm {
+        #[serde(default = "defaults::beta_start")]
+        beta_start: f64,
+        #[serde(default = "defaults::beta_end")]
+        beta_end: f64,
+        #[serde(default = "defaults::steps")]
+        steps: usize,
+    },
+    /// β 0.1…20 by default.
+    Vp {
+        #[serde(default = "defaults::beta_min")]
+        beta_min: f64,
+        #[serde(default = "defaults::beta_max")]
+        beta_max: f64,
+    },
+    /// s = 0.008, t_max = 0.999 by default.
+    VpCosine {
+        #[serde(default = "defaults::s")]
+        s: f64,
+        #[serde(default = "defaults::t_max")]
+        t_max: f64,
+    },
+    /// β 0.1…20 by default.
+    #[serde(rename = "subvp")]
+    SubVp {
+        #[serde(default = "defaults::beta_min")]
+        beta_min: f64,
+        #[serde(default = "defaults::beta_max")]
+        beta_max: f64,
+    },
+    /// σ 0.01…50 by default.
+    Ve {
+        #[serde(default = "defaults::sigma_min")]
+        sigma_min: f64,
+        #[serde(default = "defaults::sigma_max")]
+        sigma_max: f64,
+    },
+}
+
+/// The `kind`s of [`ProcessConfig`], as the JSON names them.
+pub const PROCESS_KINDS: [&str; 5] = ["ddpm", "vp", "vp_cosine", "subvp", "ve"];
+/// The `kind`s of [`SamplerConfig`], as the JSON names them.
+pub const SAMPLER_KINDS: [&str; 4] = ["ancestral", "ddim", "euler_maruyama", "heun_ode"];
+
+/// Defaults of the schema's optional numbers (serde takes a function per default).
+mod defaults {
+    pub fn beta_start() -> f64 {
+        1e-4
+    }
+    pub fn beta_end() -> f64 {
+        0.02
+    }
+    pub fn steps() -> usize {
+        1000
+    }
+    pub fn beta_min() -> f64 {
+        0.1
+    }
+    pub fn beta_max() -> f64 {
+        20.0
+    }
+    pub fn s() -> f64 {
+        0.008
+    }
+    pub fn t_max() -> f64 {
+        0.999
+    }
+    pub fn sigma_min() -> f64 {
+        0.01
+    }
+    pub fn sigma_max() -> f64 {
+        50.0
+    }
+    pub fn weight() -> f64 {
+        1.0
+    }
+    pub fn variance() -> crate::diffusion::AncestralVariance {
+        crate::diffusion::AncestralVariance::Beta
+    }
+}
+
+impl ProcessConfig {
+    pub fn build(&self) -> Result<Box<dyn Process>> {
+        Ok(match *self {
+            ProcessConfig::Ddpm {
+                beta_start,
+                beta_end,
+                steps,
+            } => Box::new(Ddpm::new(beta_start, beta_end, steps)?),
+            ProcessConfig::Vp { beta_min, beta_max } => Box::new(Vp::new(beta_min, beta_max)?),
+            ProcessConfig::VpCosine { s, t_max } => Box::new(VpCosine::new(s, t_max)?),
+            ProcessConfig::SubVp { beta_min, beta_max } => {
+                Box::new(SubVp::new(beta_min, beta_max)?)
+            }
+            ProcessConfig::Ve {
+                sigma_min,
+                sigma_max,
+            } => Box::new(Ve::new(sigma_min, sigma_max)?),
+        })
+    }
+
+    /// The JSON `kind` of this process.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProcessConfig::Ddpm { .. } => "ddpm",
+            ProcessConfig::Vp { .. } => "vp",
+            ProcessConfig::VpCosine { .. } => "vp_cosine",
+            ProcessConfig::SubVp { .. } => "subvp",
+            ProcessConfig::Ve { .. } => "ve",
+        }
+    }
+
+    /// The parameter that sets the noise end (named when the noise end carries too little noise).
+    fn noise_end_field(&self) -> &'static str {
+        match self {
+            ProcessConfig::Ddpm { .. } => "process.beta_end",
+            ProcessConfig::Vp { .. } | ProcessConfig::SubVp { .. } => "process.beta_max",
+            ProcessConfig::VpCosine { .. } => "process.t_max",
+            ProcessConfig::Ve { .. } => "process.sigma_max",
+        }
+    }
+}
+
+/// The reverse sampler of a job and its number of steps (JSON: `{"kind": "ancestral" | "ddim" |
+/// "euler_maruyama" | "heun_ode", "steps": n, …}`; steps default to the DDPM process's, else
+/// 1000).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SamplerConfig {
+    Ancestral {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        steps: Option<u64>,
+        #[serde(default = "defaults::variance")]
+        variance: AncestralVariance,
+    },
+    Ddim {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        steps: Option<u64>,
+        #[serde(default)]
+        eta: f64,
+    },
+    EulerMaruyama {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        steps: Option<u64>,
+    },
+    HeunOde {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        steps: Option<u64>,
+    },
+}
+
+impl SamplerConfig {
+    /// The diffusion sampler and the steps asked for (None: the default). The one place the
+    /// config's sampler meets `diffusion::Sampler`, with [`SamplerConfig::of`] its inverse.
+    pub fn sampler(&self) -> (Sampler, Option<u64>) {
+        match *self {
+            SamplerConfig::Ancestral { steps, variance } => {
+                (Sampler::Ancestral { variance }, steps)
+            }
+            SamplerConfig::Ddim { steps, eta } => (Sampler::Ddim { eta }, steps),
+            SamplerConfig::EulerMaruyama { steps } => (Sampler::EulerMaruyama, steps),
+            SamplerConfig::HeunOde { steps } => (Sampler::HeunOde, steps),
+        }
+    }
+
+    /// The config form of `sampler` run for `steps` steps.
+    pub fn of(sampler: Sampler, steps: usize) -> SamplerConfig {
+        let steps = Some(steps as u64);
+        match sampler {
+            Sampler::Ancestral { variance } => SamplerConfig::Ancestral { steps, variance },
+            Sampler::Ddim { eta } => SamplerConfig::Ddim { steps, eta },
+            Sampler::EulerMaruyama => SamplerConfig::EulerMaruyama { steps },
+            Sampler::HeunOde => SamplerConfig::HeunOde { steps },
+        }
+    }
+}
+
+/// One number or a list of them (`mean`, `var`); an entry of a list that is not a number is
+/// named `field[j]`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Numbers {
+    One(f64),
+    List(Vec<f64>),
+}
+
+impl<'de> Deserialize<'de> for Numbers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        // By hand, not `untagged`: serde's untagged enums buffer and lose the entry's path.
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Numbers;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number or a list of numbers")
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<Numbers, E> {
+                Ok(Numbers::One(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Numbers, E> {
+                Ok(Numbers::One(v as f64))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Numbers, E> {
+                Ok(Numbers::One(v as f64))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Numbers, A::Error> {
+                // No size hint trusted: the list grows with what is read.
+                let mut v = Vec::new();
+                while let Some(x) = seq.next_element::<f64>()? {
+                    v.push(x);
+                }
+                Ok(Numbers::List(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Numbers {
+    /// The values, a single number repeated `n` times.
+    fn to_vec(&self, n: usize) -> Vec<f64> {
+        match self {
+            Numbers::One(x) => vec![*x; n],
+            Numbers::List(v) => v.clone(),
+        }
+    }
+}
+
+/// One mixture component as the JSON writes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentFile {
+    #[serde(default = "defaults::weight")]
+    pub weight: f64,
+    pub mean: Numbers,
+    /// Per-dimension variances, or one for every dimension; 0 (point masses) when missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub var: Option<Numbers>,
+    pub class: u64,
+}
+
+/// `mixture` as the JSON writes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixtureFile {
+    pub components: Vec<ComponentFile>,
+}
+
+/// The config file as JSON holds it: every key optional (the default config fills what is
+/// missing), unknown keys refused.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixture: Option<MixtureFile>,
+    /// A diffusers UNet2DModel folder to measure instead of a mixture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<SamplerConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<Vec<Partition>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trajectories: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<u64>,
+}
+
+/// The tagged keys of the schema and the kinds each takes.
+const TAGGED: [(&str, &[&str]); 2] = [("process", &PROCESS_KINDS), ("sampler", &SAMPLER_KINDS)];
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("{b}"),
+        Value::Number(n) => format!("{n}"),
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// Turns the JSON form's `{"kind": k, …rest}` at `process` and `sampler` into serde's external
+/// form `{k: {…rest}}`; a missing, non-string or unknown kind is refused naming `<key>.kind`.
+pub fn untag(v: &Value) -> Result<Value> {
+    objects_where_expected(v)?;
+    let mut v = v.clone();
+    let Value::Object(top) = &mut v else {
+        return Ok(v); // serde names the type error
+    };
+    for (key, kinds) in TAGGED {
+        let Some(Value::Object(node)) = top.get_mut(key) else {
+            continue; // absent, null or not an object: serde names it
+        };
+        let field = format!("{key}.kind");
+        let one_of = format!("one of {}", kinds.join(", "));
+        let kind = match node.remove("kind") {
+            None => return Err(Error::config(field, one_of, "nothing (missing)")),
+            Some(Value::String(s)) if kinds.contains(&s.as_str()) => s,
+            Some(Value::String(s)) => return Err(Error::config(field, one_of, format!("{s:?}"))),
+            Some(other) => return Err(Error::config(field, "a string", describe(&other))),
+        };
+        let rest = std::mem::take(node);
+        top.insert(
+            key.into(),
+            Value::Object(Map::from_iter([(kind, Value::Object(rest))])),
+        );
+    }
+    Ok(v)
+}
+
+/// Refuses a list where the schema has an object (serde would read a struct from a list by
+/// position), naming the field.
+fn objects_where_expected(v: &Value) -> Result<()> {
+    let object = |v: &Value, field: &str| match v {
+        Value::Array(_) => Err(Error::config(field, "an object", "a list")),
+        _ => Ok(()),
+    };
+    object(v, "")?;
+    for key in ["process", "sampler", "mixture"] {
+        if let Some(x) = v.get(key) {
+            object(x, key)?;
+        }
+    }
+    let lists = [
+        (
+            v.get("mixture").and_then(|m| m.get("components")),
+            "mixture.components",
+        ),
+        (v.get("partitions"), "partitions"),
+    ];
+    for (list, field) in lists {
+        if let Some(Value::Array(a)) = list {
+            for (i, x) in a.iter().enumerate() {
+                object(x, &format!("{field}[{i}]"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The inverse of [`untag`]: `{k: {…rest}}` at `process` and `sampler` back to
+/// `{"kind": k, …rest}`.
+pub fn retag(mut v: Value) -> Value {
+    if let Value::Object(top) = &mut v {
+        for (key, _) in TAGGED {
+            let Some(Value::Object(node)) = top.get_mut(key) else {
+                continue;
+            };
+            let Some((kind, Value::Object(rest))) =
+                node.iter().next().map(|(k, r)| (k.clone(), r.clone()))
+            else {
+                continue;
+            };
+            let mut tagged = Map::from_iter([("kind".to_string(), Value::String(kind))]);
+            tagged.extend(rest);
+            *node = tagged;
+        }
+    }
+    v
+}
+
+/// serde's words for a type, in the words of the other refusals.
+fn plain(s: &str) -> String {
+    let s = s.trim();
+    match s {
+        "f64" | "f32" => "a number".into(),
+        "u64" | "usize" | "u32" => "a whole number ≥ 0".into(),
+        "a sequence" | "sequence" => "a list".into(),
+        "map" | "a map" => "an object".into(),
+        "unit value" => "null".into(),
+        _ => s
+            .replace('`', "")
+            .replace("struct ", "an object ")
+            .replace("string ", ""),
+    }
+}
+
+/// A serde error at `path` (serde_path_to_error's `a.b[0].c`, in the external form) as a
+/// config error naming the field in the JSON form.
+fn field_error(path: &serde_path_to_error::Path, message: &str) -> Error {
+    use serde_path_to_error::Segment;
+    // The JSON path, without the kind segment of the external form (`process.vp.beta_min`).
+    let mut field = String::new();
+    let mut prev: Option<String> = None;
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => field += &format!("[{index}]"),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                let tagged = prev
+                    .as_deref()
+                    .is_some_and(|p| TAGGED.iter().any(|(k, _)| *k == p) && field == p);
+                if !tagged {
+                    if !field.is_empty() {
+                        field.push('.');
+                    }
+                    field += key;
+                }
+                prev = Some(key.clone());
+                continue;
+            }
+            Segment::Unknown => field += ".?",
+        }
+        prev = None;
+    }
+    let join = |f: &str, k: &str| {
+        if f.is_empty() {
+            k.to_string()
+        } else {
+            format!("{f}.{k}")
+        }
+    };
+    let quoted = |m: &str| m.split('`').nth(1).unwrap_or("").to_string();
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        // serde_path_to_error's path already ends at the unknown key.
+        let expected = rest.split_once("expected ").map_or("", |(_, e)| e);
+        let expected = expected.trim_start_matches("one of ").replace('`', "");
+        let field = if field.ends_with(&quoted(message)) {
+            field
+        } else {
+            join(&field, &quoted(message))
+        };
+        return Error::config(
+            field,
+            format!("one of the keys {expected}"),
+            "an unknown key",
+        );
+    }
+    if message.starts_with("missing field ") {
+        return Error::config(
+            join(&field, &quoted(message)),
+            "a value",
+            "nothing (missing)",
+        );
+    }
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((found, expected)) = rest.rsplit_once(", expected ")
+        {
+            return Error::config(field, plain(expected), plain(found));
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        let expected = rest.split_once("expected ").map_or("", |(_, e)| e);
+        return Error::config(
+            field,
+            expected.replace('`', ""),
+            format!("{:?}", quoted(message)),
+        );
+    }
+    Error::config(field, "a valid value", message)
+}
+
+/// `ConfigFile` from a JSON value, refusals naming the field.
+pub fn parse_file(v: &Value) -> Result<ConfigFile> {
+    let ext = untag(v)?;
+    serde_path_to_error::deserialize(&ext)
+        .map_err(|e| field_error(e.path(), &e.inner().to_string()))
+}
+
+// ---- the validated job ----------------------------------------------------------------------
+
+/// A measurement job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub process: ProcessConfig,
+    /// The exact mixture (empty when `model` is set).
+    pub components: Vec<Component>,
+    /// A diffusers UNet2DModel folder to measure instead of a mixture.
+    pub model: Option<PathBuf>,
+    pub sampler: Sampler,
+    /// Sampler steps (grid transitions).
+    pub steps: usize,
+    pub partitions: Vec<Partition>,
+    pub trajectories: usize,
+    pub seed: u64,
+    /// Hutchinson probes per state and step for a network's ∇·s (`hx0_rate`); 0: none. Exact
+    /// mixtures have their divergence in closed form and ignore it.
+    pub probes: usize,
+}
+
+/// The embedded default: points −8, −4, 6, 8 (equal weights, classes 0–3) under DDPM
+/// β 1e-4…0.02 with 1000 steps, ancestral sampling, 20,000 trajectories, seed 0, and three
+/// decision problems (left vs right, −8 vs −4, 6 vs 8).
+pub fn default_config() -> Config {
+    let comp = |m: f64, c: usize| Component {
+        weight: 1.0,
+        mean: vec![m],
+        var: vec![0.0],
+        class: c,
+    };
+    let part = |name: &str, a: Vec<usize>, b: Vec<usize>| Partition {
+        name: name.into(),
+        a,
+        b,
+    };
+    Config {
+        process: ProcessConfig::Ddpm {
+            beta_start: 1e-4,
+            beta_end: 0.02,
+            steps: 1000,
+        },
+        components: vec![comp(-8.0, 0), comp(-4.0, 1), comp(6.0, 2), comp(8.0, 3)],
+        model: None,
+        sampler: Sampler::Ancestral {
+            variance: AncestralVariance::Beta,
+        },
+        steps: 1000,
+        partitions: vec![
+            part("left_right", vec![0, 1], vec![2, 3]),
+            part("m8_m4", vec![0], vec![1]),
+            part("p6_p8", vec![2], vec![3]),
+        ],
+        trajectories: 20_000,
+        seed: 0,
+        probes: 1,
+    }
+}
+
+/// `v` as a size in `lo..=hi`, or an error naming `field`.
+pub fn bounded(field: &str, v: u64, lo: usize, hi: usize) -> Result<usize> {
+    if v < lo as u64 || v > hi as u64 {
+        return Err(Error::config(
+            field,
+            format!("a whole number in {lo}..={hi}"),
+            v,
+        ));
+    }
+    Ok(v as usize)
+}
+
+impl Config {
+    /// Parses and validates a config from JSON text; `source` names it in errors.
+    pub fn from_json_str(text: &str, source: &str) -> Result<Config> {
+        let v: Value = serde_json::from_str(text).map_err(|e| Error::Json {
+            path: source.into(),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        Config::from_value(&v)
+    }
+
+    /// Validates a parsed config; every error names its field.
+    pub fn from_value(v: &Value) -> Result<Config> {
+        Config::from_file(parse_file(v)?)
+    }
+
+    /// Fills what `file` leaves out from the default config and validates the values: sizes,
+    /// the process's parameters and range, the mixture, the decision problems, the memory.
+    pub fn from_file(file: ConfigFile) -> Result<Config> {
+        let d = default_config();
+        let process = file.process.unwrap_or_else(|| d.process.clone());
+        if let ProcessConfig::Ddpm { steps, .. } = process {
+            bounded("process.steps", steps as u64, 1, MAX_STEPS)?;
+        }
+        process.build()?; // validates values, naming the field
+        let model = file.model;
+        if model.is_some() && file.mixture.is_some() {
+            return Err(Error::config(
+                "model",
+                "either `model` or `mixture`",
+                "both",
+            ));
+        }
+        if model.is_some() && !matches!(process, ProcessConfig::Ddpm { .. }) {
+            return Err(Error::config(
+                "process.kind",
+                "\"ddpm\" for a model (networks take diffusers' DDPM timestep i − 1 for state x_i)",
+                format!("{:?}", process.kind()),
+            ));
+        }
+        let components = match &file.mixture {
+            None if model.is_some() => vec![],
+            None => d.components.clone(),
+            Some(m) => m
+                .components
+                .iter()
+                .map(|c| {
+                    let mean = c.mean.to_vec(1);
+                    Component {
+                        weight: c.weight,
+                        var: c
+                            .var
+                            .as_ref()
+                            .map_or(vec![0.0; mean.len()], |v| v.to_vec(mean.len())),
+                        mean,
+                        class: c.class as usize,
+                    }
+                })
+                .collect(),
+        };
+        // The class prior: the mixture's, or uniform over the model's classes.
+        let prior = match &model {
+            Some(dir) => model_prior(dir)?,
+            None => GaussianMixture::new(components.clone())?.class_prior(),
+        };
+        let default_steps = match process {
+            ProcessConfig::Ddpm { steps, .. } => steps,
+            _ => 1000,
+        };
+        let (sampler, steps) = match &file.sampler {
+            None => (d.sampler, default_steps),
+            Some(s) => {
+                let (sampler, steps) = s.sampler();
+                let steps = bounded(
+                    "sampler.steps",
+                    steps.unwrap_or(default_steps as u64),
+                    1,
+                    MAX_STEPS,
+                )?;
+                if let Sampler::Ddim { eta } = sampler
+                    && !(0.0..=1.0).contains(&eta)
+                {
+                    return Err(Error::config("sampler.eta", "a number in [0, 1]", eta));
+                }
+                (sampler, steps)
+            }
+        };
+        let partitions = match file.partitions {
+            None if file.mixture.is_none() && model.is_none() => d.partitions.clone(),
+            None => vec![],
+            Some(p) => p,
+        };
+        for (i, p) in partitions.iter().enumerate() {
+            partition_name(&format!("partitions[{i}].name"), &p.name)?;
+        }
+        let classes = prior.len();
+        InfoSpec::new(prior, partitions.clone())?;
+        distinct_columns(&partitions, classes)?;
+        if model.is_some()
+            && let Some(why) = sampler.online_classifier_refusal()
+        {
+            return Err(Error::config(
+                "sampler.kind",
+                "a reverse-SDE sampler for a model (it has no exact posterior)",
+                why,
+            ));
+        }
+        let trajectories = file.trajectories.unwrap_or(d.trajectories as u64);
+        let trajectories = bounded("trajectories", trajectories, 1, MAX_TRAJECTORIES)?;
+        let probes = file.probes.unwrap_or(d.probes as u64);
+        if probes > crate::rng::MAX_PROBES as u64 {
+            return Err(Error::config(
+                "probes",
+                format!("0..={} Hutchinson probes", crate::rng::MAX_PROBES),
+                probes,
+            ));
+        }
+        let cfg = Config {
+            process,
+            components,
+            model,
+            sampler,
+            steps,
+            partitions,
+            trajectories,
+            seed: file.seed.unwrap_or(d.seed),
+            probes: probes as usize,
+        };
+        let grid = cfg.grid()?; // validates steps against the process
+        process_range(&grid, cfg.process.noise_end_field())?;
+        mixture_range(&cfg.components, &grid)?;
+        memory(&cfg, &grid, classes)?;
+        Ok(cfg)
+    }
+
+    /// The config in the file's form (every key written out).
+    pub fn to_file(&self) -> ConfigFile {
+        let mixture = self.model.is_none().then(|| MixtureFile {
+            components: self
+                .components
+                .iter()
+                .map(|c| ComponentFile {
+                    weight: c.weight,
+                    mean: Numbers::List(c.mean.clone()),
+                    var: Some(match c.var.first() {
+                        Some(&v0) if c.var.iter().all(|v| *v == v0) => Numbers::One(v0),
+                        _ => Numbers::List(c.var.clone()),
+                    }),
+                    class: c.class as u64,
+                })
+                .collect(),
+        });
+        ConfigFile {
+            process: Some(self.process.clone()),
+            mixture,
+            model: self.model.clone(),
+            sampler: Some(SamplerConfig::of(self.sampler, self.steps)),
+            partitions: Some(self.partitions.clone()),
+            trajectories: Some(self.trajectories as u64),
+            seed: Some(self.seed),
+            probes: self.model.is_some().then_some(self.probes as u64),
+        }
+    }
+
+    /// The config as JSON (the schema `from_value` reads).
+    pub fn to_json(&self) -> Value {
+        // A config of plain numbers, strings and lists always serialises.
+        retag(serde_json::to_value(self.to_file()).unwrap_or(Value::Null))
+    }
+
+    pub fn grid(&self) -> Result<Grid> {
+        self.process.build()?.grid(self.steps)
+    }
+    pub fn mixture(&self) -> Result<GaussianMixture> {
+        if self.model.is_some() {
+            return Err(Error::Unsupported {
+                op: "Config::mixture",
+                reason: "this job measures a network (`model`), not a mixture".into(),
+            });
+        }
+        GaussianMixture::new(self.components.clone())
+    }
+    pub fn spec(&self) -> Result<InfoSpec> {
+        let prior = match &self.model {
+            Some(dir) => model_prior(dir)?,
+            None => self.mixture()?.class_prior(),
+        };
+        InfoSpec::new(prior, self.partitions.clone())
+    }
+}
+
+/// Uniform prior over the classes of the model in `dir` (reads config.json only).
+fn model_prior(dir: &std::path::Path) -> Result<Vec<f64>> {
+    let k = crate::score::unet::UNetScore::classes_of(&crate::nn::unet::UNetConfig::load(dir)?)?;
+    Ok(vec![1.0 / k as f64; k])
+}
+
+// ---- validators ------------------------------------------------------------------------------
+
+/// Partition names whose `h_<name>` or `rate_<name>` would be another column of curves.csv.
+const RESERVED: [&str; 6] = ["online", "online_se", "exact", "exact_se", "rb", "fd"];
+const RESERVED_PREFIXES: [&str; 5] = ["class_", "fd_", "rb_", "online_", "exact_"];
+
+/// Refuses a partition name that would duplicate a built-in column of curves.csv.
+pub fn partition_name(field: &str, name: &str) -> Result<()> {
+    if RESERVED.contains(&name) || RESERVED_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        return Err(Error::config(
+            field,
+            format!(
+                "a name whose h_/rate_ columns are not built-in ones (not {} nor starting with {})",
+                RESERVED.join(", "),
+                RESERVED_PREFIXES.join(", ")
+            ),
+            format!("{name:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Every curves.csv column once (`x` and `x_se` would both give `rate_x_se`): the first
+/// partition whose columns, added to those before it, repeat one is named.
+fn distinct_columns(partitions: &[Partition], classes: usize) -> Result<()> {
+    let names: Vec<String> = partitions.iter().map(|p| p.name.clone()).collect();
+    for at in 0..names.len() {
+        let cols = Curves::column_names(&names[..=at], classes);
+        if let Some(dup) = cols
+            .iter()
+            .enumerate()
+            .find(|(i, c)| cols[..*i].contains(c))
+        {
+            return Err(Error::config(
+                format!("partitions[{at}].name"),
+                "names whose curves.csv columns differ from every other column",
+                format!("{:?}, which makes two columns named {:?}", names[at], dup.1),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The process on the grid: finite coefficients, noise at the noise end (σ_T ≥ s_T/1000) and σ
+/// no larger than [`MAX_SIGMA`]. `field` names the process parameter that sets the noise end.
+pub fn process_range(grid: &Grid, field: &str) -> Result<()> {
+    for p in &grid.points {
+        for (name, v) in [("s", p.s), ("σ", p.sigma), ("f", p.f), ("g²", p.g2)] {
+            if !v.is_finite() || (name == "σ" && v < 0.0) {
+                return Err(Error::config(
+                    "process",
+                    "a schedule with finite coefficients on the grid",
+                    format!("{name} = {v} at t = {}", p.t),
+                ));
+            }
+        }
+    }
+    let end = grid.points[0];
+    let lam: Vec<f64> = grid
+        .points
+        .iter()
+        .map(|p| p.log_snr())
+        .filter(|l| l.is_finite())
+        .collect();
+    let (lo, hi) = lam
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    let lam_t = end.log_snr();
+    if !(end.sigma > 0.0 && lam_t.is_finite() && lam_t <= MAX_LOG_SNR_T) {
+        return Err(Error::config(
+            field,
+            format!(
+                "a process whose noise end carries noise: σ_T ≥ s_T/1000 (log-SNR at T ≤ {MAX_LOG_SNR_T:.1})"
+            ),
+            format!(
+                "σ_T = {:e}, s_T = {}, log-SNR at T = {lam_t}, log-SNR range on the grid [{lo}, {hi}]",
+                end.sigma, end.s
+            ),
+        ));
+    }
+    let smax = grid.points.iter().map(|p| p.sigma).fold(0.0, f64::max);
+    if smax > MAX_SIGMA {
+        return Err(Error::config(
+            field,
+            format!("σ ≤ {MAX_SIGMA:e} on the grid (f32 states)"),
+            format!("σ = {smax:e}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The mixture's scale against the grid: f32 states must resolve the smallest noise on the grid,
+/// |mean| + √var ≤ 0.1 σ_min · 2²⁴.
+pub fn mixture_range(components: &[Component], grid: &Grid) -> Result<()> {
+    let smin = grid
+        .points
+        .iter()
+        .map(|p| p.sigma)
+        .filter(|s| *s > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let limit = 0.1 * smin * (1u64 << 24) as f64;
+    for (i, c) in components.iter().enumerate() {
+        let m = c.mean.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let v = c.var.iter().fold(0.0f64, |a, v| a.max(*v));
+        if m + v.sqrt() > limit {
+            let key = if m >= v.sqrt() { "mean" } else { "var" };
+            return Err(Error::config(
+                format!("mixture.components[{i}].{key}"),
+                format!(
+                    "|mean| + √var ≤ {limit:.4e} (f32 states resolve the grid's smallest noise σ = {smin:.3e} to 10%)"
+                ),
+                format!("|mean| = {m:e}, var = {v:e}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a job whose estimated memory exceeds this machine's, naming the size it would need.
+pub fn memory(cfg: &Config, grid: &Grid, classes: usize) -> Result<()> {
+    let Some(limit) = crate::io::memory_limit() else {
+        return Ok(());
+    };
+    let e = super::runner::estimate(cfg, grid, classes, rayon::current_num_threads())?;
+    if e.bytes > limit {
+        return Err(Error::config(
+            if cfg.model.is_some() {
+                "model"
+            } else {
+                "sampler.steps"
+            },
+            format!(
+                "a job that fits in this machine's {} of memory",
+                super::runner::gib(limit)
+            ),
+            format!(
+                "{} grid points × {classes} classes × {} threads needing about {}",
+                grid.points.len(),
+                rayon::current_num_threads(),
+                super::runner::gib(e.bytes)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn refusal(v: Value) -> String {
+        Config::from_value(&v).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn default_config_round_trips_through_json() {
+        let d = default_config();
+        assert_eq!(Config::from_value(&d.to_json()).unwrap(), d);
+        let text = serde_json::to_string_pretty(&d.to_json()).unwrap();
+        assert_eq!(Config::from_json_str(&text, "t").unwrap(), d);
+        // the JSON form is internally tagged
+        assert_eq!(d.to_json()["process"]["kind"], "ddpm");
+        assert_eq!(d.to_json()["sampler"]["kind"], "ancestral");
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let procs = [
+            json!({"kind": "ddpm", "beta_start": 1e-4, "beta_end": 0.02, "steps": 100}),
+            json!({"kind": "vp", "beta_min": 0.1, "beta_max": 20}),
+            json!({"kind": "vp_cosine", "s": 0.008, "t_max": 0.999}),
+            json!({"kind": "subvp", "beta_min": 0.1, "beta_max": 20}),
+            json!({"kind": "ve", "sigma_min": 0.01, "sigma_max": 50}),
+        ];
+        let samplers = [
+            json!({"kind": "ancestral", "steps": 50, "variance": "beta_tilde"}),
+            json!({"kind": "ddim", "steps": 50, "eta": 0.5}),
+            json!({"kind": "euler_maruyama", "steps": 50}),
+            json!({"kind": "heun_ode", "steps": 50}),
+        ];
+        assert_eq!(procs.len(), PROCESS_KINDS.len());
+        assert_eq!(samplers.len(), SAMPLER_KINDS.len());
+        for (p, k) in procs.iter().zip(PROCESS_KINDS) {
+            for s in &samplers {
+                let v = json!({"process": p, "sampler": s, "trajectories": 8});
+                let c = Config::from_value(&v).unwrap_or_else(|e| panic!("{v}: {e}"));
+                assert_eq!(c.process.kind(), k);
+                assert_eq!(Config::from_value(&c.to_json()).unwrap(), c, "{v}");
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_fill_missing_keys() {
+        let c =
+            Config::from_value(&json!({"process": {"kind": "ve"}, "sampler": {"kind": "ddim"}}))
+                .unwrap();
+        assert_eq!(
+            c.process,
+            ProcessConfig::Ve {
+                sigma_min: 0.01,
+                sigma_max: 50.0
+            }
+        );
+        assert_eq!((c.sampler, c.steps), (Sampler::Ddim { eta: 0.0 }, 1000));
+        let c = Config::from_value(&json!({"process": {"kind": "ddpm", "steps": 30}})).unwrap();
+        assert_eq!(c.steps, 30, "sampler steps default to the DDPM process's");
+        assert_eq!(Config::from_value(&json!({})).unwrap(), default_config());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_naming_their_path() {
+        for (v, field) in [
+            (json!({"colour": 1}), "`colour`"),
+            (
+                json!({"process": {"kind": "vp", "beta": 1}}),
+                "`process.beta`",
+            ),
+            (
+                json!({"sampler": {"kind": "ddim", "variance": "beta"}}),
+                "`sampler.variance`",
+            ),
+            (
+                json!({"mixture": {"components": [{"mean": [0], "class": 0, "w": 1}]}}),
+                "`mixture.components[0].w`",
+            ),
+            (json!({"mixture": {"comps": []}}), "`mixture.comps`"),
+            (
+                json!({"partitions": [{"name": "x", "a": [0], "b": [1], "c": []}]}),
+                "`partitions[0].c`",
+            ),
+        ] {
+            let e = refusal(v.clone());
+            assert!(e.contains(field) && e.contains("unknown key"), "{v}: {e}");
+        }
+    }
+
+    #[test]
+    fn wrong_kinds_are_refused_listing_the_valid_ones() {
+        let e = refusal(json!({"process": {"kind": "vpp"}}));
+        assert!(e.contains("`process.kind`") && e.contains("\"vpp\""), "{e}");
+        for k in PROCESS_KINDS {
+            assert!(e.contains(k), "{k} not listed: {e}");
+        }
+        let e = refusal(json!({"sampler": {"kind": "dpm", "steps": 3}}));
+        assert!(e.contains("`sampler.kind`"), "{e}");
+        for k in SAMPLER_KINDS {
+            assert!(e.contains(k), "{k} not listed: {e}");
+        }
+        let e = refusal(json!({"sampler": {"steps": 3}}));
+        assert!(e.contains("`sampler.kind`") && e.contains("missing"), "{e}");
+        let e = refusal(json!({"process": {"kind": 3}}));
+        assert!(
+            e.contains("`process.kind`") && e.contains("a string"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn type_errors_name_the_field_inside_tagged_and_listed_values() {
+        for (v, field, found) in [
+            (
+                json!({"process": {"kind": "vp", "beta_min": "x"}}),
+                "`process.beta_min`",
+                "\"x\"",
+            ),
+            (
+                json!({"sampler": {"kind": "ddim", "steps": -3}}),
+                "`sampler.steps`",
+                "-3",
+            ),
+            (
+                json!({"sampler": {"kind": "ancestral", "variance": "b"}}),
+                "`sampler.variance`",
+                "b",
+            ),
+            (
+                json!({"mixture": {"components": [{"mean": [0, "y"], "class": 0}]}}),
+                "`mixture.components[0].mean[1]`",
+                "\"y\"",
+            ),
+            (
+                json!({"mixture": {"components": [{"mean": [0], "class": 0}, {"class": 1}]}}),
+                "`mixture.components[1].mean`",
+                "missing",
+            ),
+            (
+                json!({"partitions": [{"name": "x", "a": [0, 1.5], "b": [1]}]}),
+                "`partitions[0].a[1]`",
+                "1.5",
+            ),
+            (
+                json!({"trajectories": "many"}),
+                "`trajectories`",
+                "\"many\"",
+            ),
+            (json!({"seed": -1}), "`seed`", "-1"),
+            (json!({"model": 3}), "`model`", "3"),
+            (json!([1, 2]), "``", "a list"),
+            (json!({"sampler": [1, 2]}), "`sampler`", "a list"),
+            (
+                json!({"mixture": {"components": [[1, [0], 0, 0]]}}),
+                "`mixture.components[0]`",
+                "a list",
+            ),
+            (
+                json!({"partitions": [["x", [0], [1]]]}),
+                "`partitions[0]`",
+                "a list",
+            ),
+        ] {
+            let e = refusal(v.clone());
+            assert!(e.contains(field) && e.contains(found), "{v}: {e}");
+        }
+    }
+}

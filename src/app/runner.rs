@@ -1,0 +1,322 @@
+//! Running a job: which engine computes the trajectories (the fused SIMD or CUDA mixture kernel,
+//! the generic sampler loop, the device-resident neural loop), falling back from the GPU where
+//! its kernels cannot take the job's shape ([`gpu_limit`]), and what a job is expected to take
+//! ([`estimate`]: peak memory and CPU time).
+
+use std::time::Instant;
+
+use crate::diffusion::Grid;
+use crate::error::{Error, Result};
+use crate::fused::mixture_trajectory::{self, MixturePlan};
+use crate::info::{Curves, Tracking, measure_trajectories};
+use crate::rng::Noise;
+use crate::score::ScoreModel;
+use crate::simd::{IsaKind, detected};
+
+use super::config::Config;
+use super::report::{Report, check_results};
+
+/// Which implementation ran the trajectories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// The fused SIMD mixture kernel (stochastic samplers).
+    Fused(IsaKind),
+    /// The fused mixture kernel on the GPU (kernels/mixture_trajectory.cu).
+    FusedCuda,
+    /// The generic sampler loop with the information observer (any sampler and model; a
+    /// network runs on the CPU).
+    Generic,
+    /// The device-resident neural loop on the GPU (`cuda::neural`: the U-Net and the fused
+    /// step `kernels/sde_step.cu` on the device, the observer's sums built from its records).
+    NeuralCuda,
+}
+
+impl Engine {
+    pub fn name(&self) -> String {
+        match self {
+            Engine::Fused(k) => format!("fused ({})", k.name()),
+            Engine::FusedCuda => "fused (cuda)".into(),
+            Engine::Generic => "generic".into(),
+            Engine::NeuralCuda => "device-resident neural (cuda)".into(),
+        }
+    }
+}
+
+/// Runs a job on the current rayon pool. `progress` receives finished trajectory counts.
+pub fn run(
+    cfg: &Config,
+    engine: Option<Engine>,
+    progress: Option<&(dyn Fn(usize) + Sync)>,
+) -> Result<Report> {
+    run_on(cfg, None, engine, progress)
+}
+
+/// Why the GPU's kernels cannot run job `cfg` (a shape past a kernel's limits), if they cannot:
+/// `--device auto` then runs it on the CPU, saying this. None: the GPU path takes it (or the job
+/// has no GPU path, which the caller decides from the sampler).
+pub fn gpu_limit(cfg: &Config) -> Option<String> {
+    if cfg.model.is_some() {
+        use crate::fused::sde_step::{MAX_CLASSES, MAX_PARTITIONS};
+        let spec = cfg.spec().ok()?;
+        let (k, np) = (spec.classes(), spec.partitions.len());
+        if k > MAX_CLASSES {
+            return Some(format!(
+                "the fused neural step takes at most {MAX_CLASSES} classes, this model has {k}"
+            ));
+        }
+        return (np > MAX_PARTITIONS).then(|| {
+            format!(
+                "the fused neural step records at most {MAX_PARTITIONS} decision problems, this job has {np}"
+            )
+        });
+    }
+    if !cfg.sampler.supports_online_classifier() {
+        return None;
+    }
+    // The job's shape against the kernel's per-thread arrays (no plan is built for this).
+    let m = cfg.mixture().ok()?;
+    let spec = cfg.spec().ok()?;
+    crate::fused::mixture_trajectory::gpu_shape_limit([
+        m.dim(),
+        spec.classes(),
+        m.components().len(),
+        spec.partitions.len(),
+    ])
+}
+
+/// [`run`] with a GPU: the fused mixture kernel runs there (online-classifier samplers), and a
+/// network (`model`) runs device-resident (`cuda::neural`: the U-Net, the probe rows and the
+/// fused step on the device); the generic engine (deterministic samplers) stays on the CPU.
+pub fn run_on(
+    cfg: &Config,
+    gpu: Option<&crate::cuda::Gpu>,
+    engine: Option<Engine>,
+    progress: Option<&(dyn Fn(usize) + Sync)>,
+) -> Result<Report> {
+    let spec = cfg.spec()?;
+    let grid = cfg.grid()?;
+    let noise = Noise::new(cfg.seed);
+    if let Some(dir) = &cfg.model {
+        let net = crate::score::unet::UNetScore::load(dir)?;
+        let start = Instant::now();
+        let sums = match gpu {
+            Some(g) => {
+                // Network, states and classifier on the GPU; one download per batch of 64.
+                let gnet =
+                    crate::cuda::unet::GpuUNet::new(g, &net.net, crate::cuda::unet::Storage::F32)?;
+                gnet.measure(
+                    &net,
+                    &spec,
+                    &grid,
+                    &cfg.sampler,
+                    noise,
+                    cfg.trajectories,
+                    64,
+                    cfg.probes,
+                    progress,
+                )?
+            }
+            // Batches of 8 trajectories: each step is one forward of 8·(K+1) images (and one
+            // of 8·2N null-label probe images for the Hutchinson divergence).
+            None => {
+                let hutch;
+                let model: &dyn crate::score::ScoreModel = if cfg.probes > 0 {
+                    hutch = crate::score::Hutchinson::new(&net, cfg.probes)?;
+                    &hutch
+                } else {
+                    &net
+                };
+                measure_trajectories(
+                    model,
+                    &spec,
+                    &grid,
+                    &cfg.sampler,
+                    noise,
+                    0,
+                    cfg.trajectories,
+                    8,
+                    Tracking::Online,
+                    progress,
+                )?
+            }
+        };
+        let wall_s = start.elapsed().as_secs_f64();
+        let curves = Curves::from_sums(&sums, &spec, &grid, Tracking::Online);
+        check_results(&curves)?;
+        return Ok(Report {
+            config: cfg.clone(),
+            curves,
+            engine: if gpu.is_some() {
+                Engine::NeuralCuda
+            } else {
+                Engine::Generic
+            },
+            wall_s,
+            trajectory_steps_per_s: (cfg.trajectories * grid.steps()) as f64 / wall_s,
+            threads: rayon::current_num_threads(),
+        });
+    }
+    let mixture = cfg.mixture()?;
+    let engine = engine.unwrap_or(if !cfg.sampler.supports_online_classifier() {
+        Engine::Generic
+    } else if gpu.is_some() {
+        Engine::FusedCuda
+    } else {
+        Engine::Fused(detected())
+    });
+    let tracking = if cfg.sampler.supports_online_classifier() {
+        Tracking::Online
+    } else {
+        Tracking::Exact
+    };
+    let start = Instant::now();
+    let sums = match engine {
+        Engine::Fused(kind) => {
+            let plan = MixturePlan::new(&mixture, &spec, &grid, &cfg.sampler, noise)?;
+            mixture_trajectory::run_with_progress(&plan, kind, 0, cfg.trajectories, None, progress)?
+        }
+        Engine::FusedCuda => {
+            let gpu = gpu.ok_or_else(|| Error::Unsupported {
+                op: "measure",
+                reason: "the fused CUDA engine needs an opened GPU".into(),
+            })?;
+            let plan = MixturePlan::new(&mixture, &spec, &grid, &cfg.sampler, noise)?;
+            let sums =
+                crate::fused::mixture_trajectory::cuda::run(gpu, &plan, 0, cfg.trajectories, None)?;
+            if let Some(p) = progress {
+                p(cfg.trajectories);
+            }
+            sums
+        }
+        Engine::NeuralCuda => {
+            return Err(Error::Unsupported {
+                op: "measure",
+                reason: "the device-resident neural engine runs networks (`model`), not mixtures"
+                    .into(),
+            });
+        }
+        Engine::Generic => measure_trajectories(
+            &mixture,
+            &spec,
+            &grid,
+            &cfg.sampler,
+            noise,
+            0,
+            cfg.trajectories,
+            256,
+            tracking,
+            progress,
+        )?,
+    };
+    let wall_s = start.elapsed().as_secs_f64();
+    let curves = Curves::from_sums(&sums, &spec, &grid, tracking);
+    check_results(&curves)?;
+    Ok(Report {
+        config: cfg.clone(),
+        curves,
+        engine,
+        wall_s,
+        trajectory_steps_per_s: (cfg.trajectories * grid.steps()) as f64 / wall_s,
+        threads: rayon::current_num_threads(),
+    })
+}
+
+/// Trajectories per chunk of the fused kernel, per batch of the generic engine and of a network.
+const FUSED_CHUNK: u64 = 128;
+const GENERIC_BATCH: u64 = 256;
+const MODEL_BATCH: u64 = 8;
+
+/// What a job is expected to take.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Estimate {
+    /// Peak memory, bytes (an upper estimate).
+    pub bytes: u64,
+    /// Wall time on this machine's CPU, where a rate is known (not for networks).
+    pub seconds: Option<f64>,
+    /// Trajectory-steps of the job.
+    pub trajectory_steps: u64,
+}
+
+pub(super) fn gib(b: u64) -> String {
+    format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+impl Estimate {
+    /// One line for stderr.
+    pub fn describe(&self) -> String {
+        let t = match self.seconds {
+            Some(s) => format!("about {s:.1} s on the CPU"),
+            None => "time: see the progress lines".into(),
+        };
+        format!(
+            "estimate: {} trajectory-steps, {t}, peak memory about {}",
+            self.trajectory_steps,
+            if self.bytes < 1 << 30 {
+                format!("{:.1} MiB", self.bytes as f64 / (1u64 << 20) as f64)
+            } else {
+                gib(self.bytes)
+            }
+        )
+    }
+}
+
+/// The memory and time `cfg` needs with `threads` workers and `classes` classes.
+pub fn estimate(cfg: &Config, grid: &Grid, classes: usize, threads: usize) -> Result<Estimate> {
+    let (p, k, t) = (
+        grid.points.len() as u64,
+        classes as u64,
+        threads.max(1) as u64,
+    );
+    let parts = cfg.partitions.len() as u64;
+    // Per-point f64 sums (over-estimated columns) kept per worker plus the total.
+    let sums = p
+        .saturating_mul(32 + 4 * k + 4 * parts)
+        .saturating_mul(8)
+        .saturating_mul(2 * t + 1);
+    let trail = |batch: u64| {
+        p.saturating_mul(batch)
+            .saturating_mul(1 + k)
+            .saturating_mul(4)
+            .saturating_mul(t)
+    };
+    let steps = (cfg.trajectories as u64).saturating_mul(grid.steps() as u64);
+    let (bytes, seconds) = match &cfg.model {
+        Some(dir) => {
+            let net = crate::nn::unet::UNetConfig::load(dir)?;
+            let size = net.sample_size.unwrap_or(1);
+            let images = (MODEL_BATCH as usize).saturating_mul(classes + 1);
+            let fwd = net
+                .forward_bytes(images, size, size, threads)
+                .saturating_mul(t);
+            let weights = std::fs::metadata(dir.join("diffusion_pytorch_model.safetensors"))
+                .map(|m| m.len().saturating_mul(2))
+                .unwrap_or(0);
+            (
+                trail(MODEL_BATCH)
+                    .saturating_add(sums)
+                    .saturating_add(fwd)
+                    .saturating_add(weights),
+                None,
+            )
+        }
+        None => {
+            let d = cfg.components.first().map_or(1, |c| c.mean.len()) as f64;
+            // Work per trajectory-step relative to the default job (4 point masses, D = 1).
+            let work = ((cfg.components.len() as f64 * d + classes as f64) / 8.0).max(1.0);
+            let (batch, rate) = if cfg.sampler.supports_online_classifier() {
+                (FUSED_CHUNK, 1.0e8) // per thread, README: 2.1e8 on 2 threads
+            } else {
+                (GENERIC_BATCH, 1.6e6) // per thread, README: 3.3e6 on 2 threads
+            };
+            (
+                trail(batch).saturating_add(sums),
+                Some(steps as f64 * work / (rate * t as f64)),
+            )
+        }
+    };
+    Ok(Estimate {
+        bytes,
+        seconds,
+        trajectory_steps: steps,
+    })
+}
