@@ -1,7 +1,9 @@
-//! Files in and out: outputs written atomically ([`atomic`]), text and machine facts read with
+//! Files in and out: outputs written atomically ([`atomic`]), safetensors read and written
+//! ([`safetensors`]), text and machine facts read with
 //! errors that name the file.
 
 pub mod atomic;
+pub mod safetensors;
 
 use std::path::Path;
 

@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::io::safetensors::{self, Values};
 use crate::tensor::Tensor;
 
-/// Named tensors read from a safetensors file (f32 kept as is; f64, f16, bf16 and integer
-/// tensors converted to f32 where asked for).
+/// Named tensors read from a safetensors file (F32, F64, F16 and BF16 as f32; I32 and I64 as
+/// i64).
 pub struct Weights {
     pub tensors: HashMap<String, Tensor>,
     pub ints: HashMap<String, (Vec<usize>, Vec<i64>)>,
@@ -19,82 +20,26 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Reads every tensor of `path`. A truncated or corrupt file, an unsupported dtype or a
+    /// Reads every tensor of `path` (see [`crate::io::safetensors::read`]: floating dtypes as
+    /// f32, integer ones as i64). A truncated or corrupt file, an unsupported dtype or a
     /// non-finite value is an error naming the file and the tensor.
     pub fn load(path: &Path) -> Result<Weights> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let name = path.display().to_string();
-        // The header and every offset are validated by the safetensors crate (checked sizes,
-        // data within the file) before any tensor is converted.
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::model(&name, "", "a valid safetensors file", e))?;
         let mut tensors = HashMap::new();
         let mut ints = HashMap::new();
-        let mut views = st.tensors();
-        views.sort_by(|a, b| a.0.cmp(&b.0)); // errors name the same tensor every time
-        for (key, view) in views {
-            let shape = view.shape().to_vec();
-            let data = view.data();
-            use safetensors::Dtype;
-            let floats = |v: Vec<f32>| -> Result<Tensor> {
-                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                    return Err(Error::model(
-                        &name,
-                        &key,
-                        "finite f32 values",
-                        format!("{} at element {i}", v[i]),
-                    ));
+        for e in safetensors::read(path)? {
+            match e.values {
+                Values::F32(v) => {
+                    tensors.insert(e.name, Tensor::new(e.shape, v)?);
                 }
-                Tensor::new(shape.clone(), v)
-            };
-            match view.dtype() {
-                Dtype::F32 => {
-                    let v = data
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect();
-                    tensors.insert(key.clone(), floats(v)?);
-                }
-                Dtype::F64 => {
-                    let v = data
-                        .chunks_exact(8)
-                        .map(|b| {
-                            f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-                                as f32
-                        })
-                        .collect();
-                    tensors.insert(key.clone(), floats(v)?);
-                }
-                Dtype::I64 => {
-                    let v = data
-                        .chunks_exact(8)
-                        .map(|b| {
-                            i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-                        })
-                        .collect();
-                    ints.insert(key, (shape, v));
-                }
-                Dtype::I32 => {
-                    let v = data
-                        .chunks_exact(4)
-                        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
-                        .collect();
-                    ints.insert(key, (shape, v));
-                }
-                other => {
-                    return Err(Error::model(
-                        &name,
-                        &key,
-                        "dtype F32, F64, I32 or I64",
-                        format!("{other:?}"),
-                    ));
+                Values::I64(v) => {
+                    ints.insert(e.name, (e.shape, v));
                 }
             }
         }
         Ok(Weights {
             tensors,
             ints,
-            path: name,
+            path: path.display().to_string(),
         })
     }
 
