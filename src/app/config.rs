@@ -405,19 +405,37 @@ pub fn retag(mut v: Value) -> Value {
     v
 }
 
-/// serde's words for a type, in the words of the other refusals.
-fn plain(s: &str) -> String {
-    let s = s.trim();
-    match s {
+/// serde's words for what it expected at `field`, in the words of the other refusals.
+fn plain_expected(s: &str, field: &str) -> String {
+    match s.trim() {
         "f64" | "f32" => "a number".into(),
         "u64" | "usize" | "u32" => "a whole number ≥ 0".into(),
         "a sequence" | "sequence" => "a list".into(),
         "map" | "a map" => "an object".into(),
+        // serde's external enum form: a tagged key takes an object with a `kind`, other enums a
+        // string naming the variant
+        "string or map" if TAGGED.iter().any(|(k, _)| *k == field) => {
+            "an object with a `kind`".into()
+        }
+        "string or map" => "a string".into(),
+        s if s.starts_with("struct ") => "an object".into(),
+        s => s.replace('`', ""),
+    }
+}
+
+/// serde's words for what it found (`integer \`3\``, `string "x"`, `map`).
+fn plain_found(s: &str) -> String {
+    let s = s.trim();
+    for prefix in ["integer ", "floating point ", "boolean ", "string "] {
+        if let Some(v) = s.strip_prefix(prefix) {
+            return v.replace('`', "");
+        }
+    }
+    match s {
+        "map" => "an object".into(),
+        "sequence" => "a list".into(),
         "unit value" => "null".into(),
-        _ => s
-            .replace('`', "")
-            .replace("struct ", "an object ")
-            .replace("string ", ""),
+        s => s.replace('`', ""),
     }
 }
 
@@ -482,7 +500,8 @@ fn field_error(path: &serde_path_to_error::Path, message: &str) -> Error {
         if let Some(rest) = message.strip_prefix(prefix)
             && let Some((found, expected)) = rest.rsplit_once(", expected ")
         {
-            return Error::config(field, plain(expected), plain(found));
+            let expected = plain_expected(expected, &field);
+            return Error::config(field, expected, plain_found(found));
         }
     }
     if let Some(rest) = message.strip_prefix("unknown variant ") {
@@ -1072,6 +1091,21 @@ mod tests {
             (json!({"seed": -1}), "`seed`", "-1"),
             (json!({"model": 3}), "`model`", "3"),
             (json!([1, 2]), "``", "a list"),
+            (
+                json!({"process": 3}),
+                "`process`: expected an object with a `kind`",
+                "found 3",
+            ),
+            (
+                json!({"sampler": {"kind": "ancestral", "variance": 3}}),
+                "`sampler.variance`: expected a string",
+                "found 3",
+            ),
+            (
+                json!({"trajectories": 1.5}),
+                "`trajectories`: expected a whole number ≥ 0",
+                "found 1.5",
+            ),
             (json!({"sampler": [1, 2]}), "`sampler`", "a list"),
             (
                 json!({"mixture": {"components": [[1, [0], 0, 0]]}}),
