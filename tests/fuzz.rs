@@ -433,6 +433,64 @@ fn fuzzed_safetensors_are_refused_naming_the_file_or_tensor() {
     assert!(refused > 100, "refused {refused}");
 }
 
+/// The fixture's weights stored as F16, BF16 and F64 load as f32 within each dtype's rounding,
+/// and a U-Net loads from them.
+#[test]
+fn half_and_double_precision_weights_load_as_f32() {
+    use infodiff::io::safetensors::{Values, View, decode, encode};
+    let bytes = std::fs::read(fixture().join("diffusion_pytorch_model.safetensors")).unwrap();
+    let orig = decode(&bytes, "fixture").unwrap();
+    for (dtype, rel) in [
+        ("f16", 2f32.powi(-11)),
+        ("bf16", 2f32.powi(-8)),
+        ("f64", 0.0),
+    ] {
+        let floats = |e: &infodiff::io::safetensors::Entry| match &e.values {
+            Values::F32(v) => v.clone(),
+            Values::I64(_) => vec![],
+        };
+        let f16s: Vec<Vec<half::f16>> = orig
+            .iter()
+            .map(|e| floats(e).iter().map(|&x| half::f16::from_f32(x)).collect())
+            .collect();
+        let bf16s: Vec<Vec<half::bf16>> = orig
+            .iter()
+            .map(|e| floats(e).iter().map(|&x| half::bf16::from_f32(x)).collect())
+            .collect();
+        let f64s: Vec<Vec<f64>> = orig
+            .iter()
+            .map(|e| floats(e).iter().map(|&x| x as f64).collect())
+            .collect();
+        let views: Vec<(&str, &[usize], View)> = orig
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let v = match dtype {
+                    "f16" => View::F16(&f16s[i]),
+                    "bf16" => View::BF16(&bf16s[i]),
+                    _ => View::F64(&f64s[i]),
+                };
+                (e.name.as_str(), e.shape.as_slice(), v)
+            })
+            .collect();
+        let dir = scratch(&format!("weights-{dtype}"));
+        std::fs::copy(fixture().join("config.json"), dir.join("config.json")).unwrap();
+        let path = dir.join("diffusion_pytorch_model.safetensors");
+        std::fs::write(&path, encode(&views).unwrap()).unwrap();
+        let w = Weights::load(&path).unwrap();
+        for e in &orig {
+            let got = &w.tensors[&e.name].data;
+            for (g, x) in got.iter().zip(floats(e)) {
+                // round to nearest: half an ulp of the dtype's significand, relative (f16's
+                // subnormals below 6.1e-5 absolute)
+                let tol = rel * x.abs() + if dtype == "f16" { 6.0e-8 } else { 0.0 };
+                assert!((g - x).abs() <= tol, "{dtype} {}: {g} vs {x}", e.name);
+            }
+        }
+        UNet::load(&dir).unwrap_or_else(|e| panic!("{dtype}: {e}"));
+    }
+}
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_infodiff"));
     c.stdin(Stdio::null())
