@@ -159,33 +159,15 @@ enum DeviceArg {
     Cuda,
 }
 
-/// Opens the device asked for and says on stderr which one is used. `gpu_path`: whether the
-/// command has GPU kernels; without, `cuda` is refused and `auto` runs on the CPU.
+/// Opens the device asked for and says on stderr which one is used (see
+/// [`app::runner::open_device`]).
 fn open_device(arg: DeviceArg, what: &str, gpu_path: bool) -> Result<Device, Error> {
     let choice = match arg {
         DeviceArg::Auto => DeviceChoice::Auto,
         DeviceArg::Cpu => DeviceChoice::Cpu,
         DeviceArg::Cuda => DeviceChoice::Cuda,
     };
-    if !gpu_path && arg != DeviceArg::Cpu {
-        if arg == DeviceArg::Cuda {
-            return Err(Error::Unsupported {
-                op: "--device cuda",
-                reason: format!("{what} has no GPU path in this version; use --device cpu or auto"),
-            });
-        }
-        let dev = Device::Cpu {
-            why_not_gpu: Some(infodiff::cuda::Unavailable::new(format!(
-                "{what} runs on the CPU in this version"
-            ))),
-        };
-        eprintln!("infodiff: {}", dev.describe());
-        return Ok(dev);
-    }
-    let dev = Device::open(choice).map_err(|e| Error::Unsupported {
-        op: "--device cuda",
-        reason: e.to_string(),
-    })?;
+    let dev = app::runner::open_device(choice, what, gpu_path)?;
     eprintln!("infodiff: {}", dev.describe());
     Ok(dev)
 }
@@ -460,36 +442,21 @@ fn run(cli: Cli) -> Result<(), Error> {
                     dir.display(),
                 ));
             }
-            let mut cfg = match &config {
+            let file = match &config {
                 Some(path) => {
                     let text = infodiff::io::read_text(path)?;
                     Config::from_json_str(&text, &path.display().to_string())?
                 }
                 None => app::default_config(),
             };
-            let mut v = cfg.to_json();
-            if let Some(dir) = &model {
-                let m = v.as_object_mut().expect("object");
-                m.remove("mixture");
-                if config.is_none() {
-                    // the default decision problems belong to the default mixture
-                    m.insert("partitions".into(), serde_json::json!([]));
-                }
-                m.insert("model".into(), serde_json::json!(dir.display().to_string()));
-            }
-            if let Some(n) = trajectories {
-                v["trajectories"] = n.into();
-            }
-            if let Some(s) = steps {
-                v["sampler"]["steps"] = s.into();
-            }
-            if let Some(s) = seed {
-                v["seed"] = s.into();
-            }
-            if let Some(n) = probes {
-                v["probes"] = n.into();
-            }
-            cfg = Config::from_value(&v)?; // overrides validated like the file
+            let overrides = app::Overrides {
+                model,
+                trajectories,
+                steps,
+                seed,
+                probes,
+            };
+            let cfg = file.with_overrides(&overrides, config.is_some())?;
             // The destination is checked, and its temporary folder made, before the run.
             let dest = infodiff::io::atomic::OutputSet::prepare(&out)?;
             let grid = cfg.grid()?;
@@ -502,18 +469,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             let gpu_path = cfg.model.is_some() || cfg.sampler.supports_online_classifier();
             let what = "measure with this sampler (the generic engine)";
             let dev = open_device(device, what, gpu_path)?;
-            let mut gpu = match &dev {
-                Device::Cuda(g) => Some(g),
-                Device::Cpu { .. } => None,
-            };
-            // A job past a GPU kernel's shape limits: `auto` falls back to the CPU, saying why
-            // (`cuda` goes on and fails with the kernel's own refusal).
-            if gpu.is_some()
-                && device == DeviceArg::Auto
-                && let Some(why) = app::gpu_limit(&cfg)
-            {
+            let (gpu, why_cpu) = app::runner::gpu_for(&cfg, &dev, device == DeviceArg::Auto);
+            if let Some(why) = why_cpu {
                 eprintln!("infodiff: running on the CPU instead: {why}");
-                gpu = None;
             }
             let report = app::run_on(&cfg, gpu, None, Some(&tick))?;
             progress.finish();

@@ -237,8 +237,9 @@ fn model_and_text_errors_exit_2() {
             r#"{"timestep":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
         ),
         (
+            // F16 and BF16 read as f32; unsigned bytes are refused
             "dtype",
-            r#"{"sample":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#,
+            r#"{"sample":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}"#,
         ),
     ] {
         let mut bytes = (header.len() as u64).to_le_bytes().to_vec();

@@ -522,6 +522,17 @@ pub fn parse_file(v: &Value) -> Result<ConfigFile> {
         .map_err(|e| field_error(e.path(), &e.inner().to_string()))
 }
 
+/// Values the command line sets over a config's (`--model`, `--trajectories`, `--steps`,
+/// `--seed`, `--probes`); None keeps the config's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    pub model: Option<PathBuf>,
+    pub trajectories: Option<usize>,
+    pub steps: Option<usize>,
+    pub seed: Option<u64>,
+    pub probes: Option<usize>,
+}
+
 // ---- the validated job ----------------------------------------------------------------------
 
 /// A measurement job.
@@ -725,6 +736,33 @@ impl Config {
         mixture_range(&cfg.components, &grid)?;
         memory(&cfg, &grid, classes)?;
         Ok(cfg)
+    }
+
+    /// This config with the command line's `o` applied, validated like a file. `from_file`:
+    /// whether this config came from a file; the default config's decision problems belong to
+    /// its mixture and are dropped when `o` names a model.
+    pub fn with_overrides(&self, o: &Overrides, from_file: bool) -> Result<Config> {
+        let mut f = self.to_file();
+        if let Some(dir) = &o.model {
+            f.mixture = None;
+            if !from_file {
+                f.partitions = Some(vec![]);
+            }
+            f.model = Some(dir.clone());
+        }
+        if let Some(n) = o.trajectories {
+            f.trajectories = Some(n as u64);
+        }
+        if let Some(steps) = o.steps {
+            f.sampler = Some(SamplerConfig::of(self.sampler, steps));
+        }
+        if let Some(seed) = o.seed {
+            f.seed = Some(seed);
+        }
+        if let Some(n) = o.probes {
+            f.probes = Some(n as u64);
+        }
+        Config::from_file(f)
     }
 
     /// The config in the file's form (every key written out).
@@ -1000,6 +1038,27 @@ mod tests {
         let c = Config::from_value(&json!({"process": {"kind": "ddpm", "steps": 30}})).unwrap();
         assert_eq!(c.steps, 30, "sampler steps default to the DDPM process's");
         assert_eq!(Config::from_value(&json!({})).unwrap(), default_config());
+    }
+
+    #[test]
+    fn overrides_are_validated_like_the_file() {
+        let d = default_config();
+        let o = Overrides {
+            trajectories: Some(7),
+            steps: Some(20),
+            seed: Some(3),
+            ..Overrides::default()
+        };
+        let c = d.with_overrides(&o, false).unwrap();
+        assert_eq!((c.trajectories, c.steps, c.seed), (7, 20, 3));
+        assert_eq!((c.sampler, c.partitions.len()), (d.sampler, 3));
+        let o = Overrides {
+            steps: Some(MAX_STEPS + 1),
+            ..Overrides::default()
+        };
+        let e = d.with_overrides(&o, true).unwrap_err().to_string();
+        assert!(e.contains("`sampler.steps`"), "{e}");
+        assert_eq!(d.with_overrides(&Overrides::default(), true).unwrap(), d);
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub mod report;
 pub mod runner;
 
 pub use config::{
-    Config, ConfigFile, MAX_STEPS, MAX_TRAJECTORIES, ProcessConfig, SamplerConfig, default_config,
+    Config, ConfigFile, MAX_STEPS, MAX_TRAJECTORIES, Overrides, ProcessConfig, SamplerConfig,
+    default_config,
 };
 pub use report::{ENTROPY_TOL, Report, check_results};
 pub use runner::{Engine, Estimate, estimate, gpu_limit, run, run_on};

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use crate::cuda::{Device, DeviceChoice};
 use crate::diffusion::Grid;
 use crate::error::{Error, Result};
 use crate::fused::mixture_trajectory::{self, MixturePlan};
@@ -39,6 +40,47 @@ impl Engine {
             Engine::Generic => "generic".into(),
             Engine::NeuralCuda => "device-resident neural (cuda)".into(),
         }
+    }
+}
+
+/// Opens the device asked for. `gpu_path`: whether the command has GPU kernels; without,
+/// `Cuda` is refused and `Auto` runs on the CPU, saying so in the device's description.
+/// `what` names the command in those words.
+pub fn open_device(choice: DeviceChoice, what: &str, gpu_path: bool) -> Result<Device> {
+    if !gpu_path && choice != DeviceChoice::Cpu {
+        if choice == DeviceChoice::Cuda {
+            return Err(Error::Unsupported {
+                op: "--device cuda",
+                reason: format!("{what} has no GPU path in this version; use --device cpu or auto"),
+            });
+        }
+        return Ok(Device::Cpu {
+            why_not_gpu: Some(crate::cuda::Unavailable::new(format!(
+                "{what} runs on the CPU in this version"
+            ))),
+        });
+    }
+    Device::open(choice).map_err(|e| Error::Unsupported {
+        op: "--device cuda",
+        reason: e.to_string(),
+    })
+}
+
+/// The GPU job `cfg` runs on from `dev`, and why it runs on the CPU instead where `auto` is
+/// set and the job is past a GPU kernel's shape limits ([`gpu_limit`]); without `auto` (the
+/// GPU named) the run goes on and fails with the kernel's own refusal.
+pub fn gpu_for<'a>(
+    cfg: &Config,
+    dev: &'a Device,
+    auto: bool,
+) -> (Option<&'a crate::cuda::Gpu>, Option<String>) {
+    let gpu = match dev {
+        Device::Cuda(g) => g,
+        Device::Cpu { .. } => return (None, None),
+    };
+    match gpu_limit(cfg) {
+        Some(why) if auto => (None, Some(why)),
+        _ => (Some(gpu), None),
     }
 }
 
