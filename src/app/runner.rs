@@ -176,7 +176,7 @@ pub fn run_on(
                     noise,
                     0,
                     cfg.trajectories,
-                    8,
+                    MODEL_BATCH as usize,
                     Tracking::Online,
                     progress,
                 )?
@@ -245,7 +245,7 @@ pub fn run_on(
             noise,
             0,
             cfg.trajectories,
-            256,
+            GENERIC_BATCH as usize,
             tracking,
             progress,
         )?,
@@ -263,7 +263,8 @@ pub fn run_on(
     })
 }
 
-/// Trajectories per chunk of the fused kernel, per batch of the generic engine and of a network.
+/// Trajectories per chunk of the fused kernel, per batch of the generic engine and of a network
+/// on the CPU (the batches [`run_on`] uses; [`estimate`] sizes memory by them).
 const FUSED_CHUNK: u64 = 128;
 const GENERIC_BATCH: u64 = 256;
 const MODEL_BATCH: u64 = 8;
