@@ -24,7 +24,7 @@
 //! The module map: [`config`] (the JSON schema as serde types, the parse into a validated
 //! [`Config`], the validators), [`runner`] (engine and device choice, [`run`], [`run_on`],
 //! [`estimate`]), [`report`] ([`Report`], the result checks, the output set), [`plot`] (the
-//! SVG), [`bench`] (the bench harness).
+//! SVG), [`mod@bench`] (the bench harness).
 
 pub mod bench;
 pub mod config;

@@ -169,7 +169,7 @@ impl Report {
     }
 
     /// Writes curves.csv, summary.json and entropy.svg into `dir` (created if missing) as a
-    /// set: a reader sees the old three files or the new three (see [`output`]).
+    /// set: a reader sees the old three files or the new three (see [`crate::io::atomic::OutputSet`]).
     pub fn write(&self, dir: &Path) -> Result<()> {
         self.write_to(crate::io::atomic::OutputSet::prepare(dir)?)
     }

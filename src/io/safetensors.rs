@@ -191,7 +191,7 @@ pub fn write(
     dest.commit(&encode(tensors)?)
 }
 
-/// [`write`] to `path`, checked now (`option` names it in errors).
+/// [`write()`] to `path`, checked now (`option` names it in errors).
 pub fn write_file(path: &Path, option: &str, tensors: &[(&str, &[usize], View<'_>)]) -> Result<()> {
     write(super::atomic::AtomicFile::prepare(path, option)?, tensors)
 }
