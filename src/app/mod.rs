@@ -26,7 +26,9 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
-use crate::diffusion::{AncestralVariance, Ddpm, Grid, Process, Sampler, SubVp, Ve, Vp, VpCosine};
+use crate::diffusion::{
+    AncestralVariance, Ddpm, Grid, Process, SamplerKind, SubVp, Ve, Vp, VpCosine,
+};
 use crate::error::{Error, Result};
 use crate::fused::mixture_trajectory::{self, MixturePlan};
 use crate::info::{Curves, InfoSpec, Partition, Tracking, bits, measure_trajectories, peaks};
@@ -121,7 +123,7 @@ pub struct Config {
     pub components: Vec<Component>,
     /// A diffusers UNet2DModel folder to measure instead of a mixture.
     pub model: Option<std::path::PathBuf>,
-    pub sampler: Sampler,
+    pub sampler: SamplerKind,
     /// Sampler steps (grid transitions).
     pub steps: usize,
     pub partitions: Vec<Partition>,
@@ -150,7 +152,7 @@ pub fn default_config() -> Config {
         },
         components: vec![comp(-8.0, 0), comp(-4.0, 1), comp(6.0, 2), comp(8.0, 3)],
         model: None,
-        sampler: Sampler::Ancestral {
+        sampler: SamplerKind::Ancestral {
             variance: AncestralVariance::Beta,
         },
         steps: 1000,
@@ -490,7 +492,7 @@ impl Config {
                                 ));
                             }
                         };
-                        Sampler::Ancestral { variance }
+                        SamplerKind::Ancestral { variance }
                     }
                     "ddim" => {
                         as_obj(sv, path, &["kind", "steps", "eta"])?;
@@ -498,15 +500,15 @@ impl Config {
                         if !(0.0..=1.0).contains(&eta) {
                             return Err(Error::config("sampler.eta", "a number in [0, 1]", eta));
                         }
-                        Sampler::Ddim { eta }
+                        SamplerKind::Ddim { eta }
                     }
                     "euler_maruyama" => {
                         as_obj(sv, path, &["kind", "steps"])?;
-                        Sampler::EulerMaruyama
+                        SamplerKind::EulerMaruyama
                     }
                     _ => {
                         as_obj(sv, path, &["kind", "steps"])?;
-                        Sampler::HeunOde
+                        SamplerKind::HeunOde
                     }
                 };
                 (sampler, steps)
@@ -629,12 +631,12 @@ impl Config {
             })
             .collect();
         let sampler = match self.sampler {
-            Sampler::Ancestral { variance } => {
+            SamplerKind::Ancestral { variance } => {
                 json!({"kind": "ancestral", "steps": self.steps, "variance": variance})
             }
-            Sampler::Ddim { eta } => json!({"kind": "ddim", "steps": self.steps, "eta": eta}),
-            Sampler::EulerMaruyama => json!({"kind": "euler_maruyama", "steps": self.steps}),
-            Sampler::HeunOde => json!({"kind": "heun_ode", "steps": self.steps}),
+            SamplerKind::Ddim { eta } => json!({"kind": "ddim", "steps": self.steps, "eta": eta}),
+            SamplerKind::EulerMaruyama => json!({"kind": "euler_maruyama", "steps": self.steps}),
+            SamplerKind::HeunOde => json!({"kind": "heun_ode", "steps": self.steps}),
         };
         let mut v = json!({
             "process": self.process.to_json(),
@@ -910,7 +912,7 @@ impl Report {
                 bits(c.prior_entropy - hx)
             ));
         }
-        if self.config.sampler == Sampler::EulerMaruyama
+        if self.config.sampler == SamplerKind::EulerMaruyama
             && let Ok(grid) = self.config.grid()
         {
             // The score term moves x by c·s ≈ −(g²h/σ²)·(x − s_t m): beyond 1 the step overshoots.
