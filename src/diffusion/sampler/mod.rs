@@ -468,3 +468,81 @@ pub fn sample<M: ScoreModel + ?Sized, O: Observer + ?Sized>(
     })?;
     Ok(x)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::{Ddpm, Process, Ve, Vp};
+
+    fn kinds() -> [SamplerKind; 6] {
+        [
+            SamplerKind::Ancestral {
+                variance: AncestralVariance::Beta,
+            },
+            SamplerKind::Ancestral {
+                variance: AncestralVariance::BetaTilde,
+            },
+            SamplerKind::Ddim { eta: 0.0 },
+            SamplerKind::Ddim { eta: 0.5 },
+            SamplerKind::EulerMaruyama,
+            SamplerKind::HeunOde,
+        ]
+    }
+
+    #[test]
+    fn kinds_read_and_write_the_config_names() {
+        let read = |s: &str| serde_json::from_str::<SamplerKind>(s);
+        assert_eq!(
+            read(r#"{"kind": "ancestral"}"#).unwrap(),
+            SamplerKind::Ancestral {
+                variance: AncestralVariance::Beta
+            }
+        );
+        assert_eq!(
+            read(r#"{"kind": "ancestral", "variance": "beta_tilde"}"#).unwrap(),
+            SamplerKind::Ancestral {
+                variance: AncestralVariance::BetaTilde
+            }
+        );
+        assert_eq!(
+            read(r#"{"kind": "ddim"}"#).unwrap(),
+            SamplerKind::Ddim { eta: 0.0 }
+        );
+        assert!(read(r#"{"kind": "ddim", "eta": 1, "etta": 2}"#).is_err());
+        assert!(read(r#"{"kind": "dpm"}"#).is_err());
+        for k in kinds() {
+            let json = serde_json::to_value(k).unwrap();
+            assert_eq!(json["kind"], k.name());
+            assert_eq!(serde_json::from_value::<SamplerKind>(json).unwrap(), k);
+        }
+    }
+
+    #[test]
+    fn plans_get_one_term_transitions() {
+        // The fused plans read (a, c, var): every transition a kind gives them has one term.
+        let grids = [
+            Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(10).unwrap(),
+            Vp::new(0.1, 20.0).unwrap().grid(10).unwrap(),
+            Ve::new(0.01, 50.0).unwrap().grid(10).unwrap(),
+        ];
+        for g in &grids {
+            for k in kinds() {
+                for (j, w) in g.points.windows(2).enumerate() {
+                    let tr = k.transition(&w[0], &w[1], j + 2 == g.points.len());
+                    assert_eq!(tr.is_none(), k == SamplerKind::HeunOde);
+                    if let Some(tr) = tr {
+                        assert_eq!(tr.one_term(), Some((tr.a, tr.c, tr.var)));
+                        assert!(tr.var >= 0.0 && (tr.var > 0.0) <= k.is_stochastic());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn earlier_terms_are_bounded() {
+        let tr = Transition::new(1.0, 0.5, 0.1);
+        assert_eq!(tr.with_earlier(&[0.1, 0.2]).unwrap().earlier(), &[0.1, 0.2]);
+        assert!(tr.with_earlier(&[0.0; MAX_EARLIER_TERMS + 1]).is_err());
+    }
+}
