@@ -15,5 +15,5 @@ pub use process::{
 };
 pub use sampler::{
     AncestralVariance, EndView, NoObserver, Observer, Sampler, SamplerKind, ScoreFn, StepCtx,
-    StepView, Transition, sample,
+    StepView, Transition, sample, sample_with,
 };

@@ -226,6 +226,14 @@ impl Observer for InfoObserver<'_> {
                 reason: "exact posterior tracking needs a model with an exact posterior".into(),
             });
         }
+        if self.tracking == Tracking::Online
+            && v.transition.is_some_and(|tr| tr.one_term().is_none())
+        {
+            return Err(Error::Unsupported {
+                op: "InfoObserver",
+                reason: "online tracking of a multistep transition (earlier score terms)".into(),
+            });
+        }
         let np = self.spec.partitions.len();
         let (mut delta2, mut cross, mut part_d2) =
             (vec![0.0f64; k], vec![0.0f64; k], vec![0.0f64; np]);
@@ -271,13 +279,6 @@ impl Observer for InfoObserver<'_> {
                 && let Some(tr) = v.transition
                 && tr.var > 0.0
             {
-                if tr.one_term().is_none() {
-                    return Err(Error::Unsupported {
-                        op: "InfoObserver",
-                        reason: "online tracking of a multistep transition (earlier score terms)"
-                            .into(),
-                    });
-                }
                 let upd = crate::info::OnlineUpdate::from_transition(&tr);
                 let z = &v.noise[b * d..(b + 1) * d];
                 let lp = &mut self.log_pi[b * k..(b + 1) * k];

@@ -5,10 +5,8 @@
 //!
 //! i.e. a = 1/r, c = v/r, and no noise on the last step.
 
-use super::{AncestralVariance, Sampler, ScoreFn, StepCtx, Transition, linear_step};
+use super::{AncestralVariance, OneStep, Transition};
 use crate::diffusion::GridPoint;
-use crate::error::Result;
-use crate::score::Scores;
 
 /// The ancestral step with its variance choice.
 #[derive(Clone, Copy, Debug)]
@@ -16,37 +14,19 @@ pub struct Ancestral {
     pub variance: AncestralVariance,
 }
 
-/// The step from `p` to `q` (`last`: no noise).
-pub fn transition(
-    variance: AncestralVariance,
-    p: &GridPoint,
-    q: &GridPoint,
-    last: bool,
-) -> Transition {
-    let r = p.s / q.s;
-    let v = (p.sigma * p.sigma - r * r * q.sigma * q.sigma).max(0.0);
-    let var = if last {
-        0.0
-    } else {
-        match variance {
-            AncestralVariance::Beta => v,
-            AncestralVariance::BetaTilde => q.sigma * q.sigma * v / (p.sigma * p.sigma),
-        }
-    };
-    Transition::new(1.0 / r, v / r, var)
-}
-
-impl Sampler for Ancestral {
-    fn step(
-        &mut self,
-        _model: &dyn ScoreFn,
-        ctx: &StepCtx<'_>,
-        x: &[f32],
-        scores: &Scores,
-        x_next: &mut [f32],
-        z: &mut [f32],
-    ) -> Result<Option<Transition>> {
-        let tr = transition(self.variance, ctx.from, ctx.to, ctx.last);
-        linear_step(tr, ctx, x, scores, x_next, z)
+impl OneStep for Ancestral {
+    /// The step from `p` to `q` (`last`: no noise).
+    fn transition(&self, p: &GridPoint, q: &GridPoint, last: bool) -> Transition {
+        let r = p.s / q.s;
+        let v = (p.sigma * p.sigma - r * r * q.sigma * q.sigma).max(0.0);
+        let var = if last {
+            0.0
+        } else {
+            match self.variance {
+                AncestralVariance::Beta => v,
+                AncestralVariance::BetaTilde => q.sigma * q.sigma * v / (p.sigma * p.sigma),
+            }
+        };
+        Transition::new(1.0 / r, v / r, var)
     }
 }

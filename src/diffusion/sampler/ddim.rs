@@ -6,10 +6,8 @@
 //! linear in the score: a = s_{t'}/s_t, c = s_{t'}σ_t²/s_t − √(σ_{t'}² − σ_η²)·σ_t, var = σ_η².
 //! η = 0 is deterministic; η = 1 is the ancestral step with variance β̃.
 
-use super::{Sampler, ScoreFn, StepCtx, Transition, linear_step};
+use super::{OneStep, Transition};
 use crate::diffusion::GridPoint;
-use crate::error::Result;
-use crate::score::Scores;
 
 /// DDIM with noise scale η ∈ [0, 1].
 #[derive(Clone, Copy, Debug)]
@@ -17,34 +15,16 @@ pub struct Ddim {
     pub eta: f64,
 }
 
-/// The step from `p` to `q`.
-pub fn transition(eta: f64, p: &GridPoint, q: &GridPoint) -> Transition {
-    let r = p.s / q.s;
-    let v = (p.sigma * p.sigma - r * r * q.sigma * q.sigma).max(0.0);
-    let sig_eta2 = eta * eta * q.sigma * q.sigma * v / (p.sigma * p.sigma);
-    let a = q.s / p.s;
-    let c =
-        q.s * p.sigma * p.sigma / p.s - (q.sigma * q.sigma - sig_eta2).max(0.0).sqrt() * p.sigma;
-    Transition::new(a, c, sig_eta2)
-}
-
-impl Sampler for Ddim {
-    fn step(
-        &mut self,
-        _model: &dyn ScoreFn,
-        ctx: &StepCtx<'_>,
-        x: &[f32],
-        scores: &Scores,
-        x_next: &mut [f32],
-        z: &mut [f32],
-    ) -> Result<Option<Transition>> {
-        linear_step(
-            transition(self.eta, ctx.from, ctx.to),
-            ctx,
-            x,
-            scores,
-            x_next,
-            z,
-        )
+impl OneStep for Ddim {
+    /// The step from `p` to `q`.
+    fn transition(&self, p: &GridPoint, q: &GridPoint, _last: bool) -> Transition {
+        let eta = self.eta;
+        let r = p.s / q.s;
+        let v = (p.sigma * p.sigma - r * r * q.sigma * q.sigma).max(0.0);
+        let sig_eta2 = eta * eta * q.sigma * q.sigma * v / (p.sigma * p.sigma);
+        let a = q.s / p.s;
+        let c = q.s * p.sigma * p.sigma / p.s
+            - (q.sigma * q.sigma - sig_eta2).max(0.0).sqrt() * p.sigma;
+        Transition::new(a, c, sig_eta2)
     }
 }

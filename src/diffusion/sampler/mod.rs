@@ -12,8 +12,9 @@
 //! by Σ_j c_j·(s_j(x | y) − s_j(x)); the online classifier uses exactly that
 //! ([`crate::info::OnlineUpdate`]).
 //!
-//! Adding a sampler: one file here implementing [`Sampler`], and one [`SamplerKind`] variant
-//! (with its config name) whose arms in this file say how to build it and what it supports.
+//! Adding a sampler: one file here implementing [`Sampler`] (or, for a one-step linear-Gaussian
+//! step, only [`OneStep::transition`]), and one [`SamplerKind`] variant (with its config name)
+//! whose arms in this file say how to build it and what it supports.
 
 pub mod ancestral;
 pub mod ddim;
@@ -160,10 +161,12 @@ impl SamplerKind {
     pub fn transition(&self, p: &GridPoint, q: &GridPoint, last: bool) -> Option<Transition> {
         match *self {
             SamplerKind::Ancestral { variance } => {
-                Some(ancestral::transition(variance, p, q, last))
+                Some(ancestral::Ancestral { variance }.transition(p, q, last))
             }
-            SamplerKind::Ddim { eta } => Some(ddim::transition(eta, p, q)),
-            SamplerKind::EulerMaruyama => Some(euler_maruyama::transition(p, q)),
+            SamplerKind::Ddim { eta } => Some(ddim::Ddim { eta }.transition(p, q, last)),
+            SamplerKind::EulerMaruyama => {
+                Some(euler_maruyama::EulerMaruyama.transition(p, q, last))
+            }
             SamplerKind::HeunOde => None,
         }
     }
@@ -267,37 +270,42 @@ pub trait Sampler: Send {
     }
 }
 
-/// The step of a one-term linear-Gaussian transition: z from the run's noise (zeros where
-/// var = 0), x' = a·x + c·s + √var·z, in f64 per element and rounded once.
-pub fn linear_step(
-    tr: Transition,
-    ctx: &StepCtx<'_>,
-    x: &[f32],
-    scores: &Scores,
-    x_next: &mut [f32],
-    z: &mut [f32],
-) -> Result<Option<Transition>> {
-    let Some((a, c, var)) = tr.one_term() else {
-        return Err(Error::Unsupported {
-            op: "linear_step",
-            reason: "a transition with earlier score terms needs its sampler's history".into(),
-        });
-    };
-    let (d, n) = (ctx.dim, ctx.batch * ctx.dim);
-    let sd = var.sqrt();
-    for (b, row) in z[..n].chunks_mut(d.max(1)).enumerate() {
-        if sd > 0.0 {
-            ctx.noise
-                .fill_normals(ctx.first_trajectory + b as u64, ctx.step as u32, row);
-        } else {
-            row.fill(0.0);
+/// A sampler whose step is a one-term linear-Gaussian transition fixed by the two grid points:
+/// implementing [`OneStep::transition`] makes it a [`Sampler`] (z from the run's noise, zeros where
+/// var = 0; x' = a·x + c·s + √var·z in f64 per element, rounded once).
+pub trait OneStep: Send {
+    /// The transition from `p` to `q` (`last`: the final step, into the data end).
+    fn transition(&self, p: &GridPoint, q: &GridPoint, last: bool) -> Transition;
+}
+
+impl<T: OneStep> Sampler for T {
+    fn step(
+        &mut self,
+        _model: &dyn ScoreFn,
+        ctx: &StepCtx<'_>,
+        x: &[f32],
+        scores: &Scores,
+        x_next: &mut [f32],
+        z: &mut [f32],
+    ) -> Result<Option<Transition>> {
+        let tr = self.transition(ctx.from, ctx.to, ctx.last);
+        let (d, n) = (ctx.dim, ctx.batch * ctx.dim);
+        let sd = tr.var.sqrt();
+        for (b, row) in z[..n].chunks_mut(d.max(1)).enumerate() {
+            if sd > 0.0 {
+                ctx.noise
+                    .fill_normals(ctx.first_trajectory + b as u64, ctx.step as u32, row);
+            } else {
+                row.fill(0.0);
+            }
         }
+        let (a, c) = (tr.a, tr.c);
+        // x' = a x + c s + √var z
+        for i in 0..n {
+            x_next[i] = (a * x[i] as f64 + c * scores.uncond[i] as f64 + sd * z[i] as f64) as f32;
+        }
+        Ok(Some(tr))
     }
-    // x' = a x + c s + √var z
-    for i in 0..n {
-        x_next[i] = (a * x[i] as f64 + c * scores.uncond[i] as f64 + sd * z[i] as f64) as f32;
-    }
-    Ok(Some(tr))
 }
 
 /// What an observer sees of one step of a batch: the move from grid point `from` to `to`.
@@ -402,11 +410,34 @@ pub fn sample<M: ScoreModel + ?Sized, O: Observer + ?Sized>(
     observer: &mut O,
 ) -> Result<Vec<f32>> {
     let (d, k) = (model.dim(), model.num_classes());
+    let mut sampler = sampler.build(grid, batch, d, k)?;
+    sample_with(
+        model,
+        grid,
+        sampler.as_mut(),
+        noise,
+        first_trajectory,
+        batch,
+        observer,
+    )
+}
+
+/// [`sample`] with a sampler already built for `grid` and `batch` (one of [`SamplerKind::build`]'s,
+/// or a [`Sampler`] of the caller's own); returns the final states (B, D).
+pub fn sample_with<M: ScoreModel + ?Sized, O: Observer + ?Sized>(
+    model: &M,
+    grid: &Grid,
+    sampler: &mut dyn Sampler,
+    noise: Noise,
+    first_trajectory: u64,
+    batch: usize,
+    observer: &mut O,
+) -> Result<Vec<f32>> {
+    let (d, k) = (model.dim(), model.num_classes());
     let pts = &grid.points;
     if pts.len() < 2 {
         return Err(Error::config("sampler.steps", "at least 1", 0));
     }
-    let mut sampler = sampler.build(grid, batch, d, k)?;
     let score_fn = ModelFn(model);
     let mut x = vec![0.0f32; batch * d]; // (B, D)
     for (b, row) in x.chunks_mut(d).enumerate() {
