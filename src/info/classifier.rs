@@ -138,7 +138,7 @@ mod tests {
         assert!(tr2.one_term().is_none() && tr.one_term() == Some((0.9, 0.3, 0.04)));
         let prev = [1.0, 1.0, 1.0];
         mean_shift(&tr2, &delta, &[&prev], &mut dmu).unwrap();
-        assert_eq!(dmu, [0.3 * 0.5 - 0.1, 0.3 * -1.0 - 0.1, 0.3 * 2.0 - 0.1]);
+        assert_eq!(dmu, [0.3 * 0.5 - 0.1, -0.3 - 0.1, 0.3 * 2.0 - 0.1]);
         assert!(mean_shift(&tr2, &delta, &[], &mut dmu).is_err());
     }
 }

@@ -171,15 +171,15 @@ impl SamplerKind {
         }
     }
 
-    /// The sampler for `batch` states of dimension `dim` with `classes` classes on `grid`.
+    /// The sampler for `batch` states of dimension `dim` with `classes` classes on `grid` (which
+    /// a multistep sampler sizes its history by; none of today's needs it).
     pub fn build(
         &self,
-        grid: &Grid,
+        _grid: &Grid,
         batch: usize,
         dim: usize,
         classes: usize,
     ) -> Result<Box<dyn Sampler>> {
-        let _ = grid;
         Ok(match *self {
             SamplerKind::Ancestral { variance } => Box::new(ancestral::Ancestral { variance }),
             SamplerKind::Ddim { eta } => Box::new(ddim::Ddim { eta }),
