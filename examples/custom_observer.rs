@@ -1,19 +1,20 @@
 //! Runs DDPM ancestral sampling on a two-class mixture with an observer of its own: at every step
-//! it records the mean exact posterior of the class on the right and the mean |x_t|, and at the
-//! end how many samples landed on the right.
+//! it records the mean exact posterior of the class on the right, the mean |x_t| and the mean
+//! denoised estimate x̂₀ (which the step view carries), and at the end how many samples landed
+//! on the right.
 //!
 //! `cargo run --release --example custom_observer`
 
 use infodiff::Result;
 use infodiff::diffusion::{
-    AncestralVariance, Ddpm, EndView, Observer, Process, Sampler, StepView, sample,
+    AncestralVariance, Ddpm, EndView, Observer, Process, SamplerKind, StepView, sample,
 };
 use infodiff::rng::Noise;
 use infodiff::score::{Component, GaussianMixture, ScoreModel};
 
-/// Mean exact p(y = right | x_t) and mean |x_t| per step.
+/// Mean exact p(y = right | x_t), mean |x_t| and mean x̂₀ per step.
 struct RightPosterior {
-    rows: Vec<(f64, f64, f64)>, // (t, mean p(right | x_t), mean |x_t|)
+    rows: Vec<(f64, f64, f64, f64)>, // (t, mean p(right | x_t), mean |x_t|, mean x̂₀)
     final_right: usize,
 }
 
@@ -24,7 +25,8 @@ impl Observer for RightPosterior {
         let b = v.scores.batch;
         let p_right = (0..b).map(|i| post[i * k + 1]).sum::<f64>() / b as f64;
         let mean_abs = v.x.iter().map(|x| x.abs() as f64).sum::<f64>() / v.x.len() as f64;
-        self.rows.push((v.from.t, p_right, mean_abs));
+        let mean_x0 = v.x0_hat.iter().map(|x| *x as f64).sum::<f64>() / v.x0_hat.len() as f64;
+        self.rows.push((v.from.t, p_right, mean_abs, mean_x0));
         Ok(())
     }
     fn on_end(&mut self, v: &EndView<'_>) -> Result<()> {
@@ -49,7 +51,7 @@ fn main() -> Result<()> {
         },
     ])?;
     let grid = Ddpm::new(1e-4, 0.02, 1000)?.grid(250)?;
-    let sampler = Sampler::Ancestral {
+    let sampler = SamplerKind::Ancestral {
         variance: AncestralVariance::BetaTilde,
     };
     let mut obs = RightPosterior {
@@ -59,9 +61,9 @@ fn main() -> Result<()> {
     let n = 4096;
     let x0 = sample(&model, &grid, &sampler, Noise::new(1), 0, n, &mut obs)?;
     println!("{}", model.describe());
-    println!("     t   E p(right | x_t)   E |x_t|");
-    for (t, p, a) in obs.rows.iter().step_by(25) {
-        println!("{t:>6} {p:>18.4} {a:>9.4}");
+    println!("     t   E p(right | x_t)   E |x_t|   E x̂₀");
+    for (t, p, a, x0) in obs.rows.iter().step_by(25) {
+        println!("{t:>6} {p:>18.4} {a:>9.4} {x0:>7.3}");
     }
     let frac = obs.final_right as f64 / n as f64;
     println!(

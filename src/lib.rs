@@ -17,7 +17,7 @@
 //! use infodiff::info::{Curves, InfoSpec, Tracking, bits, measure_trajectories};
 //! use infodiff::rng::Noise;
 //! use infodiff::score::{Component, GaussianMixture, ScoreModel};
-//! use infodiff::diffusion::{AncestralVariance, Ddpm, Process, Sampler};
+//! use infodiff::diffusion::{AncestralVariance, Ddpm, Process, SamplerKind};
 //! # fn main() -> infodiff::Result<()> {
 //! let m = GaussianMixture::new(vec![
 //!     Component { weight: 1.0, mean: vec![-1.0], var: vec![0.0], class: 0 },
@@ -25,7 +25,7 @@
 //! ])?;
 //! let spec = InfoSpec::new(m.class_prior(), vec![])?;
 //! let grid = Ddpm::new(1e-4, 0.02, 1000)?.grid(200)?;
-//! let sampler = Sampler::Ancestral { variance: AncestralVariance::Beta };
+//! let sampler = SamplerKind::Ancestral { variance: AncestralVariance::Beta };
 //! let sums = measure_trajectories(&m, &spec, &grid, &sampler, Noise::new(0), 0, 1000, 128, Tracking::Online, None)?;
 //! let curves = Curves::from_sums(&sums, &spec, &grid, Tracking::Online);
 //! assert!((bits(curves.h_online[0]) - 1.0).abs() < 1e-9); // the prior at the noise end

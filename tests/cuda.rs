@@ -642,9 +642,9 @@ fn mixture_cases() -> Vec<(
     infodiff::score::GaussianMixture,
     Vec<infodiff::info::Partition>,
     infodiff::diffusion::Grid,
-    infodiff::diffusion::Sampler,
+    infodiff::diffusion::SamplerKind,
 )> {
-    use infodiff::diffusion::{AncestralVariance, Ddpm, Process, Sampler, Vp};
+    use infodiff::diffusion::{AncestralVariance, Ddpm, Process, SamplerKind, Vp};
     use infodiff::info::Partition;
     use infodiff::score::{Component, GaussianMixture};
     let comp = |weight: f64, mean: Vec<f64>, var: Vec<f64>, class| Component {
@@ -678,7 +678,7 @@ fn mixture_cases() -> Vec<(
             two_d,
             vec![part("ab", vec![0], vec![1, 2])],
             Vp::new(0.1, 20.0).unwrap().grid(60).unwrap(),
-            Sampler::EulerMaruyama,
+            SamplerKind::EulerMaruyama,
         ),
         (
             points,
@@ -687,7 +687,7 @@ fn mixture_cases() -> Vec<(
                 part("r", vec![2], vec![3]),
             ],
             Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(100).unwrap(),
-            Sampler::Ancestral {
+            SamplerKind::Ancestral {
                 variance: AncestralVariance::Beta,
             },
         ),

@@ -2,7 +2,7 @@
 //! divergence is known in closed form: the estimator itself (scale of h, unbiasedness, batch
 //! independence) and entropy production through the generic observer.
 
-use infodiff::diffusion::{AncestralVariance, Ddpm, Process, Sampler};
+use infodiff::diffusion::{AncestralVariance, Ddpm, Process, SamplerKind};
 use infodiff::info::{Curves, InfoSpec, Tracking, measure_trajectories};
 use infodiff::rng::Noise;
 use infodiff::score::hutchinson::probe_step;
@@ -160,7 +160,7 @@ fn hutchinson_entropy_production_matches_the_exact_divergence() {
     let m = mixture();
     let spec = InfoSpec::new(m.class_prior(), vec![]).unwrap();
     let grid = Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(50).unwrap();
-    let sampler = Sampler::Ancestral {
+    let sampler = SamplerKind::Ancestral {
         variance: AncestralVariance::Beta,
     };
     let noise = Noise::new(2024);

@@ -2,7 +2,7 @@
 //! Entropies in nats inside, compared in bits where the reference values are in bits.
 
 use infodiff::app::{self, Config, Engine};
-use infodiff::diffusion::{AncestralVariance, Ddpm, Process, Sampler, Vp};
+use infodiff::diffusion::{AncestralVariance, Ddpm, Process, SamplerKind, Vp};
 use infodiff::info::closed_form::{
     bpsk_mutual_information, mixture_class_entropy_1d, mixture_conditional_entropy_1d,
     mixture_decision_entropy_1d,
@@ -287,9 +287,9 @@ fn fused_kernel_refuses_non_sde_samplers() {
         cfg.grid().unwrap(),
     );
     for s in [
-        Sampler::Ddim { eta: 0.5 },
-        Sampler::Ddim { eta: 0.0 },
-        Sampler::HeunOde,
+        SamplerKind::Ddim { eta: 0.5 },
+        SamplerKind::Ddim { eta: 0.0 },
+        SamplerKind::HeunOde,
     ] {
         let e = MixturePlan::new(&m, &spec, &grid, &s, Noise::new(0)).unwrap_err();
         assert!(
@@ -297,7 +297,7 @@ fn fused_kernel_refuses_non_sde_samplers() {
             "{s:?}: {e}"
         );
     }
-    let eta1 = Sampler::Ddim { eta: 1.0 };
+    let eta1 = SamplerKind::Ddim { eta: 1.0 };
     assert!(MixturePlan::new(&m, &spec, &grid, &eta1, Noise::new(0)).is_ok());
     // a prior that is not a distribution is refused
     assert!(InfoSpec::new(vec![0.5, 0.6], vec![]).is_err());
@@ -323,7 +323,7 @@ fn shuffled_label_null_gives_zero_information() {
     let m = GaussianMixture::new(comps).unwrap();
     let spec = InfoSpec::new(m.class_prior(), vec![]).unwrap();
     let grid = Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(200).unwrap();
-    let sampler = Sampler::Ancestral {
+    let sampler = SamplerKind::Ancestral {
         variance: AncestralVariance::Beta,
     };
     for engine in [Engine::Generic, Engine::Fused(infodiff::simd::detected())] {
@@ -533,7 +533,7 @@ fn decision_and_class_rates_match_the_quadrature() {
     // class rates add up to the label rate: Σ_k P̂(k)·rate_class_k = rate_rb (1e-6 relative: f64
     // sums of f32 scores, so Σ_y π_y Δ_y vanishes to f32 precision).
     let mut cfg = app::default_config();
-    cfg.sampler = Sampler::Ddim { eta: 0.0 };
+    cfg.sampler = SamplerKind::Ddim { eta: 0.0 };
     cfg.steps = 100;
     cfg.trajectories = 500;
     let ex = app::run(&cfg, None, None).unwrap();
@@ -609,7 +609,7 @@ fn non_finite_values_are_reported_with_their_step() {
         &m,
         &spec,
         &grid,
-        &Sampler::EulerMaruyama,
+        &SamplerKind::EulerMaruyama,
         Noise::new(0),
         0,
         8,
@@ -632,7 +632,7 @@ fn non_finite_values_are_reported_with_their_step() {
         &m,
         &spec,
         &grid,
-        &Sampler::HeunOde,
+        &SamplerKind::HeunOde,
         Noise::new(0),
         0,
         8,
@@ -771,7 +771,7 @@ fn gpu_shape_limits_are_named_for_the_cpu_fallback() {
     assert!(why.contains("dimension") && why.contains("16"), "{why}");
     assert_eq!(app::gpu_limit(&app::default_config()), None);
     let mut det = app::default_config();
-    det.sampler = Sampler::Ddim { eta: 0.0 };
+    det.sampler = SamplerKind::Ddim { eta: 0.0 };
     assert_eq!(app::gpu_limit(&det), None);
     // A network job with more decision problems than the fused neural step records.
     let model =

@@ -1,7 +1,7 @@
 //! Every SIMD variant against the scalar reference (cpu::reference / f64 libm), on odd sizes.
 
 use infodiff::cpu::reference;
-use infodiff::diffusion::{AncestralVariance, Ddpm, Process, Sampler, Vp};
+use infodiff::diffusion::{AncestralVariance, Ddpm, Process, SamplerKind, Vp};
 use infodiff::fused::mixture_trajectory::{MixturePlan, run};
 use infodiff::info::{InfoSpec, Partition};
 use infodiff::rng::Noise;
@@ -131,17 +131,17 @@ fn fused_mixture_kernel_matches_reference_on_every_isa() {
     for (grid, sampler) in [
         (
             Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(200).unwrap(),
-            Sampler::Ancestral {
+            SamplerKind::Ancestral {
                 variance: AncestralVariance::Beta,
             },
         ),
         (
             Vp::new(0.1, 20.0).unwrap().grid(200).unwrap(),
-            Sampler::EulerMaruyama,
+            SamplerKind::EulerMaruyama,
         ),
         (
             Vp::new(0.1, 20.0).unwrap().grid(150).unwrap(),
-            Sampler::Ddim { eta: 1.0 },
+            SamplerKind::Ddim { eta: 1.0 },
         ),
     ] {
         let plan = MixturePlan::new(&m, &spec, &grid, &sampler, noise).unwrap();

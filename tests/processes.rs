@@ -167,3 +167,57 @@ fn invalid_process_parameters_are_refused_by_name() {
     let e = Ddpm::new(1e-4, 0.02, 0).unwrap_err().to_string();
     assert!(e.contains("process.steps"), "{e}");
 }
+
+/// The step view's x̂₀ is Tweedie's E[x₀ | x_t]: for point masses m_y it is Σ_y p(y | x_t) m_y,
+/// on every process and for every sampler (the driver computes it, not the sampler).
+#[test]
+fn step_view_x0_hat_is_the_posterior_mean_of_the_data() {
+    use infodiff::diffusion::{AncestralVariance, Observer, SamplerKind, StepView, sample};
+    use infodiff::rng::Noise;
+    use infodiff::score::{Component, GaussianMixture};
+    let means = [-2.0f64, 1.0, 3.0];
+    let comps = means
+        .iter()
+        .enumerate()
+        .map(|(c, &m)| Component {
+            weight: 1.0 + c as f64,
+            mean: vec![m],
+            var: vec![0.0],
+            class: c,
+        })
+        .collect();
+    let model = GaussianMixture::new(comps).unwrap();
+    struct Check<'a>(&'a [f64], usize);
+    impl Observer for Check<'_> {
+        fn on_step(&mut self, v: &StepView<'_>) -> infodiff::Result<()> {
+            let post = v.scores.posterior.as_ref().expect("exact model");
+            let k = self.0.len();
+            for (b, &x0) in v.x0_hat.iter().enumerate() {
+                let want: f64 = (0..k).map(|y| post[b * k + y] * self.0[y]).sum();
+                // f32 scores and states, amplified by σ²/s at the noise end: 1e-3 relative to
+                // the data's scale (3) plus σ_t²/s_t times f32's epsilon on the score.
+                let tol = 3e-3 + 1e-5 * v.from.sigma.powi(2) / v.from.s;
+                assert!(
+                    (x0 as f64 - want).abs() <= tol,
+                    "step {}: {x0} vs {want}",
+                    v.step
+                );
+            }
+            self.1 += 1;
+            Ok(())
+        }
+    }
+    for p in all() {
+        let grid = p.grid(20).unwrap();
+        for s in [
+            SamplerKind::Ancestral {
+                variance: AncestralVariance::Beta,
+            },
+            SamplerKind::HeunOde,
+        ] {
+            let mut obs = Check(&means, 0);
+            sample(&model, &grid, &s, Noise::new(3), 0, 16, &mut obs).unwrap();
+            assert_eq!(obs.1, 20, "{} {}", p.name(), s.name());
+        }
+    }
+}

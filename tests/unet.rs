@@ -445,12 +445,12 @@ fn neural_loop_against_the_cpu_observer(
         &infodiff::score::unet::UNetScore,
         &infodiff::info::InfoSpec,
         &infodiff::diffusion::Grid,
-        &infodiff::diffusion::Sampler,
+        &infodiff::diffusion::SamplerKind,
         infodiff::rng::Noise,
         usize,
     ) -> infodiff::info::InfoSums,
 ) {
-    use infodiff::diffusion::{AncestralVariance, Ddpm, Process, Sampler};
+    use infodiff::diffusion::{AncestralVariance, Ddpm, Process, SamplerKind};
     use infodiff::info::{InfoSpec, Layout, Partition, Tracking, measure_trajectories};
     use infodiff::rng::Noise;
     use infodiff::score::unet::UNetScore;
@@ -470,7 +470,7 @@ fn neural_loop_against_the_cpu_observer(
     ];
     let spec = InfoSpec::new(score.class_prior(), parts).unwrap();
     let grid = Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(3).unwrap();
-    let sampler = Sampler::Ancestral {
+    let sampler = SamplerKind::Ancestral {
         variance: AncestralVariance::Beta,
     };
     let noise = Noise::new(5);

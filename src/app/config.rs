@@ -15,7 +15,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::diffusion::{AncestralVariance, Ddpm, Grid, Process, Sampler, SubVp, Ve, Vp, VpCosine};
+use crate::diffusion::{
+    AncestralVariance, Ddpm, Grid, Process, SamplerKind, SubVp, Ve, Vp, VpCosine,
+};
 use crate::error::{Error, Result};
 use crate::info::{Curves, InfoSpec, Partition};
 use crate::score::{Component, GaussianMixture, ScoreModel};
@@ -191,25 +193,25 @@ pub enum SamplerConfig {
 impl SamplerConfig {
     /// The diffusion sampler and the steps asked for (None: the default). The one place the
     /// config's sampler meets `diffusion::Sampler`, with [`SamplerConfig::of`] its inverse.
-    pub fn sampler(&self) -> (Sampler, Option<u64>) {
+    pub fn sampler(&self) -> (SamplerKind, Option<u64>) {
         match *self {
             SamplerConfig::Ancestral { steps, variance } => {
-                (Sampler::Ancestral { variance }, steps)
+                (SamplerKind::Ancestral { variance }, steps)
             }
-            SamplerConfig::Ddim { steps, eta } => (Sampler::Ddim { eta }, steps),
-            SamplerConfig::EulerMaruyama { steps } => (Sampler::EulerMaruyama, steps),
-            SamplerConfig::HeunOde { steps } => (Sampler::HeunOde, steps),
+            SamplerConfig::Ddim { steps, eta } => (SamplerKind::Ddim { eta }, steps),
+            SamplerConfig::EulerMaruyama { steps } => (SamplerKind::EulerMaruyama, steps),
+            SamplerConfig::HeunOde { steps } => (SamplerKind::HeunOde, steps),
         }
     }
 
     /// The config form of `sampler` run for `steps` steps.
-    pub fn of(sampler: Sampler, steps: usize) -> SamplerConfig {
+    pub fn of(sampler: SamplerKind, steps: usize) -> SamplerConfig {
         let steps = Some(steps as u64);
         match sampler {
-            Sampler::Ancestral { variance } => SamplerConfig::Ancestral { steps, variance },
-            Sampler::Ddim { eta } => SamplerConfig::Ddim { steps, eta },
-            Sampler::EulerMaruyama => SamplerConfig::EulerMaruyama { steps },
-            Sampler::HeunOde => SamplerConfig::HeunOde { steps },
+            SamplerKind::Ancestral { variance } => SamplerConfig::Ancestral { steps, variance },
+            SamplerKind::Ddim { eta } => SamplerConfig::Ddim { steps, eta },
+            SamplerKind::EulerMaruyama => SamplerConfig::EulerMaruyama { steps },
+            SamplerKind::HeunOde => SamplerConfig::HeunOde { steps },
         }
     }
 }
@@ -543,7 +545,7 @@ pub struct Config {
     pub components: Vec<Component>,
     /// A diffusers UNet2DModel folder to measure instead of a mixture.
     pub model: Option<PathBuf>,
-    pub sampler: Sampler,
+    pub sampler: SamplerKind,
     /// Sampler steps (grid transitions).
     pub steps: usize,
     pub partitions: Vec<Partition>,
@@ -577,7 +579,7 @@ pub fn default_config() -> Config {
         },
         components: vec![comp(-8.0, 0), comp(-4.0, 1), comp(6.0, 2), comp(8.0, 3)],
         model: None,
-        sampler: Sampler::Ancestral {
+        sampler: SamplerKind::Ancestral {
             variance: AncestralVariance::Beta,
         },
         steps: 1000,
@@ -682,7 +684,7 @@ impl Config {
                     1,
                     MAX_STEPS,
                 )?;
-                if let Sampler::Ddim { eta } = sampler
+                if let SamplerKind::Ddim { eta } = sampler
                     && !(0.0..=1.0).contains(&eta)
                 {
                     return Err(Error::config("sampler.eta", "a number in [0, 1]", eta));
@@ -1034,7 +1036,7 @@ mod tests {
                 sigma_max: 50.0
             }
         );
-        assert_eq!((c.sampler, c.steps), (Sampler::Ddim { eta: 0.0 }, 1000));
+        assert_eq!((c.sampler, c.steps), (SamplerKind::Ddim { eta: 0.0 }, 1000));
         let c = Config::from_value(&json!({"process": {"kind": "ddpm", "steps": 30}})).unwrap();
         assert_eq!(c.steps, 30, "sampler steps default to the DDPM process's");
         assert_eq!(Config::from_value(&json!({})).unwrap(), default_config());

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use crate::diffusion::Sampler;
+use crate::diffusion::SamplerKind;
 use crate::error::{Error, Result};
 use crate::info::{Curves, Tracking, bits, peaks};
 
@@ -43,7 +43,7 @@ impl Report {
                 bits(c.prior_entropy - hx)
             ));
         }
-        if self.config.sampler == Sampler::EulerMaruyama
+        if self.config.sampler == SamplerKind::EulerMaruyama
             && let Ok(grid) = self.config.grid()
         {
             // The score term moves x by c·s ≈ −(g²h/σ²)·(x − s_t m): beyond 1 the step overshoots.

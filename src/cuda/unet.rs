@@ -424,7 +424,7 @@ impl<'g> GpuUNet<'g> {
         score: &crate::score::unet::UNetScore,
         spec: &crate::info::InfoSpec,
         grid: &crate::diffusion::Grid,
-        sampler: &crate::diffusion::Sampler,
+        sampler: &crate::diffusion::SamplerKind,
         noise: crate::rng::Noise,
         n: usize,
         batch: usize,

@@ -3,7 +3,7 @@
 //! Schedules are pure functions returning the whole grid ([`ddpm_alpha_bar`], [`Process::grid`]).
 //! Time runs forward: data at t = 0, noise at t = T. For DDPM, t is the state index i (0 = data,
 //! N = noise) and rates are per unit index; a network trained with diffusers takes timestep i − 1
-//! for the state x_i.
+//! for the state x_i ([`crate::diffusion::param::network_timestep`]).
 
 use crate::error::{Error, Result};
 

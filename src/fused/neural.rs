@@ -11,7 +11,7 @@
 
 use crate::cuda::ops::Dev;
 use crate::cuda::unet::{DevTensor, DeviceUNet};
-use crate::diffusion::{Grid, Sampler};
+use crate::diffusion::{Grid, SamplerKind};
 use crate::error::{Error, Result};
 use crate::fused::sde_step::{REC_DIV, REC_FIXED, REC_FLAG, REC_S2, SdeStepParams};
 use crate::info::{InfoObserver, InfoSpec, InfoSums, Layout, PointScores, Tracking};
@@ -30,7 +30,7 @@ pub fn measure_on<D: Dev>(
     score: &UNetScore,
     spec: &InfoSpec,
     grid: &Grid,
-    sampler: &Sampler,
+    sampler: &SamplerKind,
     noise: Noise,
     first: u64,
     n: usize,
@@ -102,7 +102,7 @@ pub fn measure_on<D: Dev>(
             .with_probes(probes, probe_step(&pts[j]))?;
             let mut xs = dev.alloc(bsz * rows * d)?; // (B·(K+1+2N), D)
             dev.sde_probe_rows(&p, &x, &mut xs)?;
-            let t = vec![pts[j].index as f32 - 1.0; bsz * rows];
+            let t = vec![crate::diffusion::param::network_timestep(&pts[j]); bsz * rows];
             let emb = score.net.embedding(bsz * rows, &t, Some(&labels))?;
             let input = DevTensor {
                 shape: [bsz * rows, c, h, w],

@@ -6,7 +6,9 @@
 //! ln π_y += [2 (x' − μ)·(c Δ_y) − c² ‖Δ_y‖²]/(2 var) = (c/√var) z·Δ_y − c²‖Δ_y‖²/(2 var),
 //! started at the prior and renormalised by log-sum-exp. Steps with var = 0 carry no update.
 //! The update is Bayes only along reverse-SDE paths (see
-//! [`crate::diffusion::Sampler::supports_online_classifier`]).
+//! [`crate::diffusion::SamplerKind::supports_online_classifier`]). A multistep transition
+//! (earlier score terms) is refused here: its Δμ needs the earlier points' Δ
+//! ([`crate::info::classifier::mean_shift`]), which this observer does not keep yet.
 
 use super::sums::{InfoSums, Layout, integral_weights};
 use super::{InfoSpec, decision_entropy, entropy};
@@ -222,6 +224,14 @@ impl Observer for InfoObserver<'_> {
             return Err(Error::Unsupported {
                 op: "InfoObserver",
                 reason: "exact posterior tracking needs a model with an exact posterior".into(),
+            });
+        }
+        if self.tracking == Tracking::Online
+            && v.transition.is_some_and(|tr| tr.one_term().is_none())
+        {
+            return Err(Error::Unsupported {
+                op: "InfoObserver",
+                reason: "online tracking of a multistep transition (earlier score terms)".into(),
             });
         }
         let np = self.spec.partitions.len();
@@ -464,7 +474,7 @@ pub fn measure_trajectories<M: crate::score::ScoreModel + ?Sized>(
     model: &M,
     spec: &InfoSpec,
     grid: &crate::diffusion::Grid,
-    sampler: &crate::diffusion::Sampler,
+    sampler: &crate::diffusion::SamplerKind,
     noise: crate::rng::Noise,
     first: u64,
     n: usize,

@@ -84,10 +84,10 @@ impl ScoreModel for UNetScore {
             }
         }
         let input = Tensor::new(vec![b * (k + 1), c, h, w], batch)?;
-        let timestep = point.index as f32 - 1.0; // diffusers' index of state x_i
+        let timestep = crate::diffusion::param::network_timestep(point); // diffusers' index of state x_i
         let t = vec![timestep; b * (k + 1)];
         let eps = self.net.forward(&input, &t, Some(&labels))?;
-        let inv = (-1.0 / point.sigma) as f32;
+        let inv = crate::diffusion::param::score_per_eps(point) as f32;
         for bi in 0..b {
             let base = bi * (k + 1) * d;
             for (o, e) in out.uncond[bi * d..(bi + 1) * d]
@@ -126,10 +126,10 @@ impl ScoreModel for UNetScore {
         let b = x.len() / d;
         let (c, h, w) = self.image;
         let input = Tensor::new(vec![b, c, h, w], x.to_vec())?;
-        let t = vec![point.index as f32 - 1.0; b];
+        let t = vec![crate::diffusion::param::network_timestep(point); b];
         let labels = vec![self.classes as i64; b]; // the null label
         let eps = self.net.forward(&input, &t, Some(&labels))?;
-        let inv = (-1.0 / point.sigma) as f32;
+        let inv = crate::diffusion::param::score_per_eps(point) as f32;
         for (o, e) in out.iter_mut().zip(&eps.data) {
             *o = e * inv;
         }

@@ -16,7 +16,7 @@ use crate::rng::{INIT_STEP, Noise};
 use crate::simd::isa::{Isa, IsaKind};
 use crate::simd::math::{box_muller, exp, ln, philox};
 
-use crate::diffusion::{Grid, Sampler};
+use crate::diffusion::{Grid, SamplerKind};
 use crate::score::mixture::VAR_FLOOR;
 use crate::score::{GaussianMixture, ScoreModel};
 
@@ -95,7 +95,7 @@ impl MixturePlan {
         mixture: &GaussianMixture,
         spec: &InfoSpec,
         grid: &Grid,
-        sampler: &Sampler,
+        sampler: &SamplerKind,
         noise: Noise,
     ) -> Result<Self> {
         if let Some(reason) = sampler.online_classifier_refusal() {

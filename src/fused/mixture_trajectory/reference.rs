@@ -1,7 +1,7 @@
 //! The f64 oracle of the fused mixture kernel: one trajectory at a time, written for clarity,
 //! with libm's elementary functions.
 
-use crate::diffusion::{Grid, Sampler};
+use crate::diffusion::{Grid, SamplerKind};
 use crate::rng::{INIT_STEP, Noise};
 use crate::score::GaussianMixture;
 use crate::simd::reference::box_muller;
@@ -24,7 +24,7 @@ pub struct RefTrajectory {
 pub fn mixture_trajectory(
     mixture: &GaussianMixture,
     grid: &Grid,
-    sampler: &Sampler,
+    sampler: &SamplerKind,
     noise: &Noise,
     traj: u64,
 ) -> RefTrajectory {
