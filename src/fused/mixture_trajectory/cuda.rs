@@ -9,8 +9,8 @@ use crate::error::Result;
 use crate::fused::mixture_trajectory::MixturePlan;
 use crate::info::InfoSums;
 
-/// Threads per block (`MIX_THREADS`).
-pub const THREADS: u32 = 128;
+/// Threads per block (`MIX_THREADS`, shared through the generated header).
+pub const THREADS: u32 = crate::info::sums::consts::MIX_THREADS as u32;
 
 /// Runs trajectories `first..first + n` on the GPU; returns their sums and, with `final_x`
 /// (n·D), the final states. Trajectories are the CPU kernel's: same noise, same arithmetic.
