@@ -4,6 +4,9 @@
 //! ln π_y += (c/√var) z·Δ_y − c²‖Δ_y‖²/(2 var) (then log-sum-exp), the exact posterior, and the
 //! per-point sums of [`InfoSums`] — no intermediate arrays beyond a chunk of 128 trajectories.
 //!
+//! It reads only the flat [`MixturePlan`] ([`super::plan`] builds it from the domain) and
+//! writes [`InfoSums`] (columns by their [`Layout`]).
+//!
 //! Its slow twin is [`crate::fused::mixture_trajectory::reference::mixture_trajectory`] (f64, one trajectory at a time);
 //! every ISA instantiation is tested against it and against each other (bit-identical).
 
