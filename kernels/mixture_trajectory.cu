@@ -1,6 +1,7 @@
-// Fused whole-trajectory kernel for exact Gaussian mixtures (twin: src/cpu/mixture_trajectory.rs,
-// oracle: cpu::reference::mixture_trajectory). Each thread carries one trajectory through every
-// step in registers: exact component log-densities, posterior and scores, the sampler update
+// Fused whole-trajectory kernel for exact Gaussian mixtures (twin: src/fused/mixture_trajectory/
+// cpu.rs, oracle: fused::mixture_trajectory::reference; plan: its plan.rs). Each thread carries
+// one trajectory through every step in registers: exact component log-densities, posterior and
+// scores, the sampler update
 // x' = a x + c s + √var z with in-kernel Philox noise, the online classifier
 // ln π_y += (c/√var) z·Δ_y − c²‖Δ_y‖²/(2 var) (log-sum-exp normalised), and its contribution to
 // the per-point sums of InfoSums (src/info/sums.rs `Layout`), reduced per block and added to a

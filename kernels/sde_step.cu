@@ -1,5 +1,6 @@
-// Fused reverse-SDE step for neural score models (twin: src/cpu/sde_step.rs; oracle:
-// cpu::reference::sde_step). One block per trajectory b, threads over the D elements:
+// Fused reverse-SDE step for neural score models (twin: src/fused/sde_step/cpu.rs; oracle:
+// fused::sde_step::reference; parameters: its plan.rs). One block per trajectory b, threads over
+// the D elements:
 //   s = −ε̂_∅/σ, s_y = −ε̂_y/σ, Δ_y = s_y − s, z ~ Philox(seed, traj0 + b, step, e),
 //   dot_y = Σ_e Δ_y·z, ‖Δ_y‖² = Σ_e Δ_y²,
 //   x' = a x + c s + √var z,

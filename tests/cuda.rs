@@ -3,8 +3,9 @@
 //! no GPU opens. What runs everywhere: the fused step's CPU twin against its f64 oracle on every
 //! ISA, and the device code itself (kernels/common.cuh, kernels/sde_step.cu, the mixture and
 //! U-Net kernels) compiled for the host with the system C++ compiler under a shim of the CUDA
-//! intrinsics, checked against the CPU (ignored where no C++ compiler runs at build time, unless
-//! INFODIFF_REQUIRE_CXX=1 makes that a failure). The NVRTC test runs under `--features cuda`
+//! intrinsics, checked against the CPU, and the kernels' by-value structs against their
+//! `#[repr(C)]` mirrors (size and every field's offset) (ignored where no C++ compiler runs at
+//! build time, unless INFODIFF_REQUIRE_CXX=1 makes that a failure). The NVRTC test runs under `--features cuda`
 //! where libnvrtc is findable at build time or INFODIFF_REQUIRE_NVRTC=1, and is ignored otherwise.
 
 use std::io::Write;

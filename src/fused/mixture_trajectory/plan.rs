@@ -1,6 +1,6 @@
 //! The mixture kernel's plan: everything [`super::cpu`] and [`super::cuda`] read, computed here
 //! once in f64 from the domain (the [`GaussianMixture`], the [`InfoSpec`]'s classes and decision
-//! problems, the [`Grid`], the sampler's transitions through [`transition_coefficients`], the
+//! problems, the [`Grid`], the sampler's transitions through `transition_coefficients`, the
 //! [`Layout`] of the sums) and stored flat in f32: per grid point and component s_t m_k, 1/Σ_k,
 //! the log-normalisers and d/σ² − tr Σ_k⁻¹; per step a, c, √var and the online classifier's
 //! c/√var, c²/(2 var) ([`crate::info::OnlineUpdate`]); the initial state's moments; the
