@@ -6,6 +6,12 @@
 //! Without nvcc the sources (headers inlined) are embedded for NVRTC at run time.
 //! Without the `cuda` feature no kernel is built.
 //!
+//! Always (with or without `cuda`): `$OUT_DIR/layout.cuh`, the `#define`s of the constants the
+//! kernels share with the crate, generated from src/info/layout_consts.rs (the crate's
+//! `info::sums::consts`), so neither side copies the other's values. nvcc gets `$OUT_DIR` on its
+//! include path, the NVRTC sources have the header inlined, and the host twins of tests/cuda.rs
+//! find it through `env!("OUT_DIR")`.
+//!
 //! Test gates (`cargo::rustc-cfg`, seen by every target of the package, integration tests
 //! included), so a test that cannot run here shows as `ignored` in the summary, not as `ok`:
 //! - `infodiff_require_cuda` when `INFODIFF_REQUIRE_CUDA=1`: the GPU tests (`gpu_*`) run, and
@@ -23,9 +29,18 @@ use std::{env, fs};
 
 const DEFAULT_ARCH: &str = "sm_90";
 
+/// The constants shared with the kernels (`CUDA_DEFINES`, `cuda_header`).
+#[allow(dead_code)]
+mod layout_consts {
+    include!("src/info/layout_consts.rs");
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/info/layout_consts.rs");
+    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    fs::write(out.join("layout.cuh"), layout_consts::cuda_header()).expect("writing layout.cuh");
     for v in [
         "NVCC",
         "CUDA_HOME",
@@ -43,7 +58,6 @@ fn main() {
     if !cuda {
         return;
     }
-    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     let dir =
         PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR")).join("kernels");
     let arch = env::var("INFODIFF_CUDA_ARCH").unwrap_or_else(|_| DEFAULT_ARCH.to_string());
@@ -60,7 +74,7 @@ fn main() {
         let name = src.file_stem().unwrap().to_string_lossy().to_string();
         // The source with its headers inlined is always embedded (NVRTC needs no include path).
         let inlined = out.join(format!("{name}.nvrtc.cu"));
-        fs::write(&inlined, inline_headers(src, &dir)).expect("writing inlined kernel");
+        fs::write(&inlined, inline_headers(src, &[&dir, &out])).expect("writing inlined kernel");
         let cuda = format!("include_str!({:?})", inlined.display().to_string());
         let ptx = match &nvcc {
             Some(nvcc) => {
@@ -69,7 +83,7 @@ fn main() {
                     nvcc,
                     &["--ptx", &format!("-arch={arch}"), "-O3"],
                     src,
-                    &dir,
+                    &[&dir, &out],
                     &ptx,
                     &name,
                 );
@@ -78,7 +92,7 @@ fn main() {
                     nvcc,
                     &["-cubin", &format!("-arch={arch}"), "-O3", "-Xptxas", "-v"],
                     src,
-                    &dir,
+                    &[&dir, &out],
                     &cubin,
                     &name,
                 );
@@ -167,13 +181,22 @@ fn find_nvcc() -> Option<PathBuf> {
 }
 
 /// Runs nvcc on `src` (`--fmad=false`: no contraction, so device arithmetic rounds as the CPU
-/// twins do); panics with nvcc's output when the kernel does not compile. Returns stderr.
-fn run_nvcc(nvcc: &Path, args: &[&str], src: &Path, inc: &Path, out: &Path, name: &str) -> String {
-    let o = Command::new(nvcc)
-        .args(args)
-        .arg("--fmad=false")
-        .arg("-I")
-        .arg(inc)
+/// twins do) with the folders `inc` on the include path; panics with nvcc's output when the
+/// kernel does not compile. Returns stderr.
+fn run_nvcc(
+    nvcc: &Path,
+    args: &[&str],
+    src: &Path,
+    inc: &[&Path],
+    out: &Path,
+    name: &str,
+) -> String {
+    let mut cmd = Command::new(nvcc);
+    cmd.args(args).arg("--fmad=false");
+    for d in inc {
+        cmd.arg("-I").arg(d);
+    }
+    let o = cmd
         .arg("-o")
         .arg(out)
         .arg(src)
@@ -209,8 +232,9 @@ fn ptxas_summary(log: &str) -> Vec<String> {
     out
 }
 
-/// The kernel source with `#include "x.cuh"` lines replaced by the headers (for NVRTC).
-fn inline_headers(src: &Path, dir: &Path) -> String {
+/// The kernel source with `#include "x.cuh"` lines replaced by the headers, looked up in the
+/// folders `dirs` in order (for NVRTC).
+fn inline_headers(src: &Path, dirs: &[&Path]) -> String {
     let text = fs::read_to_string(src).expect("reading kernel");
     text.lines()
         .map(|l| {
@@ -219,7 +243,10 @@ fn inline_headers(src: &Path, dir: &Path) -> String {
                 .strip_prefix("#include \"")
                 .and_then(|r| r.strip_suffix('"'))
             {
-                let body = fs::read_to_string(dir.join(h))
+                let path = dirs.iter().map(|d| d.join(h)).find(|p| p.is_file());
+                let body = path
+                    .map(fs::read_to_string)
+                    .unwrap_or_else(|| panic!("{}: header {h} not in {dirs:?}", src.display()))
                     .unwrap_or_else(|e| panic!("{}: header {h}: {e}", src.display()));
                 body.replace("#pragma once", "")
             } else {

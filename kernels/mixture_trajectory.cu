@@ -1,6 +1,7 @@
-// Fused whole-trajectory kernel for exact Gaussian mixtures (twin: src/cpu/mixture_trajectory.rs,
-// oracle: cpu::reference::mixture_trajectory). Each thread carries one trajectory through every
-// step in registers: exact component log-densities, posterior and scores, the sampler update
+// Fused whole-trajectory kernel for exact Gaussian mixtures (twin: src/fused/mixture_trajectory/
+// cpu.rs, oracle: fused::mixture_trajectory::reference; plan: its plan.rs). Each thread carries
+// one trajectory through every step in registers: exact component log-densities, posterior and
+// scores, the sampler update
 // x' = a x + c s + √var z with in-kernel Philox noise, the online classifier
 // ln π_y += (c/√var) z·Δ_y − c²‖Δ_y‖²/(2 var) (log-sum-exp normalised), and its contribution to
 // the per-point sums of InfoSums (src/info/sums.rs `Layout`), reduced per block and added to a
@@ -14,41 +15,16 @@
 // arithmetic, so the same values) and adds only those rows.
 #include "common.cuh"
 
-#define MIX_MAX_D 8
-#define MIX_MAX_K 8
-#define MIX_MAX_KC 16
-#define MIX_MAX_P 8
-#define MIX_FIXED 20
-#define MIX_PER_PARTITION 4
-#define MIX_PER_CLASS 4
-#define MIX_MAX_W (MIX_FIXED + MIX_PER_PARTITION * MIX_MAX_P + MIX_PER_CLASS * MIX_MAX_K)
-#define MIX_THREADS 128
+// Layout indices of src/info/sums.rs (L_*, MIX_FIXED, MIX_PER_*), the kernel's limits
+// (MIX_MAX_*) and block size (MIX_THREADS): generated from src/info/layout_consts.rs.
+#include "layout.cuh"
 
-// Layout indices (src/info/sums.rs).
-#define L_N 0
-#define L_H 1
-#define L_H2 2
-#define L_HX 3
-#define L_HX2 4
-#define L_HXN 5
-#define L_RB 6
-#define L_RBN 7
-#define L_GIR 8
-#define L_PROD 9
-#define L_PRODN 10
-#define L_GIRC2 11
-#define L_RBC 12
-#define L_RBC2 13
-#define L_PROD2 14
-#define L_IBP 15
-#define L_IBP2 16
-#define L_IBPD2 17
-#define L_HG2 18
-#define L_RBD2 19
+#define MIX_MAX_W (MIX_FIXED + MIX_PER_PARTITION * MIX_MAX_P + MIX_PER_CLASS * MIX_MAX_K)
 // Per partition i from MIX_FIXED + MIX_PER_PARTITION·i: Σw, Σw·h_Z, Σ rate, Σ rate²;
 // per class k after the partitions, MIX_PER_CLASS each: Σπ^final, Σπ^final·h, Σ rate, Σ rate².
 
-// Mirrors `MixParams` in src/cuda/mixture_trajectory.rs (#[repr(C)]).
+// Mirrors `MixParams` in src/fused/mixture_trajectory/cuda.rs (#[repr(C)]; tests/cuda.rs
+// checks size and offsets).
 struct MixParams {
     unsigned int dim, classes, comps, parts, steps, one_per_class, key0, key1;
     unsigned long long first, count;

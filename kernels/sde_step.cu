@@ -1,5 +1,6 @@
-// Fused reverse-SDE step for neural score models (twin: src/cpu/sde_step.rs; oracle:
-// cpu::reference::sde_step). One block per trajectory b, threads over the D elements:
+// Fused reverse-SDE step for neural score models (twin: src/fused/sde_step/cpu.rs; oracle:
+// fused::sde_step::reference; parameters: its plan.rs). One block per trajectory b, threads over
+// the D elements:
 //   s = −ε̂_∅/σ, s_y = −ε̂_y/σ, Δ_y = s_y − s, z ~ Philox(seed, traj0 + b, step, e),
 //   dot_y = Σ_e Δ_y·z, ‖Δ_y‖² = Σ_e Δ_y²,
 //   x' = a x + c s + √var z,
@@ -16,14 +17,16 @@
 // ε̂ is the network's output per state, null label first, then the K classes, then the null
 // label at x + h v_n and x − h v_n per probe: (B, K+1+2N, D) (inputs built by sde_probe_rows).
 #include "common.cuh"
+// SDE_STEP_MAX_CLASSES, SDE_STEP_MAX_PARTITIONS, SDE_STEP_THREADS and the record offsets
+// SDE_STEP_REC_*: generated from src/info/layout_consts.rs.
+#include "layout.cuh"
 
-#define SDE_STEP_MAX_CLASSES 32
-#define SDE_STEP_MAX_PARTITIONS 8
 #define SDE_STEP_PROBE_STREAM 0x80000000u
 // Accumulators per thread: dot, d2, cross (K each), partitions (P), ‖s‖², div.
 #define SDE_STEP_MAX_ACC (3 * SDE_STEP_MAX_CLASSES + SDE_STEP_MAX_PARTITIONS + 2)
 
-// Mirrors `SdeStepParams` in src/cpu/sde_step.rs (#[repr(C)], 136 bytes).
+// Mirrors `SdeStepParams` in src/fused/sde_step/plan.rs (#[repr(C)], 136 bytes; tests/cuda.rs
+// checks size and offsets).
 struct SdeStepParams {
     float a, c, sd, cs, kl, neg_inv_sigma;
     unsigned int key0, key1;
@@ -120,14 +123,14 @@ __device__ __forceinline__ void sde_step_classifier(const SdeStepParams& p, floa
     const float* d2 = acc + k;
     float h = 0.0f, rb = 0.0f;
     for (unsigned int y = 0; y < k; ++y) {
-        rec[5 + y] = d2[y];
-        rec[5 + k + y] = lp[y];
-        rec[5 + 2 * k + y] = acc[2 * k + y];
+        rec[SDE_STEP_REC_FIXED + y] = d2[y];
+        rec[SDE_STEP_REC_FIXED + k + y] = lp[y];
+        rec[SDE_STEP_REC_FIXED + 2 * k + y] = acc[2 * k + y];
         float pi = lp[y] > -3.0e38f ? lane_exp(lp[y]) : 0.0f;
         if (pi > 0.0f) h = __fsub_rn(h, __fmul_rn(pi, lp[y]));
         rb = __fmaf_rn(pi, d2[y], rb);
     }
-    for (unsigned int i = 0; i < np; ++i) rec[5 + 3 * k + i] = acc[3 * k + i];
+    for (unsigned int i = 0; i < np; ++i) rec[SDE_STEP_REC_FIXED + 3 * k + i] = acc[3 * k + i];
     if (p.sd > 0.0f) {
         float m = -3.0e38f;
         for (unsigned int y = 0; y < k; ++y) {
@@ -139,11 +142,11 @@ __device__ __forceinline__ void sde_step_classifier(const SdeStepParams& p, floa
         float lse = __fadd_rn(m, lane_ln(s));
         for (unsigned int y = 0; y < k; ++y) lp[y] = __fsub_rn(lp[y], lse);
     }
-    rec[0] = h;
-    rec[1] = rb;
-    rec[2] = finite ? 0.0f : 1.0f;
-    rec[3] = acc[3 * k + np];
-    rec[4] = p.probes > 0 ? __fmul_rn(acc[3 * k + np + 1], p.div_scale) : 0.0f;
+    rec[SDE_STEP_REC_H] = h;
+    rec[SDE_STEP_REC_RB] = rb;
+    rec[SDE_STEP_REC_FLAG] = finite ? 0.0f : 1.0f;
+    rec[SDE_STEP_REC_S2] = acc[3 * k + np];
+    rec[SDE_STEP_REC_DIV] = p.probes > 0 ? __fmul_rn(acc[3 * k + np + 1], p.div_scale) : 0.0f;
 }
 
 // Element i of the (B, K+1+2N, D) network input: the state for rows 0..K, x ± h v_n after.
@@ -165,7 +168,6 @@ __device__ __forceinline__ float sde_probe_row_value(const SdeStepParams& p, con
 #ifndef INFODIFF_HOST_TWIN
 // grid (B), block (SDE_STEP_THREADS); x (B, D), eps (B, K+1+2N, D), log_pi (B, K),
 // rec (B, 5+3K+P).
-#define SDE_STEP_THREADS 256
 extern "C" __global__ void __launch_bounds__(SDE_STEP_THREADS)
 sde_step(SdeStepParams p, float* __restrict__ x, const float* __restrict__ eps,
          float* __restrict__ log_pi, float* __restrict__ rec) {
@@ -205,7 +207,7 @@ sde_step(SdeStepParams p, float* __restrict__ x, const float* __restrict__ eps,
             for (unsigned int w = 0; w < blockDim.x / 32; ++w) a += red[j][w];
             acc[j] = a;
         }
-        size_t rw = 5 + 3 * k + p.partitions;
+        size_t rw = SDE_STEP_REC_FIXED + 3 * k + p.partitions;
         sde_step_classifier(p, log_pi + (size_t)b * k, acc, rec + (size_t)b * rw, bad == 0);
     }
 }

@@ -3,8 +3,9 @@
 //! no GPU opens. What runs everywhere: the fused step's CPU twin against its f64 oracle on every
 //! ISA, and the device code itself (kernels/common.cuh, kernels/sde_step.cu, the mixture and
 //! U-Net kernels) compiled for the host with the system C++ compiler under a shim of the CUDA
-//! intrinsics, checked against the CPU (ignored where no C++ compiler runs at build time, unless
-//! INFODIFF_REQUIRE_CXX=1 makes that a failure). The NVRTC test runs under `--features cuda`
+//! intrinsics, checked against the CPU, and the kernels' by-value structs against their
+//! `#[repr(C)]` mirrors (size and every field's offset) (ignored where no C++ compiler runs at
+//! build time, unless INFODIFF_REQUIRE_CXX=1 makes that a failure). The NVRTC test runs under `--features cuda`
 //! where libnvrtc is findable at build time or INFODIFF_REQUIRE_NVRTC=1, and is ignored otherwise.
 
 use std::io::Write;
@@ -396,7 +397,8 @@ int main() {
 }
 "#;
 
-/// Compiles `program` (the intrinsics shim prepended; kernels/ on the include path) with the
+/// Compiles `program` (the intrinsics shim prepended; kernels/ and build.rs's `$OUT_DIR`, which
+/// holds the generated layout.cuh, on the include path) with the
 /// system C++ compiler (`$CXX`, else `c++`): the executable and its folder. Panics where the
 /// compiler does not run (the callers are ignored unless build.rs found one, or
 /// INFODIFF_REQUIRE_CXX=1 asked for them).
@@ -419,6 +421,8 @@ fn host_twin(name: &str, program: &str) -> (PathBuf, PathBuf) {
         .args(flags)
         .arg("-I")
         .arg(root.join("kernels"))
+        .arg("-I")
+        .arg(env!("OUT_DIR"))
         .arg("-o")
         .arg(&exe)
         .arg(&src)
@@ -1211,5 +1215,155 @@ fn unet_ops_device_code_compiled_for_the_host_matches_the_cpu() {
     ]
     .concat();
     assert_eq!(got, want, "add, add_plane, concat, upsample2x");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One `#[repr(C)]` mirror: its C name, Rust size, and the Rust offset and size of each field,
+/// listed by name (the names of both sides).
+struct Mirror {
+    name: &'static str,
+    size: usize,
+    fields: Vec<(&'static str, usize, usize)>,
+}
+
+/// The size of the field `f` selects (for [`mirror!`]).
+fn field_size<T, F>(_: fn(&T) -> &F) -> usize {
+    std::mem::size_of::<F>()
+}
+
+/// `mirror!(Type, [field, …])`: the [`Mirror`] of a Rust struct whose C twin has the same name
+/// and field names.
+macro_rules! mirror {
+    ($t:ident, [$($f:ident),* $(,)?]) => {
+        Mirror {
+            name: stringify!($t),
+            size: std::mem::size_of::<$t>(),
+            fields: vec![$((
+                stringify!($f),
+                std::mem::offset_of!($t, $f),
+                field_size(|s: &$t| &s.$f),
+            )),*],
+        }
+    };
+}
+
+/// Every struct the host passes to a kernel by value.
+fn mirrors() -> Vec<Mirror> {
+    use infodiff::cuda::ops::{GemmParams, GroupNormParams};
+    use infodiff::fused::mixture_trajectory::cuda::MixParams;
+    vec![
+        mirror!(
+            GemmParams,
+            [
+                a_rs, a_cs, b_rs, b_cs, c_rs, c_cs, a_outer, a_inner, b_outer, b_inner, c_outer,
+                c_inner, m, n, k, zdiv, b_im2col, bias_mode, accumulate, a_bf16, ic, ih, iw, kh,
+                kw, stride, pad_t, pad_l, oh, ow,
+            ]
+        ),
+        mirror!(
+            GroupNormParams,
+            [channels, groups, spatial, silu, eps, pad_]
+        ),
+        mirror!(
+            SdeStepParams,
+            [
+                a,
+                c,
+                sd,
+                cs,
+                kl,
+                neg_inv_sigma,
+                key0,
+                key1,
+                traj0,
+                step,
+                dim,
+                classes,
+                batch,
+                partitions,
+                probes,
+                probe_h,
+                div_scale,
+                part_a,
+                part_b,
+            ]
+        ),
+        mirror!(
+            MixParams,
+            [
+                dim,
+                classes,
+                comps,
+                parts,
+                steps,
+                one_per_class,
+                key0,
+                key1,
+                first,
+                count,
+            ]
+        ),
+    ]
+}
+
+/// Every `#[repr(C)]` mirror has the size and field offsets of its struct in the .cu source: a
+/// C++ program includes every kernel (under the intrinsics shim) and prints `sizeof` and each
+/// field's `offsetof`, for the field names the Rust side lists. The Rust list is complete (its
+/// fields, sorted by offset, tile the struct exactly), so a field added, removed or reordered on
+/// either side fails. `MixPlanPtrs` (19 device addresses) against `struct MixPlan`; the probe
+/// stream's constant against `rng::PROBE_STREAM`.
+#[test]
+#[cfg_attr(
+    not(infodiff_cxx),
+    ignore = "needs a C++ compiler ($CXX or c++); INFODIFF_REQUIRE_CXX=1 fails without one"
+)]
+fn repr_c_mirrors_match_the_kernel_structs() {
+    use infodiff::fused::mixture_trajectory::cuda::{MIX_PLAN_FIELDS, MixPlanPtrs};
+    let ms = mirrors();
+    for m in &ms {
+        let mut f = m.fields.clone();
+        f.sort_by_key(|x| x.1);
+        let mut end = 0;
+        for (name, off, size) in &f {
+            assert_eq!(
+                *off, end,
+                "{}.{name}: a Rust field missing from the list",
+                m.name
+            );
+            end = off + size;
+        }
+        assert_eq!(end, m.size, "{}: fields do not fill the struct", m.name);
+    }
+    let mut prog = String::from(
+        "#include <cstddef>\n#include \"gemm.cu\"\n#include \"group_norm.cu\"\n\
+         #include \"sde_step.cu\"\n#include \"mixture_trajectory.cu\"\nint main() {\n",
+    );
+    let mut want = vec![];
+    for m in &ms {
+        prog.push_str(&format!("printf(\"%zx\\n\", sizeof({}));\n", m.name));
+        want.push((m.name.to_string(), m.size as u64));
+        for (f, off, _) in &m.fields {
+            prog.push_str(&format!("printf(\"%zx\\n\", offsetof({}, {f}));\n", m.name));
+            want.push((format!("{}.{f}", m.name), *off as u64));
+        }
+    }
+    prog.push_str("printf(\"%zx\\n\", sizeof(MixPlan));\n");
+    want.push(("MixPlan".into(), std::mem::size_of::<MixPlanPtrs>() as u64));
+    for (i, f) in MIX_PLAN_FIELDS.iter().enumerate() {
+        prog.push_str(&format!("printf(\"%zx\\n\", offsetof(MixPlan, {f}));\n"));
+        want.push((format!("MixPlan.{f}"), 8 * i as u64));
+    }
+    prog.push_str("printf(\"%x\\n\", (unsigned int)SDE_STEP_PROBE_STREAM);\n");
+    want.push((
+        "SDE_STEP_PROBE_STREAM".into(),
+        infodiff::rng::PROBE_STREAM as u64,
+    ));
+    prog.push_str("return 0;\n}\n");
+    let (exe, dir) = host_twin("mirrors", &prog);
+    let got = run_twin(&exe, "");
+    assert_eq!(got.len(), want.len());
+    for ((what, w), g) in want.iter().zip(&got) {
+        assert_eq!(g, w, "{what}: .cu side vs Rust side (bytes)");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -258,17 +258,23 @@ fn elementwise_kernels_match_reference_on_every_isa() {
     }
 }
 
-/// kernels/mixture_trajectory.cu mirrors the column layout of `InfoSums` (`L_*`, `MIX_FIXED`,
-/// `MIX_PER_PARTITION`, `MIX_PER_CLASS`): every define read from the .cu file equals the Rust
-/// constant of the same name, and every Rust constant has its define.
+/// The kernels see the column layout of `InfoSums` (`L_*`, `MIX_FIXED`, `MIX_PER_PARTITION`,
+/// `MIX_PER_CLASS`) and the fused kernels' shared constants only through the `layout.cuh` that
+/// build.rs generates from src/info/layout_consts.rs: the generated header is the crate's
+/// `cuda_header()`, every define read from it equals the Rust constant of the same name, every
+/// Rust constant has its define, and no kernels/ source defines one of those names by hand.
 #[test]
 fn cuda_kernel_mirrors_the_sums_layout() {
     use infodiff::info::Layout;
-    let src = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/mixture_trajectory.cu"),
-    )
-    .unwrap();
-    let defines: std::collections::HashMap<&str, usize> = src
+    use infodiff::info::sums::consts;
+    let header =
+        std::fs::read_to_string(std::path::Path::new(env!("OUT_DIR")).join("layout.cuh")).unwrap();
+    assert_eq!(
+        header,
+        consts::cuda_header(),
+        "$OUT_DIR/layout.cuh is stale"
+    );
+    let defines: std::collections::HashMap<&str, usize> = header
         .lines()
         .filter_map(|l| {
             let mut w = l.strip_prefix("#define ")?.split_whitespace();
@@ -276,6 +282,37 @@ fn cuda_kernel_mirrors_the_sums_layout() {
             Some((name, value.parse().ok()?))
         })
         .collect();
+    assert_eq!(
+        defines.len(),
+        consts::CUDA_DEFINES.len(),
+        "one define per constant"
+    );
+    let kernels = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
+    for e in std::fs::read_dir(&kernels).unwrap() {
+        let path = e.unwrap().path();
+        let src = std::fs::read_to_string(&path).unwrap();
+        for l in src.lines() {
+            let Some(name) = l
+                .trim()
+                .strip_prefix("#define ")
+                .and_then(|r| r.split_whitespace().next())
+            else {
+                continue;
+            };
+            assert!(
+                !defines.contains_key(name),
+                "{} defines {name} by hand (generated in layout.cuh)",
+                path.display()
+            );
+        }
+        let name = path.file_name().unwrap().to_string_lossy();
+        if name == "mixture_trajectory.cu" || name == "sde_step.cu" {
+            assert!(
+                src.contains("#include \"layout.cuh\""),
+                "{name} includes layout.cuh"
+            );
+        }
+    }
     let rust = [
         ("L_N", Layout::N),
         ("L_H", Layout::H),
@@ -302,11 +339,27 @@ fn cuda_kernel_mirrors_the_sums_layout() {
         ("MIX_PER_CLASS", Layout::PER_CLASS),
     ];
     for (name, v) in rust {
-        assert_eq!(
-            defines.get(name),
-            Some(&v),
-            "{name} in kernels/mixture_trajectory.cu"
-        );
+        assert_eq!(defines.get(name), Some(&v), "{name} in layout.cuh");
+    }
+    use infodiff::fused::{mixture_trajectory as mix, sde_step as sde};
+    let fused = [
+        ("MIX_MAX_D", mix::GPU_MAX[0]),
+        ("MIX_MAX_K", mix::GPU_MAX[1]),
+        ("MIX_MAX_KC", mix::GPU_MAX[2]),
+        ("MIX_MAX_P", mix::GPU_MAX[3]),
+        ("MIX_THREADS", mix::cuda::THREADS as usize),
+        ("SDE_STEP_MAX_CLASSES", sde::MAX_CLASSES),
+        ("SDE_STEP_MAX_PARTITIONS", sde::MAX_PARTITIONS),
+        ("SDE_STEP_THREADS", sde::cuda::THREADS as usize),
+        ("SDE_STEP_REC_H", sde::REC_H),
+        ("SDE_STEP_REC_RB", sde::REC_RB),
+        ("SDE_STEP_REC_FLAG", sde::REC_FLAG),
+        ("SDE_STEP_REC_S2", sde::REC_S2),
+        ("SDE_STEP_REC_DIV", sde::REC_DIV),
+        ("SDE_STEP_REC_FIXED", sde::REC_FIXED),
+    ];
+    for (name, v) in fused {
+        assert_eq!(defines.get(name), Some(&v), "{name} in layout.cuh");
     }
     let l_defines = defines.keys().filter(|k| k.starts_with("L_")).count();
     assert_eq!(l_defines, Layout::FIXED, "one L_ define per fixed column");

@@ -4,9 +4,15 @@
 use super::InfoSpec;
 use crate::diffusion::Grid;
 
+/// The constants shared with the CUDA kernels (the sums' columns, the fused kernels' limits,
+/// block sizes and record offsets), written once: build.rs reads the same file and generates the
+/// `layout.cuh` the kernels include.
+#[path = "layout_consts.rs"]
+pub mod consts;
+
 /// Column layout of [`InfoSums`]: fixed quantities, then four per partition, then four per class.
-/// kernels/mixture_trajectory.cu mirrors these indices (`L_*`, `MIX_FIXED`, `MIX_PER_*`); a test
-/// (tests/kernels.rs) reads them from the .cu file and checks them against this one.
+/// The values are [`consts`]' `L_*`, `MIX_FIXED`, `MIX_PER_*`, which the kernels see through the
+/// generated `layout.cuh`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
     pub partitions: usize,
@@ -15,47 +21,47 @@ pub struct Layout {
 
 impl Layout {
     /// Trajectories observed.
-    pub const N: usize = 0;
+    pub const N: usize = consts::L_N;
     /// Σ h and Σ h² of the tracked posterior entropy.
-    pub const H: usize = 1;
-    pub const H2: usize = 2;
+    pub const H: usize = consts::L_H;
+    pub const H2: usize = consts::L_H2;
     /// Σ h, Σ h², count, of the exact posterior entropy.
-    pub const HX: usize = 3;
-    pub const HX2: usize = 4;
-    pub const HXN: usize = 5;
+    pub const HX: usize = consts::L_HX;
+    pub const HX2: usize = consts::L_HX2;
+    pub const HXN: usize = consts::L_HXN;
     /// Σ Σ_y π_y ‖Δ_y‖² (tracked π) and its count.
-    pub const RB: usize = 6;
-    pub const RBN: usize = 7;
+    pub const RB: usize = consts::L_RB;
+    pub const RBN: usize = consts::L_RBN;
     /// Σ Σ_y π_y^final ‖Δ_y‖².
-    pub const GIR: usize = 8;
+    pub const GIR: usize = consts::L_GIR;
     /// Σ (d/σ_t² + ∇·s), the pathwise entropy production over g²/2 (I6), and its count.
-    pub const PROD: usize = 9;
-    pub const PRODN: usize = 10;
+    pub const PROD: usize = consts::L_PROD;
+    pub const PRODN: usize = consts::L_PRODN;
     /// Σ G_i(t)² of each trajectory's own Girsanov integral G_i(t) = ∫_t^T (g²/2) Σ_y π_y^final ‖Δ_y‖²
     /// (for the standard error of `mi_girsanov`).
-    pub const GIRC2: usize = 11;
+    pub const GIRC2: usize = consts::L_GIRC2;
     /// Σ R_i(t) and Σ R_i(t)² of each trajectory's Rao–Blackwell integral
     /// R_i(t) = ∫_t^T (g²/2) Σ_y π_y(u) ‖Δ_y‖² du.
-    pub const RBC: usize = 12;
-    pub const RBC2: usize = 13;
+    pub const RBC: usize = consts::L_RBC;
+    pub const RBC2: usize = consts::L_RBC2;
     /// Σ (d/σ_t² + ∇·s)² (for the standard error of `hx0_rate`), counted by `PRODN`.
-    pub const PROD2: usize = 14;
+    pub const PROD2: usize = consts::L_PROD2;
     /// Σ (d/σ_t² − ‖s‖²), the integration-by-parts form of the production, and its square;
     /// counted by `RBN` (recorded wherever scores are).
-    pub const IBP: usize = 15;
-    pub const IBP2: usize = 16;
+    pub const IBP: usize = consts::L_IBP;
+    pub const IBP2: usize = consts::L_IBP2;
     /// Σ (∇·s + ‖s‖²)², the squared per-trajectory gap of the two production forms (where the
     /// divergence is known): the paired standard error of `hx0_rate − hx0_rate_ibp`.
-    pub const IBPD2: usize = 17;
+    pub const IBPD2: usize = consts::L_IBPD2;
     /// Σ (h_i(t) + G_i(t))²: the paired standard error of `mi_entropy − mi_girsanov`
     /// (H(Y) − h_i − G_i per trajectory).
-    pub const HG2: usize = 18;
+    pub const HG2: usize = consts::L_HG2;
     /// Σ (h_i(0) − h_i(t) − R_i(t))²: the paired standard error of ΔH − `mi_rb`.
-    pub const RBD2: usize = 19;
-    pub const FIXED: usize = 20;
+    pub const RBD2: usize = consts::L_RBD2;
+    pub const FIXED: usize = consts::MIX_FIXED;
     /// Columns per partition and per class.
-    pub const PER_PARTITION: usize = 4;
-    pub const PER_CLASS: usize = 4;
+    pub const PER_PARTITION: usize = consts::MIX_PER_PARTITION;
+    pub const PER_CLASS: usize = consts::MIX_PER_CLASS;
 
     pub fn new(spec: &InfoSpec) -> Self {
         Layout {

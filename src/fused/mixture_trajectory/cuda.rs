@@ -9,8 +9,8 @@ use crate::error::Result;
 use crate::fused::mixture_trajectory::MixturePlan;
 use crate::info::InfoSums;
 
-/// Threads per block (`MIX_THREADS`).
-pub const THREADS: u32 = 128;
+/// Threads per block (`MIX_THREADS`, shared through the generated header).
+pub const THREADS: u32 = crate::info::sums::consts::MIX_THREADS as u32;
 
 /// Runs trajectories `first..first + n` on the GPU; returns their sums and, with `final_x`
 /// (n·D), the final states. Trajectories are the CPU kernel's: same noise, same arithmetic.
@@ -24,6 +24,61 @@ pub fn run(
     imp::run(gpu, plan, first, n, final_x)
 }
 
+/// The kernel's scalar parameters; mirrors `struct MixParams` in
+/// kernels/mixture_trajectory.cu field for field (`#[repr(C)]`, 48 bytes; tests/cuda.rs checks
+/// size and offsets against the kernel's).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MixParams {
+    /// D, K, components, decision problems, steps S.
+    pub dim: u32,
+    pub classes: u32,
+    pub comps: u32,
+    pub parts: u32,
+    pub steps: u32,
+    /// 1 when each class is one component.
+    pub one_per_class: u32,
+    /// Philox key.
+    pub key0: u32,
+    pub key1: u32,
+    /// Trajectories `first..first + count`.
+    pub first: u64,
+    pub count: u64,
+}
+
+/// The device addresses of the plan's arrays; mirrors `struct MixPlan` (19 pointers, in its
+/// field order: the 12 f32 arrays of [`crate::fused::mixture_trajectory::FlatPlan`], class_of,
+/// part_a, part_b, part_a_single, part_b_single, part_covers_all, part_inv_mass).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MixPlanPtrs(pub [u64; MIX_PLAN_ARRAYS]);
+
+/// Arrays of `struct MixPlan`.
+pub const MIX_PLAN_ARRAYS: usize = MIX_PLAN_FIELDS.len();
+
+/// The fields of `struct MixPlan`, in the order `run` fills [`MixPlanPtrs`].
+pub const MIX_PLAN_FIELDS: [&str; 19] = [
+    "sm",
+    "inv",
+    "lognorm",
+    "dtrace",
+    "d_over_s2",
+    "coef",
+    "gw",
+    "init_mean",
+    "init_sd",
+    "cum",
+    "prior",
+    "log_prior",
+    "class_of",
+    "part_a",
+    "part_b",
+    "part_a_single",
+    "part_b_single",
+    "part_covers_all",
+    "part_inv_mass",
+];
+
 #[cfg(feature = "cuda")]
 mod imp {
     use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
@@ -31,30 +86,11 @@ mod imp {
     use super::*;
     use crate::error::Error;
 
-    /// Mirrors `MixParams` in the kernel.
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct MixParams {
-        dim: u32,
-        classes: u32,
-        comps: u32,
-        parts: u32,
-        steps: u32,
-        one_per_class: u32,
-        key0: u32,
-        key1: u32,
-        first: u64,
-        count: u64,
-    }
-    // SAFETY: #[repr(C)] plain data laid out as the kernel's `struct MixParams`.
+    // SAFETY: #[repr(C)] plain data laid out as the kernel's `struct MixParams` (size and
+    // offsets checked against it by tests/cuda.rs).
     unsafe impl DeviceRepr for MixParams {}
-
-    /// Mirrors `MixPlan`: 19 device pointers in its field order.
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct MixPlanPtrs([u64; 19]);
     // SAFETY: #[repr(C)] array of device addresses, laid out as the kernel's `struct MixPlan`
-    // (19 pointers of 8 bytes).
+    // (19 pointers of 8 bytes; checked by tests/cuda.rs).
     unsafe impl DeviceRepr for MixPlanPtrs {}
 
     fn err(op: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Error {
@@ -104,7 +140,7 @@ mod imp {
             .map_err(&up)?;
         let covers = s.clone_htod(&pad(&f.part_covers_all)).map_err(&up)?;
         let inv_mass = s.clone_htod(&pad(&f.part_inv_mass)).map_err(&up)?;
-        let mut ptrs = [0u64; 19];
+        let mut ptrs = [0u64; MIX_PLAN_ARRAYS];
         {
             let mut i = 0;
             let mut put = |p: u64| {

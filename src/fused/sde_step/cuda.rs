@@ -6,8 +6,8 @@ use crate::cuda::Gpu;
 use crate::error::Result;
 use crate::fused::sde_step::SdeStepParams;
 
-/// Threads per block of the kernel (`SDE_STEP_THREADS`).
-pub const THREADS: u32 = 256;
+/// Threads per block of the kernel (`SDE_STEP_THREADS`, shared through the generated header).
+pub const THREADS: u32 = crate::info::sums::consts::SDE_STEP_THREADS as u32;
 
 /// One step on host buffers (uploaded, stepped, downloaded): for tests against the CPU twin.
 /// x (B, D), ε̂ (B, K+1+2N, D) null label first, ln π (B, K), record (B, 5 + 3K + P).
