@@ -36,6 +36,7 @@ use crate::simd::{IsaKind, detected};
 
 pub mod bench;
 pub mod check;
+pub mod denoise;
 pub mod plot;
 
 pub use check::{Estimate, MAX_STEPS, MAX_TRAJECTORIES, check_results, estimate};
@@ -763,7 +764,7 @@ pub fn gpu_limit(cfg: &Config) -> Option<String> {
 /// fused step on the device); the generic engine (deterministic samplers) stays on the CPU.
 pub fn run_on(
     cfg: &Config,
-    gpu: Option<&crate::cuda::Gpu>,
+    gpu: Option<&crate::backend::Gpu>,
     engine: Option<Engine>,
     progress: Option<&(dyn Fn(usize) + Sync)>,
 ) -> Result<Report> {
@@ -776,9 +777,8 @@ pub fn run_on(
         let sums = match gpu {
             Some(g) => {
                 // Network, states and classifier on the GPU; one download per batch of 64.
-                let gnet =
-                    crate::cuda::unet::GpuUNet::new(g, &net.net, crate::cuda::unet::Storage::F32)?;
-                gnet.measure(
+                crate::fused::neural::measure_on_gpu(
+                    g,
                     &net,
                     &spec,
                     &grid,
