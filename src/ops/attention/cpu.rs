@@ -75,21 +75,7 @@ pub fn attention(
     wts: &AttnWeights,
     out: &mut [f32],
 ) -> Result<()> {
-    if wts.c != c {
-        return Err(Error::shape(
-            "attention: projections (C, C) vs x (B, C, H, W)",
-            c,
-            wts.c,
-        ));
-    }
-    if heads == 0 || c % heads != 0 {
-        return Err(Error::shape(
-            "attention: channels divisible by heads",
-            heads,
-            c,
-        ));
-    }
-    let (n, dh) = (h * w, c / heads);
+    let (n, dh) = (h * w, super::head_dim(wts.c, c, heads)?);
     if hn.len() != bn * c * n || out.len() != bn * c * n {
         return Err(Error::shape(
             "attention: x, out (B, C, H, W)",

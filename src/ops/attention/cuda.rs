@@ -69,22 +69,8 @@ impl<D: GemmOp + GroupNormOp + SoftmaxOp> AttentionOp for D {
     ) -> Result<Act<D::Buf>> {
         let [b, c, h, w] = x.shape;
         let n = h * w;
-        if wts.c != c {
-            return Err(Error::shape(
-                "attention: projections (C, C) vs x (B, C, H, W)",
-                c,
-                wts.c,
-            ));
-        }
-        if heads == 0 || c % heads != 0 {
-            return Err(Error::shape(
-                "attention (device): heads dividing C",
-                heads,
-                c,
-            ));
-        }
+        let dh = super::head_dim(wts.c, c, heads)?;
         check_len(self, &x.buf, x.numel(), "attention: x (B, C, H, W)")?;
-        let dh = c / heads;
         let hn = self.group_norm_act(x, gamma, beta, groups, eps, false)?;
         let (cn, nn) = ((c * n) as i64, n as i64);
         // Qᵀ, Kᵀ, Vᵀ: (B, 3C, HW) = [W_q; W_k; W_v] · X per image (a 1×1 convolution).

@@ -16,7 +16,7 @@ pub mod cuda;
 
 use super::Act;
 use crate::backend::{Backend, Storage};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Spatial attention on a backend, projections in the backend's prepared form.
 pub trait AttentionOp: Backend {
@@ -37,4 +37,23 @@ pub trait AttentionOp: Backend {
         norm: (&Self::Buf, &Self::Buf, usize, f32),
         w: &Self::AttnWeight,
     ) -> Result<Act<Self::Buf>>;
+}
+
+/// d_h = C / heads for projections of `wc` channels over x of C channels, or a shape error.
+pub(crate) fn head_dim(wc: usize, c: usize, heads: usize) -> Result<usize> {
+    if wc != c {
+        return Err(Error::shape(
+            "attention: projections (C, C) vs x (B, C, H, W)",
+            c,
+            wc,
+        ));
+    }
+    if heads == 0 || c % heads != 0 {
+        return Err(Error::shape(
+            "attention: channels divisible by heads",
+            heads,
+            c,
+        ));
+    }
+    Ok(c / heads)
 }
