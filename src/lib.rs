@@ -1,7 +1,7 @@
 //! infodiff: fast diffusion sampling and measurement of how information about a latent label is
 //! produced along the generative trajectory.
 //!
-//! - [`sde`]: forward processes (DDPM, VP, cosine VP, sub-VP, VE), grids, reverse samplers with
+//! - [`diffusion`]: forward processes (DDPM, VP, cosine VP, sub-VP, VE), grids, reverse samplers with
 //!   an observer per step;
 //! - [`score`]: the [`score::ScoreModel`] trait and exact Gaussian mixtures;
 //! - [`info`]: the online Bayesian classifier, H(Y | X_t), its rates, I(Y; X_t) two ways,
@@ -10,7 +10,7 @@
 //! - [`backend`]: where tensors live ([`backend::Backend`]: CPU, the emulator of the GPU
 //!   launches, CUDA with feature `cuda`, a stub that reports the GPU unavailable without);
 //! - [`ops`]: the U-Net's ops, one folder each (SIMD CPU body, f64 reference, CUDA launch);
-//! - [`measure`]: the `infodiff measure` job (config, run, outputs).
+//! - [`app`]: the `infodiff measure` job (config, run, outputs).
 //!
 //! Measuring a two-class mixture with the online classifier:
 //!

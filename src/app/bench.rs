@@ -80,7 +80,7 @@ pub fn gemm(n: usize) -> Result<BenchResult> {
 }
 
 /// conv2d 3×3, 64→64 channels, 32×32, padding 1: 2·B·64·64·9·32·32 flops. Timed as the U-Net
-/// runs it: the weights packed into GEMM panels once ([`ConvWeight`], as at model load),
+/// runs it: the weights packed into GEMM panels once ([`crate::tensor::ops::ConvWeight`], as at model load),
 /// outside the timed repetitions.
 pub fn conv(batch: usize) -> Result<BenchResult> {
     let x = Tensor::new(vec![batch, 64, 32, 32], fill(batch * 64 * 32 * 32))?;

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 pub use crate::ops::attention::cpu::AttnWeights;
 pub use crate::ops::conv2d::cpu::ConvWeight;
 use crate::ops::{
-    attention, conv2d, elementwise, embedding as emb, group_norm as gn, linear as lin,
+    attention, conv2d as conv, elementwise, embedding as emb, group_norm as gn, linear as lin,
 };
 
 /// y = x · Wᵀ + b for x (N, in), W (out, in), b (out).
@@ -82,7 +82,7 @@ pub fn conv2d_packed(
     pad: [usize; 4],
 ) -> Result<Tensor> {
     let (bn, c, h, wd) = x.dims4("conv2d: x")?;
-    let (ho, wo) = conv2d::out_size([bn, c, h, wd], w.shape(), stride, pad)?;
+    let (ho, wo) = conv::out_size([bn, c, h, wd], w.shape(), stride, pad)?;
     if let Some(bias) = b
         && bias.shape != [w.shape()[0]]
     {
@@ -90,7 +90,7 @@ pub fn conv2d_packed(
     }
     // (B, O, Ho, Wo): every element is written (bias fill, or the GEMM's first K block).
     let mut y = Tensor::stale(vec![bn, w.shape()[0], ho, wo]);
-    conv2d::cpu::conv2d(
+    conv::cpu::conv2d(
         &x.data,
         [bn, c, h, wd],
         w,

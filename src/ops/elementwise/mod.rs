@@ -2,7 +2,7 @@
 //! (the time-embedding projection), channel concatenation (skip connections), nearest 2×
 //! upsampling, division by a scale (diffusers' output scale factors), SiLU (the time MLP).
 //!
-//! [`cpu`] holds the SIMD bodies (parallel over chunks), [`reference`] their scalar twins,
+//! [`cpu`] holds the SIMD bodies (parallel over chunks), [`mod@reference`] their scalar twins,
 //! [`cuda`] the launches of `kernels/elementwise.cu`, [`emu`] the launches interpreted on the
 //! CPU. The kernel methods of [`ElementwiseOp`] take flat buffers; its provided methods check
 //! (B, C, H, W) shapes and allocate outputs, once for every backend.
@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 
 /// The element-wise ops on a backend.
 pub trait ElementwiseOp: Backend {
-    /// y[i] = a[i] + b[i] for i < n.
+    /// y\[i\] = a\[i\] + b\[i\] for i < n.
     fn add(&self, a: &Self::Buf, b: &Self::Buf, y: &mut Self::Buf, n: usize) -> Result<()>;
     /// x\[i\] += v\[i / s\] for i < n.
     fn add_plane(&self, x: &mut Self::Buf, v: &Self::Buf, n: usize, s: u32) -> Result<()>;

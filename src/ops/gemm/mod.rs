@@ -3,7 +3,7 @@
 //!
 //! - [`cpu`]: the packed GotoBLAS-style SIMD GEMM ([`sgemm`], [`sgemm_packed`] with
 //!   [`PackedA`], any [`BOperand`] such as the implicit im2col matrix [`Im2col`]);
-//! - [`reference`]: its f64 oracle;
+//! - [`mod@reference`]: its f64 oracle;
 //! - [`cuda`]: the `#[repr(C)]` mirror [`GemmParams`] of `kernels/gemm.cu` and its launch;
 //!   [`emu`]: the same launch interpreted on the CPU. Both implement [`GemmOp`].
 //!

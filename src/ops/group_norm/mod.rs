@@ -1,7 +1,7 @@
 //! GroupNorm fused with the SiLU that follows it in every ResNet block: per (image, group)
 //! slice of C/G channels × S positions, y = (x − μ)/√(σ² + ε)·γ_c + β_c, then y·σ(y) when asked.
 //!
-//! [`cpu`] holds the SIMD body, [`reference`] its f64 oracle, [`cuda`] the launch of
+//! [`cpu`] holds the SIMD body, [`mod@reference`] its f64 oracle, [`cuda`] the launch of
 //! `kernels/group_norm.cu` with its parameter mirror [`GroupNormParams`], [`emu`] the launch
 //! interpreted on the CPU.
 //!

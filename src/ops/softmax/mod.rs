@@ -1,7 +1,7 @@
 //! Row softmax with a scale, y_j = exp(s·x_j − max_k s·x_k) / Σ_k exp(s·x_k − max): the
 //! attention's normalisation of its scores over keys.
 //!
-//! [`cpu`] holds the SIMD body, [`reference`] its f64 oracle, [`cuda`] the launch of
+//! [`cpu`] holds the SIMD body, [`mod@reference`] its f64 oracle, [`cuda`] the launch of
 //! `kernels/softmax.cu`, [`emu`] the launch interpreted on the CPU.
 //!
 //! Backward (not implemented): dx_j = s·y_j·(dy_j − Σ_k y_k dy_k), one more row pass; it would
