@@ -2,7 +2,7 @@
 //! `cargo bench --bench gemm`. Throughput is reported in FLOP (2·M·N·K per product).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use infodiff::cpu::gemm::{MatRef, sgemm};
+use infodiff::ops::gemm::{MatRef, sgemm};
 use infodiff::simd::IsaKind;
 
 fn gemm(c: &mut Criterion) {
@@ -44,7 +44,7 @@ fn fma_peak(c: &mut Criterion) {
     let kind = infodiff::simd::detected();
     let threads = rayon::current_num_threads();
     let iters = 1 << 20;
-    let flops = infodiff::cpu::gemm::fma_peak_probe(kind, iters) * threads as f64;
+    let flops = infodiff::ops::gemm::fma_peak_probe(kind, iters) * threads as f64;
     let mut g = c.benchmark_group("fma_peak");
     g.sample_size(10);
     g.throughput(Throughput::Elements(flops as u64));
@@ -52,7 +52,7 @@ fn fma_peak(c: &mut Criterion) {
         b.iter(|| {
             (0..threads)
                 .into_par_iter()
-                .map(|_| infodiff::cpu::gemm::fma_peak_probe(kind, iters))
+                .map(|_| infodiff::ops::gemm::fma_peak_probe(kind, iters))
                 .sum::<f64>()
         })
     });

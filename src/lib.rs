@@ -1,15 +1,16 @@
 //! infodiff: fast diffusion sampling and measurement of how information about a latent label is
 //! produced along the generative trajectory.
 //!
-//! - [`sde`]: forward processes (DDPM, VP, cosine VP, sub-VP, VE), grids, reverse samplers with
+//! - [`diffusion`]: forward processes (DDPM, VP, cosine VP, sub-VP, VE), grids, reverse samplers with
 //!   an observer per step;
 //! - [`score`]: the [`score::ScoreModel`] trait and exact Gaussian mixtures;
 //! - [`info`]: the online Bayesian classifier, H(Y | X_t), its rates, I(Y; X_t) two ways,
 //!   decision problems, entropy production;
 //! - [`rng`]: counter-based Philox4x32-10 noise keyed by (seed, trajectory, step, element);
-//! - [`cpu`]: the scalar reference and the hand-written SIMD kernels;
-//! - [`cuda`]: the GPU backend (feature `cuda`; a stub that reports the GPU unavailable without);
-//! - [`measure`]: the `infodiff measure` job (config, run, outputs).
+//! - [`backend`]: where tensors live ([`backend::Backend`]: CPU, the emulator of the GPU
+//!   launches, CUDA with feature `cuda`, a stub that reports the GPU unavailable without);
+//! - [`ops`]: the U-Net's ops, one folder each (SIMD CPU body, f64 reference, CUDA launch);
+//! - [`app`]: the `infodiff measure` job (config, run, outputs).
 //!
 //! Measuring a two-class mixture with the online classifier:
 //!
@@ -35,14 +36,14 @@
 //! ```
 
 pub mod app;
-pub mod cpu;
-pub mod cuda;
+pub mod backend;
 pub mod diffusion;
 pub mod error;
 pub mod fused;
 pub mod info;
 pub mod io;
 pub mod nn;
+pub mod ops;
 pub mod rng;
 pub mod score;
 pub mod simd;

@@ -13,8 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use infodiff::Error;
 use infodiff::app::{self, Config};
-use infodiff::cuda::unet::Storage;
-use infodiff::cuda::{Device, DeviceChoice};
+use infodiff::backend::Storage;
+use infodiff::backend::{Device, DeviceChoice};
 
 #[derive(Parser)]
 #[command(
@@ -139,7 +139,7 @@ enum StorageArg {
 fn gpu_storage(
     dev: &Device,
     storage: StorageArg,
-) -> Result<Option<(&infodiff::cuda::Gpu, Storage)>, Error> {
+) -> Result<Option<(&infodiff::backend::Gpu, Storage)>, Error> {
     match (dev, storage) {
         (Device::Cuda(g), StorageArg::F32) => Ok(Some((g, Storage::F32))),
         (Device::Cuda(g), StorageArg::Bf16) => Ok(Some((g, Storage::Bf16))),
@@ -392,7 +392,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let dev = open_device(device, "denoise", true)?;
             let gpu = gpu_storage(&dev, storage)?;
-            infodiff::nn::unet::denoise_file_on(&model, &input, &output, gpu)?;
+            infodiff::app::denoise::denoise_file_on(&model, &input, &output, gpu)?;
             println!("wrote {}", output.display());
             Ok(())
         }

@@ -12,7 +12,12 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use infodiff::cpu::reference;
+/// The f64 oracles of the U-Net ops' kernels.
+mod reference {
+    pub use infodiff::ops::gemm::reference::gemm;
+    pub use infodiff::ops::group_norm::reference::group_norm;
+    pub use infodiff::ops::softmax::reference::softmax_rows;
+}
 use infodiff::fused::sde_step::{SdeStepParams, sde_step};
 use infodiff::rng::Noise;
 use infodiff::simd::IsaKind;
@@ -582,7 +587,7 @@ fn device_code_compiled_for_the_host_matches_the_cpu() {
     ignore = "needs a CUDA GPU: run with INFODIFF_REQUIRE_CUDA=1 and --features cuda"
 )]
 fn gpu_sde_step_matches_cpu_twin() {
-    let gpu = infodiff::cuda::gpu_for_test("gpu_sde_step_matches_cpu_twin");
+    let gpu = infodiff::backend::gpu_for_test("gpu_sde_step_matches_cpu_twin");
     for (step, var, probes) in STEP_CASES {
         let c = case(step, var, probes);
         let (b, k, d) = (5, 3, 37);
@@ -634,7 +639,7 @@ fn gpu_sde_step_matches_cpu_twin() {
 
 #[test]
 fn probe_reports_a_reason_instead_of_panicking() {
-    match infodiff::cuda::probe() {
+    match infodiff::backend::probe() {
         Ok(g) => eprintln!("GPU present: {}", g.describe()),
         Err(e) => assert!(!e.reason.is_empty()),
     }
@@ -827,7 +832,7 @@ fn gpu_mixture_kernel_matches_cpu_kernel() {
     use infodiff::fused::mixture_trajectory::{MixturePlan, run};
     use infodiff::info::InfoSpec;
     use infodiff::score::ScoreModel;
-    let gpu = infodiff::cuda::gpu_for_test("gpu_mixture_kernel_matches_cpu_kernel");
+    let gpu = infodiff::backend::gpu_for_test("gpu_mixture_kernel_matches_cpu_kernel");
     for (m, parts, grid, sampler) in mixture_cases() {
         let spec = InfoSpec::new(m.class_prior(), parts).unwrap();
         let plan = MixturePlan::new(&m, &spec, &grid, &sampler, Noise::new(42)).unwrap();
@@ -858,7 +863,7 @@ fn gpu_mixture_kernel_matches_cpu_kernel() {
     ignore = "needs --features cuda and libnvrtc on LD_LIBRARY_PATH (or INFODIFF_REQUIRE_NVRTC=1)"
 )]
 fn nvrtc_compiles_every_kernel() {
-    let list = infodiff::cuda::nvrtc_compile_all("sm_90").unwrap_or_else(|e| panic!("{e}"));
+    let list = infodiff::backend::nvrtc_compile_all("sm_90").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(list.len(), kernel_files(), "{list:?}");
     assert!(list.iter().all(|(_, bytes)| *bytes > 1000), "{list:?}");
     eprintln!("NVRTC compiled {list:?}");
@@ -987,7 +992,7 @@ fn f32_words(v: &[f32]) -> Vec<u64> {
     ignore = "needs a C++ compiler ($CXX or c++); INFODIFF_REQUIRE_CXX=1 fails without one"
 )]
 fn unet_ops_device_code_compiled_for_the_host_matches_the_cpu() {
-    use infodiff::cpu::gemm::MatRef;
+    use infodiff::ops::gemm::MatRef;
     use infodiff::tensor::Tensor;
     let (exe, dir) = host_twin("unet_ops", OPS_SHIM);
     // GEMM, batched and strided: z = 0..2 of (M, K)ᵀ·(K, N) with A transposed in memory.
@@ -1036,7 +1041,7 @@ fn unet_ops_device_code_compiled_for_the_host_matches_the_cpu() {
     // GEMM with A stored as bfloat16 (packed two per word): equal to the f32 GEMM of the
     // bf16-rounded A, within the same f32 bound.
     {
-        use infodiff::cuda::ops::{from_bf16, pack_bf16, to_bf16};
+        use infodiff::ops::gemm::{from_bf16, pack_bf16, to_bf16};
         let (m, n, k) = (19usize, 33usize, 29usize);
         let a = fill(m * k, 51, 1.0); // (M, K) row-major
         let b = fill(k * n, 52, 1.0);
@@ -1249,8 +1254,9 @@ macro_rules! mirror {
 
 /// Every struct the host passes to a kernel by value.
 fn mirrors() -> Vec<Mirror> {
-    use infodiff::cuda::ops::{GemmParams, GroupNormParams};
     use infodiff::fused::mixture_trajectory::cuda::MixParams;
+    use infodiff::ops::gemm::GemmParams;
+    use infodiff::ops::group_norm::GroupNormParams;
     vec![
         mirror!(
             GemmParams,

@@ -1,7 +1,7 @@
 //! GEMM on every ISA against the f64 reference, on odd sizes, strided and transposed operands.
 
-use infodiff::cpu::gemm::{MatRef, sgemm};
-use infodiff::cpu::reference;
+use infodiff::ops::gemm::reference;
+use infodiff::ops::gemm::{MatRef, sgemm};
 use infodiff::simd::IsaKind;
 
 fn fill(n: usize, seed: u32) -> Vec<f32> {
@@ -125,7 +125,7 @@ fn gemm_refuses_mismatched_shapes() {
 /// longer than a panel, and K crossing the K-block size.
 #[test]
 fn implicit_im2col_and_packed_weights_match_explicit_gemm_for_every_isa() {
-    use infodiff::cpu::gemm::{Im2col, PackedA, sgemm_packed};
+    use infodiff::ops::gemm::{Im2col, PackedA, sgemm_packed};
     // (C, H, W, kh, kw, stride, (top, bottom, left, right), O)
     let cases = [
         (3, 7, 9, 3, 3, 1, (1, 1, 1, 1), 5),
@@ -194,4 +194,43 @@ fn implicit_im2col_and_packed_weights_match_explicit_gemm_for_every_isa() {
             );
         }
     }
+}
+
+/// The bf16 conversions (on the `half` crate) round exactly like the hand-written bit trick
+/// they replaced (nearest, ties to even; NaN to 0x7fc0) and like the kernels' widening: bit for
+/// bit over a sweep of every exponent and many mantissas, signs, ties, subnormals, infinities.
+#[test]
+fn bf16_conversions_match_the_bit_trick() {
+    use infodiff::ops::gemm::{from_bf16, pack_bf16, to_bf16};
+    let trick = |x: f32| -> u16 {
+        if x.is_nan() {
+            return 0x7fc0;
+        }
+        let b = x.to_bits();
+        ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    };
+    let mut bits: Vec<u32> = (0..u32::MAX / 9973).map(|i| i * 9973).collect();
+    for hi in [0u32, 1, 0x7f7f, 0x7f80, 0x8000, 0x3f80, 0x0080] {
+        for lo in [0u32, 1, 0x7fff, 0x8000, 0x8001, 0xffff] {
+            bits.push(hi << 16 | lo);
+            bits.push((hi | 0x8000) << 16 | lo);
+        }
+    }
+    for b in bits {
+        let x = f32::from_bits(b);
+        assert_eq!(to_bf16(x), trick(x), "to_bf16({x:e}) bits {b:#010x}");
+        let h = (b >> 16) as u16;
+        assert_eq!(
+            from_bf16(h).to_bits(),
+            (h as u32) << 16,
+            "from_bf16({h:#06x})"
+        );
+    }
+    let v = [1.0f32, -2.5, 3.0e-3, 7.0];
+    let p = pack_bf16(&v);
+    assert_eq!(p.len(), 2);
+    assert_eq!(
+        p[0].to_bits(),
+        trick(v[0]) as u32 | (trick(v[1]) as u32) << 16
+    );
 }

@@ -1,6 +1,11 @@
-//! Every SIMD variant against the scalar reference (cpu::reference / f64 libm), on odd sizes.
+//! Every SIMD variant against the scalar reference (ops/*/reference.rs / f64 libm), on odd sizes.
 
-use infodiff::cpu::reference;
+/// The f64 oracles of the U-Net ops' kernels.
+mod reference {
+    pub use infodiff::ops::elementwise::reference::{add, add_scalar, silu};
+    pub use infodiff::ops::group_norm::reference::group_norm;
+    pub use infodiff::ops::softmax::reference::softmax_rows;
+}
 use infodiff::diffusion::{AncestralVariance, Ddpm, Process, SamplerKind, Vp};
 use infodiff::fused::mixture_trajectory::{MixturePlan, run};
 use infodiff::info::{InfoSpec, Partition};
@@ -180,7 +185,7 @@ fn fused_mixture_kernel_matches_reference_on_every_isa() {
 /// (tolerance 2e-5 absolute: f32 normalisation of values of order 1, exp to 3 ulp).
 #[test]
 fn group_norm_kernel_matches_reference_on_every_isa() {
-    use infodiff::cpu::group_norm::group_norm_slice;
+    use infodiff::ops::group_norm::cpu::group_norm_slice;
     for &(channels, spatial) in &[(1usize, 1usize), (3, 7), (5, 33), (8, 1025), (2, 4099)] {
         let n = channels * spatial;
         let x: Vec<f32> = (0..n)
@@ -208,7 +213,8 @@ fn group_norm_kernel_matches_reference_on_every_isa() {
 /// (tolerance: 2e-6 relative for softmax, 1e-6·(1+|x|) for SiLU).
 #[test]
 fn softmax_and_silu_match_reference_on_every_isa() {
-    use infodiff::cpu::softmax::{silu, softmax_rows};
+    use infodiff::ops::elementwise::cpu::silu;
+    use infodiff::ops::softmax::cpu::softmax_rows;
     for &(rows, cols) in &[(1usize, 1usize), (3, 7), (5, 17), (2, 257), (4, 1031)] {
         let x: Vec<f32> = (0..rows * cols)
             .map(|i| ((i * 7919 % 2003) as f32 / 2003.0 - 0.5) * 20.0)
@@ -239,7 +245,7 @@ fn softmax_and_silu_match_reference_on_every_isa() {
 /// exactly rounded), on odd lengths around the vector widths.
 #[test]
 fn elementwise_kernels_match_reference_on_every_isa() {
-    use infodiff::cpu::elementwise::{add, add_scalar};
+    use infodiff::ops::elementwise::cpu::{add, add_scalar};
     for kind in infodiff::simd::IsaKind::all_available() {
         for n in [0usize, 1, 7, 15, 16, 17, 33, 1001] {
             let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();

@@ -387,20 +387,20 @@ fn cifar_architecture_and_bench_command() {
     assert!(v["images_per_s"].as_f64().unwrap() > 0.0);
 }
 
-/// The device forward's orchestration (`DeviceUNet`: every launch of the GPU path with its
-/// shapes, strides, offsets, the attention's batched GEMMs, bf16 packing) run on `cuda::ops::Emu`,
+/// The device forward's orchestration (`UNetOn<Emu>`: every launch of the GPU path with its
+/// shapes, strides, offsets, the attention's batched GEMMs, bf16 packing) run on `backend::Emu`,
 /// which executes each launch from its parameters (the GEMM with gemm.cu's index arithmetic and
 /// summation order; GroupNorm, softmax and the element-wise ops as CPU loops over the same
 /// parameters), against diffusers' float64 reference on every fixture: relative L2 ≤ 1e-4, as
 /// the CPU forward. The kernels' own device code is checked in tests/cuda.rs.
 #[test]
 fn device_unet_orchestration_matches_diffusers_on_the_kernel_interpreter() {
-    use infodiff::cuda::ops::Emu;
-    use infodiff::cuda::unet::{DeviceUNet, Storage};
+    use infodiff::backend::{Emu, Storage};
+    use infodiff::nn::unet::UNetOn;
     for case in cases_in(&fixtures()) {
         let net = UNet::load(&case).unwrap();
-        let bf16 = DeviceUNet::new(Emu, &net, Storage::Bf16).unwrap();
-        let dev = DeviceUNet::new(Emu, &net, Storage::F32).unwrap();
+        let bf16 = UNetOn::new(Emu, &net, Storage::Bf16).unwrap();
+        let dev = UNetOn::new(Emu, &net, Storage::F32).unwrap();
         let io = Weights::load(&case.join("io.safetensors")).unwrap();
         let labels = io.ints.get("class_labels").map(|(_, v)| v.as_slice());
         let got = dev
@@ -514,21 +514,21 @@ fn neural_loop_against_the_cpu_observer(
     }
 }
 
-/// The device-resident loop's orchestration (`cuda::neural::measure_on`: states replicated for
+/// The device-resident loop's orchestration (`fused::neural::measure_on`: states replicated for
 /// the K + 1 labels and the probe rows on the device, the network there, each step's records at
 /// its offset in a device table, one download per batch, the sums built from that table) on
 /// the kernel interpreter gives the CPU observer's information sums (see
 /// `neural_loop_against_the_cpu_observer`). Inside `Emu` the fused step runs as its CPU twin
-/// (`cpu::sde_step`), not as kernels/sde_step.cu: the kernel's device code is checked against
+/// (`fused::sde_step::sde_step`), not as kernels/sde_step.cu: the kernel's device code is checked against
 /// that twin in tests/cuda.rs (compiled for the host, and on a GPU), and the whole loop with
 /// the kernel in `gpu_device_resident_neural_loop_matches_the_cpu_observer`.
 #[test]
 fn device_resident_loop_orchestration_matches_the_cpu_observer() {
-    use infodiff::cuda::ops::Emu;
-    use infodiff::cuda::unet::{DeviceUNet, Storage};
+    use infodiff::backend::{Emu, Storage};
     use infodiff::fused::neural::measure_on;
+    use infodiff::nn::unet::UNetOn;
     neural_loop_against_the_cpu_observer(7, |score, spec, grid, sampler, noise, probes| {
-        let dev = DeviceUNet::new(Emu, &score.net, Storage::F32).unwrap();
+        let dev = UNetOn::new(Emu, &score.net, Storage::F32).unwrap();
         measure_on(
             &dev, score, spec, grid, sampler, noise, 7, 2, 2, probes, None,
         )
@@ -544,13 +544,11 @@ fn device_resident_loop_orchestration_matches_the_cpu_observer() {
     ignore = "needs a CUDA GPU: run with INFODIFF_REQUIRE_CUDA=1 and --features cuda"
 )]
 fn gpu_device_resident_neural_loop_matches_the_cpu_observer() {
-    use infodiff::cuda::unet::{GpuUNet, Storage};
+    use infodiff::fused::neural::measure_on_gpu;
     let gpu =
-        infodiff::cuda::gpu_for_test("gpu_device_resident_neural_loop_matches_the_cpu_observer");
+        infodiff::backend::gpu_for_test("gpu_device_resident_neural_loop_matches_the_cpu_observer");
     neural_loop_against_the_cpu_observer(0, |score, spec, grid, sampler, noise, probes| {
-        let g = GpuUNet::new(&gpu, &score.net, Storage::F32).unwrap();
-        g.measure(score, spec, grid, sampler, noise, 2, 2, probes, None)
-            .unwrap()
+        measure_on_gpu(&gpu, score, spec, grid, sampler, noise, 2, 2, probes, None).unwrap()
     });
 }
 
@@ -563,14 +561,15 @@ fn gpu_device_resident_neural_loop_matches_the_cpu_observer() {
     ignore = "needs a CUDA GPU: run with INFODIFF_REQUIRE_CUDA=1 and --features cuda"
 )]
 fn gpu_unet_matches_diffusers_fixtures() {
-    use infodiff::cuda::unet::{GpuUNet, Storage};
-    let gpu = infodiff::cuda::gpu_for_test("gpu_unet_matches_diffusers_fixtures");
+    use infodiff::backend::{Cuda, Storage};
+    use infodiff::nn::unet::UNetOn;
+    let gpu = infodiff::backend::gpu_for_test("gpu_unet_matches_diffusers_fixtures");
     for case in cases_in(&fixtures()) {
         let net = UNet::load(&case).unwrap();
         let io = Weights::load(&case.join("io.safetensors")).unwrap();
         let labels = io.ints.get("class_labels").map(|(_, v)| v.as_slice());
         for (storage, bound) in [(Storage::F32, 1e-4), (Storage::Bf16, 2e-2)] {
-            let gnet = GpuUNet::new(&gpu, &net, storage).unwrap();
+            let gnet = UNetOn::new(Cuda(&gpu), &net, storage).unwrap();
             let got = gnet
                 .forward(&io.tensors["sample"], &io.tensors["timestep"].data, labels)
                 .unwrap();

@@ -3,12 +3,12 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::cpu::gemm::{MatRef, sgemm};
 use crate::error::Result;
 use crate::nn::unet::{UNet, UNetConfig};
+use crate::ops::gemm::{MatRef, sgemm};
 use crate::simd::detected;
 use crate::tensor::Tensor;
-use crate::tensor::ops::{ConvWeight, conv2d_packed};
+use crate::tensor::ops::{conv_weight, conv2d_packed};
 
 /// What a benchmark measured.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -80,11 +80,11 @@ pub fn gemm(n: usize) -> Result<BenchResult> {
 }
 
 /// conv2d 3×3, 64→64 channels, 32×32, padding 1: 2·B·64·64·9·32·32 flops. Timed as the U-Net
-/// runs it: the weights packed into GEMM panels once ([`ConvWeight`], as at model load),
+/// runs it: the weights packed into GEMM panels once ([`crate::tensor::ops::ConvWeight`], as at model load),
 /// outside the timed repetitions.
 pub fn conv(batch: usize) -> Result<BenchResult> {
     let x = Tensor::new(vec![batch, 64, 32, 32], fill(batch * 64 * 32 * 32))?;
-    let w = ConvWeight::new(&Tensor::new(vec![64, 64, 3, 3], fill(64 * 64 * 9))?)?;
+    let w = conv_weight(&Tensor::new(vec![64, 64, 3, 3], fill(64 * 64 * 9))?)?;
     let b = Tensor::new(vec![64], fill(64))?;
     let s = best_of(5, || conv2d_packed(&x, &w, Some(&b), 1, [1; 4]).map(|_| ()))?;
     let flops = 2.0 * batch as f64 * 64.0 * 64.0 * 9.0 * 32.0 * 32.0;
@@ -110,7 +110,7 @@ pub fn unet(dir: Option<&Path>, batch: usize, profile: bool) -> Result<BenchResu
 /// [`unet`] on a GPU when one is given, weights stored as asked (no op profile there:
 /// launches are asynchronous).
 pub fn unet_on(
-    gpu: Option<(&crate::cuda::Gpu, crate::cuda::unet::Storage)>,
+    gpu: Option<(&crate::backend::Gpu, crate::backend::Storage)>,
     dir: Option<&Path>,
     batch: usize,
     profile: bool,
@@ -132,7 +132,7 @@ pub fn unet_on(
     // Small batches take tens of milliseconds: more repetitions steady their best time.
     let reps = if batch <= 4 { 10 } else { 2 };
     if let Some((g, storage)) = gpu {
-        let dev = crate::cuda::unet::GpuUNet::new(g, &net, storage)?;
+        let dev = crate::nn::unet::UNetOn::new(crate::backend::Cuda(g), &net, storage)?;
         // Each forward ends with the download of its output: the time includes the device work.
         let s = best_of(reps.max(5), || {
             dev.forward(&x, &t, labels.as_deref()).map(|_| ())
@@ -195,7 +195,7 @@ pub fn unet_on(
 /// The fused mixture kernel on the default job's mixture, decision problems and schedule, with
 /// `trajectories` × `steps`: on the GPU when one is given, else the CPU's SIMD kernel.
 pub fn mixture(
-    gpu: Option<&crate::cuda::Gpu>,
+    gpu: Option<&crate::backend::Gpu>,
     trajectories: usize,
     steps: usize,
 ) -> Result<BenchResult> {
@@ -246,7 +246,7 @@ pub fn mixture(
 /// The fused reverse-SDE step on `batch` states of `dim` values with `classes` + 1 network
 /// outputs each (the CIFAR-10 shape by default): seconds per step and the effective bandwidth.
 pub fn sde_step(
-    gpu: Option<&crate::cuda::Gpu>,
+    gpu: Option<&crate::backend::Gpu>,
     batch: usize,
     classes: usize,
     dim: usize,

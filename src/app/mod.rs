@@ -28,6 +28,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod denoise;
 pub mod plot;
 pub mod report;
 pub mod runner;

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use crate::cuda::{Device, DeviceChoice};
+use crate::backend::{Device, DeviceChoice};
 use crate::diffusion::Grid;
 use crate::error::{Error, Result};
 use crate::fused::mixture_trajectory::{self, MixturePlan};
@@ -55,7 +55,7 @@ pub fn open_device(choice: DeviceChoice, what: &str, gpu_path: bool) -> Result<D
             });
         }
         return Ok(Device::Cpu {
-            why_not_gpu: Some(crate::cuda::Unavailable::new(format!(
+            why_not_gpu: Some(crate::backend::Unavailable::new(format!(
                 "{what} runs on the CPU in this version"
             ))),
         });
@@ -73,7 +73,7 @@ pub fn gpu_for<'a>(
     cfg: &Config,
     dev: &'a Device,
     auto: bool,
-) -> (Option<&'a crate::cuda::Gpu>, Option<String>) {
+) -> (Option<&'a crate::backend::Gpu>, Option<String>) {
     let gpu = match dev {
         Device::Cuda(g) => g,
         Device::Cpu { .. } => return (None, None),
@@ -131,7 +131,7 @@ pub fn gpu_limit(cfg: &Config) -> Option<String> {
 /// fused step on the device); the generic engine (deterministic samplers) stays on the CPU.
 pub fn run_on(
     cfg: &Config,
-    gpu: Option<&crate::cuda::Gpu>,
+    gpu: Option<&crate::backend::Gpu>,
     engine: Option<Engine>,
     progress: Option<&(dyn Fn(usize) + Sync)>,
 ) -> Result<Report> {
@@ -144,9 +144,8 @@ pub fn run_on(
         let sums = match gpu {
             Some(g) => {
                 // Network, states and classifier on the GPU; one download per batch of 64.
-                let gnet =
-                    crate::cuda::unet::GpuUNet::new(g, &net.net, crate::cuda::unet::Storage::F32)?;
-                gnet.measure(
+                crate::fused::neural::measure_on_gpu(
+                    g,
                     &net,
                     &spec,
                     &grid,

@@ -1,7 +1,7 @@
 //! Neural measurement on a device with no host synchronisation inside the sampling loop: per
 //! step, the states are replicated for the K + 1 labels on the device and, with N Hutchinson
 //! probes, perturbed to x ± h v_n for 2N more null-label rows (`sde_probe_rows`), the U-Net runs
-//! once on all B·(K+1+2N) rows there ([`DeviceUNet`]), and the fused step (`kernels/sde_step.cu`)
+//! once on all B·(K+1+2N) rows there ([`UNetOn`]), and the fused step (`kernels/sde_step.cu`)
 //! updates states and classifier and writes its record (5 + 3K + P values: H(π), Σ π‖Δ‖², the
 //! non-finite flag, ‖s‖², the Hutchinson ∇·s, ‖Δ_y‖², ln π, Δ_k·u, the partitions' score gaps)
 //! into a (steps, B, 5 + 3K + P) device table; the host only queues work (the small
@@ -9,12 +9,14 @@
 //! [`InfoObserver::record_point`] builds the same sums as the CPU observer (with
 //! [`crate::score::Hutchinson`] of the same probes, for the divergence).
 
-use crate::cuda::ops::Dev;
-use crate::cuda::unet::{DevTensor, DeviceUNet};
+use crate::backend::{Cuda, Gpu, Storage};
 use crate::diffusion::{Grid, SamplerKind};
 use crate::error::{Error, Result};
+use crate::fused::sde_step::backend::SdeStepOp;
 use crate::fused::sde_step::{REC_DIV, REC_FIXED, REC_FLAG, REC_S2, SdeStepParams};
 use crate::info::{InfoObserver, InfoSpec, InfoSums, Layout, PointScores, Tracking};
+use crate::nn::unet::UNetOn;
+use crate::ops::{Act, Ops};
 use crate::rng::Noise;
 use crate::score::ScoreModel;
 use crate::score::hutchinson::probe_step;
@@ -25,8 +27,8 @@ use crate::score::unet::UNetScore;
 /// probes per state and step for ∇·s (0: none, and no `hx0_rate`); the same sums as
 /// `measure_trajectories` of `Hutchinson::new(score, probes)` (of `score` for 0).
 #[allow(clippy::too_many_arguments)]
-pub fn measure_on<D: Dev>(
-    dnet: &DeviceUNet<'_, D>,
+pub fn measure_on<D: Ops + SdeStepOp>(
+    dnet: &UNetOn<'_, D>,
     score: &UNetScore,
     spec: &InfoSpec,
     grid: &Grid,
@@ -55,7 +57,7 @@ pub fn measure_on<D: Dev>(
     }
     let pts = &grid.points;
     let steps = pts.len() - 1;
-    let dev = dnet.device();
+    let dev = dnet.backend();
     let np = spec.partitions.len();
     let rw = REC_FIXED + 3 * k + np;
     let rows = k + 1 + 2 * probes;
@@ -104,11 +106,11 @@ pub fn measure_on<D: Dev>(
             dev.sde_probe_rows(&p, &x, &mut xs)?;
             let t = vec![crate::diffusion::param::network_timestep(&pts[j]); bsz * rows];
             let emb = score.net.embedding(bsz * rows, &t, Some(&labels))?;
-            let input = DevTensor {
+            let input = Act {
                 shape: [bsz * rows, c, h, w],
                 buf: xs,
             };
-            let eps = score.net.forward_on(dnet, input, &emb)?;
+            let eps = dnet.forward_act(input, &emb)?;
             dev.sde_step(&p, &mut x, &eps.buf, &mut lp, (&mut rec, j * bsz * rw))?;
         }
         // The one download of the batch: every step's record and the final classifier.
@@ -153,4 +155,24 @@ pub fn measure_on<D: Dev>(
         }
     }
     Ok(total)
+}
+
+/// [`measure_on`] on an opened GPU: `score`'s network uploaded (f32 weights), then the loop.
+#[allow(clippy::too_many_arguments)]
+pub fn measure_on_gpu(
+    gpu: &Gpu,
+    score: &UNetScore,
+    spec: &InfoSpec,
+    grid: &Grid,
+    sampler: &SamplerKind,
+    noise: Noise,
+    n: usize,
+    batch: usize,
+    probes: usize,
+    progress: Option<&(dyn Fn(usize) + Sync)>,
+) -> Result<InfoSums> {
+    let dnet = UNetOn::new(Cuda(gpu), &score.net, Storage::F32)?;
+    measure_on(
+        &dnet, score, spec, grid, sampler, noise, 0, n, batch, probes, progress,
+    )
 }

@@ -1,13 +1,16 @@
-//! An f32 tensor (row-major, NCHW for images) and the operations a diffusers UNet2DModel needs:
+//! An f32 tensor (row-major, NCHW for images) on the host and the operations a diffusers UNet2DModel needs on it (the kernels are in [`crate::ops`]):
 //! conv2d (any kernel, stride, padding) through im2col and the packed GEMM, GroupNorm fused with
 //! the SiLU that follows it, SiLU, linear, multi-head self-attention over spatial positions,
 //! nearest 2× upsampling, add, channel concatenation, the sinusoidal timestep embedding and
 //! embedding lookup. Every op checks shapes and returns `Result`.
 
 pub mod ops;
-pub mod pool;
 
+pub use crate::backend::pool;
+
+use crate::backend::pool::Pooled;
 use crate::error::{Error, Result};
+use crate::ops::Act;
 
 /// A dense f32 tensor. Its storage returns to the buffer [`pool`] when dropped, so the layers
 /// of a network reuse activation memory instead of asking the allocator (and the kernel, for
@@ -63,6 +66,24 @@ impl Tensor {
     }
     pub fn numel(&self) -> usize {
         self.data.len()
+    }
+    /// A 4-D tensor as a CPU activation (its storage moved, not copied).
+    pub fn into_act(mut self) -> Result<Act<Pooled>> {
+        let (b, c, h, w) = self.dims4("Tensor::into_act")?;
+        Ok(Act {
+            shape: [b, c, h, w],
+            buf: Pooled(std::mem::take(&mut self.data)),
+        })
+    }
+    /// A CPU activation as a tensor (its storage moved; any values past B·C·H·W dropped).
+    pub fn from_act(a: Act<Pooled>) -> Tensor {
+        let n = a.numel();
+        let mut data = a.buf.into_vec();
+        data.truncate(n);
+        Tensor {
+            shape: a.shape.to_vec(),
+            data,
+        }
     }
     /// (B, C, H, W) of a 4-D tensor, or a shape error naming `op`.
     pub fn dims4(&self, op: &'static str) -> Result<(usize, usize, usize, usize)> {

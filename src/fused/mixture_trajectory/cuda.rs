@@ -4,7 +4,7 @@
 //! the (points, W) sums. No host synchronisation inside the trajectory loop: it is inside the
 //! kernel.
 
-use crate::cuda::Gpu;
+use crate::backend::Gpu;
 use crate::error::Result;
 use crate::fused::mixture_trajectory::MixturePlan;
 use crate::info::InfoSums;

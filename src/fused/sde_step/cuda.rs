@@ -2,7 +2,7 @@
 //! [`crate::fused::sde_step`]): one launch per step, grid = trajectories, 256 threads over D,
 //! noise drawn in the kernel, no host synchronisation between steps.
 
-use crate::cuda::Gpu;
+use crate::backend::Gpu;
 use crate::error::Result;
 use crate::fused::sde_step::SdeStepParams;
 

@@ -8,6 +8,7 @@
 //! - [`cpu`]: the SIMD body; [`cuda`]: the launch of `kernels/sde_step.cu`;
 //! - [`mod@reference`]: the f64 oracle.
 
+pub mod backend;
 pub mod cpu;
 pub mod cuda;
 pub mod plan;

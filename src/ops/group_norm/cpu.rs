@@ -1,8 +1,14 @@
 //! Fused GroupNorm + SiLU on one (batch, group) slice of C/G channels × S positions:
 //! μ, σ² over the slice (two passes, f32 lanes summed into f64 every 1024 values),
 //! y = (x − μ)/√(σ² + ε)·γ_c + β_c, then y·σ(y) when `silu`. One body for every ISA; its slow twin
-//! is [`crate::cpu::reference::group_norm`].
+//! is [`super::reference::group_norm`].
 
+use rayon::prelude::*;
+
+use super::{GroupNormOp, GroupNormParams};
+use crate::backend::Cpu;
+use crate::backend::pool::Pooled;
+use crate::error::{Error, Result};
 use crate::simd::isa::Isa;
 use crate::simd::math::exp;
 
@@ -84,5 +90,55 @@ unsafe fn kernel<I: Isa>(
                 yc[i] = if silu { z / (1.0 + (-z).exp()) } else { z };
             }
         }
+    }
+}
+
+/// The kernel over `slices` (image, group) slices of x into y, slices in parallel; γ, β (C).
+pub fn group_norm(
+    p: &GroupNormParams,
+    slices: u32,
+    x: &[f32],
+    y: &mut [f32],
+    gamma: &[f32],
+    beta: &[f32],
+) -> Result<()> {
+    let (c, groups, spatial) = (p.channels as usize, p.groups as usize, p.spatial as usize);
+    let cg = c / groups.max(1);
+    let n = cg * spatial;
+    let total = slices as usize * n;
+    if x.len() < total || y.len() < total || gamma.len() < c || beta.len() < c {
+        return Err(Error::shape(
+            "group_norm: x, y (slices·C/G·S), weight, bias (C)",
+            (total, total, c, c),
+            (x.len(), y.len(), gamma.len(), beta.len()),
+        ));
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let kind = crate::simd::detected();
+    y[..total]
+        .par_chunks_mut(n)
+        .zip(x[..total].par_chunks(n))
+        .enumerate()
+        .for_each(|(bg, (out, inp))| {
+            let g = bg % groups;
+            let (ga, be) = (&gamma[g * cg..(g + 1) * cg], &beta[g * cg..(g + 1) * cg]);
+            group_norm_slice(kind, inp, out, spatial, ga, be, p.eps, p.silu != 0);
+        });
+    Ok(())
+}
+
+impl GroupNormOp for Cpu {
+    fn group_norm(
+        &self,
+        p: &GroupNormParams,
+        slices: u32,
+        x: &Pooled,
+        y: &mut Pooled,
+        gamma: &Pooled,
+        beta: &Pooled,
+    ) -> Result<()> {
+        group_norm(p, slices, &x.0, &mut y.0, &gamma.0, &beta.0)
     }
 }

@@ -1,18 +1,17 @@
-//! Row softmax with a scale, y_j = exp(s·x_j − max_k s·x_k) / Σ_k exp(s·x_k − max), and SiLU
-//! x·σ(x), on lanes with the lane `exp`. One body for every ISA; the slow twins are
-//! [`crate::cpu::reference::softmax_rows`] and [`crate::cpu::reference::silu`].
+//! Row softmax with a scale, y_j = exp(s·x_j − max_k s·x_k) / Σ_k exp(s·x_k − max), on lanes
+//! with the lane `exp`. One body for every ISA; the slow twin is
+//! [`super::reference::softmax_rows`].
 
+use super::SoftmaxOp;
+use crate::backend::Cpu;
+use crate::backend::pool::Pooled;
+use crate::error::{Error, Result};
 use crate::simd::isa::Isa;
 use crate::simd::math::exp;
 
 crate::isa_dispatch! {
     /// Softmax of every row (length `cols`) of `x` in place, after multiplying by `scale`.
     pub fn softmax_rows(x: &mut [f32], cols: usize, scale: f32) -> () => softmax_kernel
-}
-
-crate::isa_dispatch! {
-    /// SiLU in place.
-    pub fn silu(x: &mut [f32]) -> () => silu_kernel
 }
 
 #[inline(always)]
@@ -51,22 +50,13 @@ unsafe fn softmax_kernel<I: Isa>(x: &mut [f32], cols: usize, scale: f32) {
     }
 }
 
-#[inline(always)]
-unsafe fn silu_kernel<I: Isa>(x: &mut [f32]) {
-    let l = I::LANES;
-    let full = x.len() / l * l;
-    // SAFETY: vector accesses stay below `full`; the tail is scalar.
-    unsafe {
-        let (zero, one) = (I::splat(0.0), I::splat(1.0));
-        for i in (0..full).step_by(l) {
-            let v = I::load(x.as_ptr().add(i));
-            I::store(
-                x.as_mut_ptr().add(i),
-                I::div(v, I::add(one, exp::<I>(I::sub(zero, v)))),
-            );
+impl SoftmaxOp for Cpu {
+    fn softmax_rows(&self, x: &mut Pooled, rows: u32, n: u32, scale: f32) -> Result<()> {
+        let len = rows as usize * n as usize;
+        if x.0.len() < len {
+            return Err(Error::shape("softmax_rows: x (rows, n)", len, x.0.len()));
         }
-    }
-    for v in &mut x[full..] {
-        *v /= 1.0 + (-*v).exp();
+        softmax_rows(crate::simd::detected(), &mut x.0[..len], n as usize, scale);
+        Ok(())
     }
 }

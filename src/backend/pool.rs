@@ -89,16 +89,27 @@ pub fn held_bytes() -> usize {
     with(|p| p.held)
 }
 
-/// A scratch buffer from the pool that returns there when dropped.
-pub struct Scratch(pub Vec<f32>);
+/// A buffer from the pool that returns there when dropped: the CPU backend's buffer, and the
+/// GEMM's scratch panels.
+#[derive(Debug)]
+pub struct Pooled(pub Vec<f32>);
 
-impl Scratch {
-    pub fn zeroed(n: usize) -> Scratch {
-        Scratch(take_zeroed(n))
+impl Pooled {
+    /// n zeros.
+    pub fn zeroed(n: usize) -> Pooled {
+        Pooled(take_zeroed(n))
+    }
+    /// n unspecified values ([`take_stale`]).
+    pub fn stale(n: usize) -> Pooled {
+        Pooled(take_stale(n))
+    }
+    /// The buffer, no longer returned to the pool by this handle.
+    pub fn into_vec(mut self) -> Vec<f32> {
+        std::mem::take(&mut self.0)
     }
 }
 
-impl Drop for Scratch {
+impl Drop for Pooled {
     fn drop(&mut self) {
         give(std::mem::take(&mut self.0));
     }

@@ -5,7 +5,7 @@
 //! MC-row block of A into MR-row panels, and a register-blocked micro-kernel computes an MR × NR
 //! tile of C with MR·NR/LANES accumulators (AVX-512: 14 × 32 in 28 zmm registers; AVX2+FMA:
 //! 6 × 16 in 12 ymm; scalar: 4 × 2). One generic body serves every ISA; tasks (blocks of C) run
-//! on rayon's pool. Its slow twin is [`crate::cpu::reference::gemm`] (f64 accumulation).
+//! on rayon's pool. Its slow twin is [`super::reference::gemm`] (f64 accumulation).
 
 use rayon::prelude::*;
 
@@ -109,7 +109,7 @@ pub fn blocking(kind: IsaKind, m: usize) -> Blocking {
 /// C ← A·B, or C ← C + A·B when `accumulate`, with C row-major (M, N) of row stride `ldc`.
 ///
 /// ```
-/// use infodiff::cpu::gemm::{sgemm, MatRef};
+/// use infodiff::ops::gemm::{sgemm, MatRef};
 /// let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // (2, 3)
 /// let b = [1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0]; // (3, 2)
 /// let mut c = [0.0f32; 4];
@@ -551,7 +551,7 @@ fn gemm<B: BOperand>(
         );
         return Ok(());
     }
-    let mut bpack = crate::tensor::pool::Scratch::zeroed(bl.kc * n.div_ceil(bl.nr) * bl.nr);
+    let mut bpack = crate::backend::pool::Pooled::zeroed(bl.kc * n.div_ceil(bl.nr) * bl.nr);
     for pc in (0..k).step_by(bl.kc) {
         let kc = bl.kc.min(k - pc);
         // Pack B[pc..pc+kc, :] into NR-column panels, (N/NR, kc, NR), in parallel.
