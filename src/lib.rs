@@ -1,16 +1,29 @@
 //! infodiff: fast diffusion sampling and measurement of how information about a latent label is
 //! produced along the generative trajectory.
 //!
-//! - [`diffusion`]: forward processes (DDPM, VP, cosine VP, sub-VP, VE), grids, reverse samplers with
-//!   an observer per step;
-//! - [`score`]: the [`score::ScoreModel`] trait and exact Gaussian mixtures;
-//! - [`info`]: the online Bayesian classifier, H(Y | X_t), its rates, I(Y; X_t) two ways,
-//!   decision problems, entropy production;
+//! The module map, from the top down (arrows run one way: app → info, diffusion, score, fused →
+//! nn → tensor → ops → backend → simd; no module cycles):
+//! - [`app`]: the jobs: the measure config through serde, the runner (engine and device choice),
+//!   the report and outputs, the SVG plot, the bench harness, `denoise`;
+//! - [`info`]: the online Bayesian classifier ([`info::classifier`], its update written once),
+//!   H(Y | X_t), its rates, I(Y; X_t) two ways, decision problems, entropy production, and the
+//!   sums layout every kernel shares;
+//! - [`fused`]: domain kernels apart from the backends (the whole-trajectory mixture kernel, the
+//!   neural SDE step), each a plan that sees the domain and bodies that see only the plan;
+//! - [`diffusion`]: forward processes (DDPM, VP, cosine VP, sub-VP, VE), grids, the
+//!   parameterisation layer ([`diffusion::param`]: ε, x̂₀, v, score), the [`diffusion::Sampler`]
+//!   trait with one file per sampler and an observer per step;
+//! - [`score`]: the [`score::ScoreModel`] trait, exact Gaussian mixtures, the U-Net score;
+//! - [`nn`]: safetensors weights and the UNet2DModel, one walk for every backend;
+//! - [`tensor`]: the host f32 tensor;
+//! - [`ops`]: the U-Net's ops, one folder each (trait, SIMD CPU body, f64 reference, CUDA launch,
+//!   interpreted launch);
+//! - [`backend`]: where buffers live ([`backend::Backend`]: [`backend::Cpu`], [`backend::Emu`]
+//!   the interpreter of the GPU launches, [`backend::Cuda`] with feature `cuda`, a stub that
+//!   reports the GPU unavailable without);
+//! - [`simd`]: lanes (AVX-512F, AVX2+FMA, scalar; detected once) and lane math;
 //! - [`rng`]: counter-based Philox4x32-10 noise keyed by (seed, trajectory, step, element);
-//! - [`backend`]: where tensors live ([`backend::Backend`]: CPU, the emulator of the GPU
-//!   launches, CUDA with feature `cuda`, a stub that reports the GPU unavailable without);
-//! - [`ops`]: the U-Net's ops, one folder each (SIMD CPU body, f64 reference, CUDA launch);
-//! - [`app`]: the `infodiff measure` job (config, run, outputs).
+//! - [`io`]: atomic outputs, safetensors read and write, text input.
 //!
 //! Measuring a two-class mixture with the online classifier:
 //!
