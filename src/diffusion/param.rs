@@ -84,7 +84,7 @@ pub fn eps_x0_from_v(p: &GridPoint, x: f64, v: f64) -> (f64, f64) {
     ((p.sigma * x + p.s * v) / n, (p.s * x - p.sigma * v) / n)
 }
 
-/// x̂₀ of a batch: `out[i]` = (x[i] + σ_t² s[i])/s_t, each element in f64 and rounded once. (B, D)
+/// x̂₀ of a batch: `out[i] = (x[i] + σ_t² s[i])/s_t`, each element in f64 and rounded once. (B, D)
 pub fn x0_from_scores(p: &GridPoint, x: &[f32], scores: &[f32], out: &mut [f32]) {
     for ((o, &xv), &sv) in out.iter_mut().zip(x).zip(scores) {
         *o = x0_from_score(p, xv as f64, sv as f64) as f32;
