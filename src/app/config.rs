@@ -81,7 +81,7 @@ pub enum ProcessConfig {
 /// The `kind`s of [`ProcessConfig`], as the JSON names them.
 pub const PROCESS_KINDS: [&str; 5] = ["ddpm", "vp", "vp_cosine", "subvp", "ve"];
 /// The `kind`s of [`SamplerConfig`], as the JSON names them.
-pub const SAMPLER_KINDS: [&str; 4] = ["ancestral", "ddim", "euler_maruyama", "heun_ode"];
+pub const SAMPLER_KINDS: [&str; 4] = SamplerKind::NAMES;
 
 /// Defaults of the schema's optional numbers (serde takes a function per default).
 mod defaults {

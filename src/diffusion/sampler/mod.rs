@@ -108,6 +108,11 @@ impl Transition {
 }
 
 impl SamplerKind {
+    /// Every kind's config name (`{"kind": …}`), in declaration order: the list the job config
+    /// offers when a kind is unknown.
+    pub const NAMES: [&'static str; 4] = ["ancestral", "ddim", "euler_maruyama", "heun_ode"];
+
+    /// This kind's config name, one of [`SamplerKind::NAMES`].
     pub fn name(&self) -> &'static str {
         match self {
             SamplerKind::Ancestral { .. } => "ancestral",
@@ -541,9 +546,15 @@ mod tests {
         );
         assert!(read(r#"{"kind": "ddim", "eta": 1, "etta": 2}"#).is_err());
         assert!(read(r#"{"kind": "dpm"}"#).is_err());
+        // Every listed name is a kind serde reads.
+        for n in SamplerKind::NAMES {
+            let v = serde_json::json!({ "kind": n });
+            assert!(serde_json::from_value::<SamplerKind>(v).is_ok(), "{n}");
+        }
         for k in kinds() {
             let json = serde_json::to_value(k).unwrap();
             assert_eq!(json["kind"], k.name());
+            assert!(SamplerKind::NAMES.contains(&k.name()), "{}", k.name());
             assert_eq!(serde_json::from_value::<SamplerKind>(json).unwrap(), k);
         }
     }
