@@ -40,16 +40,6 @@ pub fn denoise_file_on(
         Some((g, storage)) => UNetOn::new(Cuda(g), &net, storage)?.forward(x, &t, labels)?,
         None => net.forward(x, &t, labels)?,
     };
-    let bytes: Vec<u8> = out.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, out.shape.clone(), &bytes)
-            .map_err(|e| Error::Unsupported {
-                op: "denoise",
-                reason: format!("output tensor: {e}"),
-            })?;
-    let data = safetensors::serialize([("out", view)], &None).map_err(|e| Error::Unsupported {
-        op: "denoise",
-        reason: format!("serialising `out`: {e}"),
-    })?;
-    dest.commit(&data)
+    use crate::io::safetensors::{View, write};
+    write(dest, &[("out", &out.shape, View::F32(&out.data))])
 }
