@@ -287,8 +287,14 @@ fn fused_kernel_refuses_non_sde_samplers() {
         cfg.grid().unwrap(),
     );
     for s in [
-        SamplerKind::Ddim { eta: 0.5 },
-        SamplerKind::Ddim { eta: 0.0 },
+        SamplerKind::Ddim {
+            eta: 0.5,
+            clip: None,
+        },
+        SamplerKind::Ddim {
+            eta: 0.0,
+            clip: None,
+        },
         SamplerKind::HeunOde,
     ] {
         let e = MixturePlan::new(&m, &spec, &grid, &s, Noise::new(0)).unwrap_err();
@@ -297,7 +303,10 @@ fn fused_kernel_refuses_non_sde_samplers() {
             "{s:?}: {e}"
         );
     }
-    let eta1 = SamplerKind::Ddim { eta: 1.0 };
+    let eta1 = SamplerKind::Ddim {
+        eta: 1.0,
+        clip: None,
+    };
     assert!(MixturePlan::new(&m, &spec, &grid, &eta1, Noise::new(0)).is_ok());
     // a prior that is not a distribution is refused
     assert!(InfoSpec::new(vec![0.5, 0.6], vec![]).is_err());
@@ -533,7 +542,10 @@ fn decision_and_class_rates_match_the_quadrature() {
     // class rates add up to the label rate: Σ_k P̂(k)·rate_class_k = rate_rb (1e-6 relative: f64
     // sums of f32 scores, so Σ_y π_y Δ_y vanishes to f32 precision).
     let mut cfg = app::default_config();
-    cfg.sampler = SamplerKind::Ddim { eta: 0.0 };
+    cfg.sampler = SamplerKind::Ddim {
+        eta: 0.0,
+        clip: None,
+    };
     cfg.steps = 100;
     cfg.trajectories = 500;
     let ex = app::run(&cfg, None, None).unwrap();
@@ -771,7 +783,10 @@ fn gpu_shape_limits_are_named_for_the_cpu_fallback() {
     assert!(why.contains("dimension") && why.contains("16"), "{why}");
     assert_eq!(app::gpu_limit(&app::default_config()), None);
     let mut det = app::default_config();
-    det.sampler = SamplerKind::Ddim { eta: 0.0 };
+    det.sampler = SamplerKind::Ddim {
+        eta: 0.0,
+        clip: None,
+    };
     assert_eq!(app::gpu_limit(&det), None);
     // A network job with more decision problems than the fused neural step records.
     let model =

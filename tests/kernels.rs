@@ -146,7 +146,10 @@ fn fused_mixture_kernel_matches_reference_on_every_isa() {
         ),
         (
             Vp::new(0.1, 20.0).unwrap().grid(150).unwrap(),
-            SamplerKind::Ddim { eta: 1.0 },
+            SamplerKind::Ddim {
+                eta: 1.0,
+                clip: None,
+            },
         ),
     ] {
         let plan = MixturePlan::new(&m, &spec, &grid, &sampler, noise).unwrap();

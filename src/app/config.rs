@@ -81,7 +81,7 @@ pub enum ProcessConfig {
 /// The `kind`s of [`ProcessConfig`], as the JSON names them.
 pub const PROCESS_KINDS: [&str; 5] = ["ddpm", "vp", "vp_cosine", "subvp", "ve"];
 /// The `kind`s of [`SamplerConfig`], as the JSON names them.
-pub const SAMPLER_KINDS: [&str; 4] = SamplerKind::NAMES;
+pub const SAMPLER_KINDS: [&str; 11] = SamplerKind::NAMES;
 
 /// Defaults of the schema's optional numbers (serde takes a function per default).
 mod defaults {
@@ -188,6 +188,39 @@ pub enum SamplerConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         steps: Option<u64>,
     },
+    Ddpm {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        steps: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clip: Option<f64>,
+    },
+    Euler {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        steps: Option<u64>,
+    },
+    EulerAncestral {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        steps: Option<u64>,
+    },
+    Heun {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        steps: Option<u64>,
+    },
+    #[serde(rename = "dpmpp_2m")]
+    Dpmpp2m {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        steps: Option<u64>,
+    },
+    #[serde(rename = "dpmpp_2m_sde")]
+    Dpmpp2mSde {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        steps: Option<u64>,
+    },
+    #[serde(rename = "dpmpp_3m_sde")]
+    Dpmpp3mSde {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        steps: Option<u64>,
+    },
 }
 
 impl SamplerConfig {
@@ -198,9 +231,16 @@ impl SamplerConfig {
             SamplerConfig::Ancestral { steps, variance } => {
                 (SamplerKind::Ancestral { variance }, steps)
             }
-            SamplerConfig::Ddim { steps, eta } => (SamplerKind::Ddim { eta }, steps),
+            SamplerConfig::Ddim { steps, eta } => (SamplerKind::Ddim { eta, clip: None }, steps),
             SamplerConfig::EulerMaruyama { steps } => (SamplerKind::EulerMaruyama, steps),
             SamplerConfig::HeunOde { steps } => (SamplerKind::HeunOde, steps),
+            SamplerConfig::Ddpm { steps, clip } => (SamplerKind::Ddpm { clip }, steps),
+            SamplerConfig::Euler { steps } => (SamplerKind::Euler, steps),
+            SamplerConfig::EulerAncestral { steps } => (SamplerKind::EulerAncestral, steps),
+            SamplerConfig::Heun { steps } => (SamplerKind::Heun, steps),
+            SamplerConfig::Dpmpp2m { steps } => (SamplerKind::Dpmpp2m, steps),
+            SamplerConfig::Dpmpp2mSde { steps } => (SamplerKind::Dpmpp2mSde, steps),
+            SamplerConfig::Dpmpp3mSde { steps } => (SamplerKind::Dpmpp3mSde, steps),
         }
     }
 
@@ -209,9 +249,16 @@ impl SamplerConfig {
         let steps = Some(steps as u64);
         match sampler {
             SamplerKind::Ancestral { variance } => SamplerConfig::Ancestral { steps, variance },
-            SamplerKind::Ddim { eta } => SamplerConfig::Ddim { steps, eta },
+            SamplerKind::Ddim { eta, .. } => SamplerConfig::Ddim { steps, eta },
             SamplerKind::EulerMaruyama => SamplerConfig::EulerMaruyama { steps },
             SamplerKind::HeunOde => SamplerConfig::HeunOde { steps },
+            SamplerKind::Ddpm { clip } => SamplerConfig::Ddpm { steps, clip },
+            SamplerKind::Euler => SamplerConfig::Euler { steps },
+            SamplerKind::EulerAncestral => SamplerConfig::EulerAncestral { steps },
+            SamplerKind::Heun => SamplerConfig::Heun { steps },
+            SamplerKind::Dpmpp2m => SamplerConfig::Dpmpp2m { steps },
+            SamplerKind::Dpmpp2mSde => SamplerConfig::Dpmpp2mSde { steps },
+            SamplerKind::Dpmpp3mSde => SamplerConfig::Dpmpp3mSde { steps },
         }
     }
 }
@@ -684,7 +731,7 @@ impl Config {
                     1,
                     MAX_STEPS,
                 )?;
-                if let SamplerKind::Ddim { eta } = sampler
+                if let SamplerKind::Ddim { eta, .. } = sampler
                     && !(0.0..=1.0).contains(&eta)
                 {
                     return Err(Error::config("sampler.eta", "a number in [0, 1]", eta));
@@ -1036,7 +1083,16 @@ mod tests {
                 sigma_max: 50.0
             }
         );
-        assert_eq!((c.sampler, c.steps), (SamplerKind::Ddim { eta: 0.0 }, 1000));
+        assert_eq!(
+            (c.sampler, c.steps),
+            (
+                SamplerKind::Ddim {
+                    eta: 0.0,
+                    clip: None
+                },
+                1000
+            )
+        );
         let c = Config::from_value(&json!({"process": {"kind": "ddpm", "steps": 30}})).unwrap();
         assert_eq!(c.steps, 30, "sampler steps default to the DDPM process's");
         assert_eq!(Config::from_value(&json!({})).unwrap(), default_config());

@@ -8,6 +8,7 @@
 pub mod param;
 pub mod process;
 pub mod sampler;
+pub mod scheduler;
 
 pub use param::Prediction;
 pub use process::{
@@ -15,5 +16,6 @@ pub use process::{
 };
 pub use sampler::{
     AncestralVariance, EndView, NoObserver, Observer, Sampler, SamplerKind, ScoreFn, StepCtx,
-    StepView, Transition, sample, sample_with,
+    StepView, Transition, sample, sample_from, sample_with,
 };
+pub use scheduler::{Plan, Scheduler, SigmaGrid, Spacing};

@@ -91,11 +91,11 @@ pub fn x0_from_scores(p: &GridPoint, x: &[f32], scores: &[f32], out: &mut [f32])
     }
 }
 
-/// The timestep a diffusers-trained network takes for the state on `p`: DDPM state x_i is
-/// timestep i − 1 (diffusers counts the first noisy state as 0).
+/// The timestep a diffusers-trained network takes for the state on `p` ([`GridPoint::timestep`]:
+/// DDPM state x_i is timestep i − 1, diffusers counting the first noisy state as 0).
 #[inline]
 pub fn network_timestep(p: &GridPoint) -> f32 {
-    p.index as f32 - 1.0
+    p.timestep as f32
 }
 
 #[cfg(test)]
@@ -110,6 +110,7 @@ mod tests {
             sigma,
             f: 0.0,
             g2: 1.0,
+            timestep: 6.0,
         }
     }
 

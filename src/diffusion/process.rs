@@ -54,6 +54,10 @@ pub struct GridPoint {
     pub sigma: f64,
     pub f: f64,
     pub g2: f64,
+    /// The timestep a diffusers-trained network takes for the state here (may be fractional, as
+    /// EulerDiscreteScheduler's are): DDPM state x_i is timestep i − 1 (diffusers counts the
+    /// first noisy state as 0); a point that is never evaluated (σ = 0) holds −1.
+    pub timestep: f64,
 }
 
 impl GridPoint {
@@ -67,6 +71,11 @@ impl GridPoint {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Grid {
     pub points: Vec<GridPoint>,
+    /// Where step j lands, when that is not `points[j + 1]` (one entry per step): diffusers'
+    /// DDIMScheduler and DDPMScheduler step from timestep t to t − T/S whatever the spacing, and
+    /// then evaluate the network at the next listed timestep. None: every step lands on the next
+    /// point.
+    pub lands: Option<Vec<GridPoint>>,
 }
 
 impl Grid {
@@ -89,10 +98,21 @@ impl Grid {
                     sigma,
                     f: p.drift(t),
                     g2: p.g2(t),
+                    timestep: index(n - 1 - j) as f64 - 1.0,
                 }
             })
             .collect();
-        Grid { points }
+        Grid {
+            points,
+            lands: None,
+        }
+    }
+    /// The point step j lands on: `lands[j]` where given, else `points[j + 1]`.
+    pub fn target(&self, j: usize) -> &GridPoint {
+        match &self.lands {
+            Some(l) => &l[j],
+            None => &self.points[j + 1],
+        }
     }
     /// Number of transitions.
     pub fn steps(&self) -> usize {
@@ -129,7 +149,8 @@ fn positive(field: &str, v: f64) -> Result<()> {
     }
 }
 
-/// Discrete DDPM (Ho et al. 2020): β_i = linspace(β_start, β_end, N), states x_0 … x_N, t = i.
+/// Discrete DDPM (Ho et al. 2020): β_i = linspace(β_start, β_end, N) (or any β_i given,
+/// [`Ddpm::from_betas`]), states x_0 … x_N, t = i.
 /// Between indices, ln ᾱ is interpolated linearly and g²(t) = −d ln ᾱ/dt = −ln(1 − β_⌈t⌉), so
 /// that the continuous SDE reproduces ᾱ_i at every index.
 #[derive(Clone, Debug, PartialEq)]
@@ -138,6 +159,8 @@ pub struct Ddpm {
     pub beta_end: f64,
     pub n: usize,
     alpha_bar: Vec<f64>,
+    /// β_1..β_N when given as a table ([`Ddpm::from_betas`]); None: linspace(β_start, β_end, N).
+    betas: Option<Vec<f64>>,
 }
 
 impl Ddpm {
@@ -159,7 +182,46 @@ impl Ddpm {
             beta_end,
             n,
             alpha_bar: ddpm_alpha_bar(beta_start, beta_end, n),
+            betas: None,
         })
+    }
+    /// The DDPM with β_1..β_N = `betas` (a scheduler's table: `trained_betas`, scaled_linear,
+    /// squaredcos_cap_v2, a zero-terminal-SNR rescale). Each β must lie in (0, 1]; β_N = 1
+    /// (zero terminal SNR) makes ᾱ_N = 0, a noise end with no signal.
+    pub fn from_betas(betas: &[f64]) -> Result<Self> {
+        if betas.is_empty() {
+            return Err(Error::config("betas", "at least 1", 0));
+        }
+        for (i, &b) in betas.iter().enumerate() {
+            if !(b > 0.0 && b <= 1.0) {
+                return Err(Error::config(
+                    &format!("betas[{i}]"),
+                    "a number in (0, 1]",
+                    b,
+                ));
+            }
+        }
+        let mut alpha_bar = Vec::with_capacity(betas.len() + 1);
+        let mut log_ab = 0.0f64;
+        alpha_bar.push(1.0);
+        for &b in betas {
+            log_ab += (-b).ln_1p();
+            alpha_bar.push(log_ab.exp());
+        }
+        Ok(Ddpm {
+            beta_start: betas[0],
+            beta_end: betas[betas.len() - 1],
+            n: betas.len(),
+            alpha_bar,
+            betas: Some(betas.to_vec()),
+        })
+    }
+    /// β_i (i = 1..=N).
+    pub fn beta(&self, i: usize) -> f64 {
+        match &self.betas {
+            Some(b) => b[i - 1],
+            None => ddpm_beta(self.beta_start, self.beta_end, self.n, i),
+        }
     }
     /// ᾱ_i for i = 0..=N.
     pub fn alpha_bar(&self) -> &[f64] {
@@ -188,7 +250,7 @@ impl Process for Ddpm {
     }
     fn g2(&self, t: f64) -> f64 {
         let i = (t.ceil() as usize).clamp(1, self.n);
-        -(-ddpm_beta(self.beta_start, self.beta_end, self.n, i)).ln_1p()
+        -(-self.beta(i)).ln_1p()
     }
     fn t_max(&self) -> f64 {
         self.n as f64

@@ -49,9 +49,33 @@ pub enum SamplerKind {
     Ddim {
         #[serde(default)]
         eta: f64,
+        /// Clamp x̂₀ to [−clip, clip] before the step (DDIMScheduler's `clip_sample`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clip: Option<f64>,
     },
     EulerMaruyama,
     HeunOde,
+    /// DDPMScheduler: the ancestral step with the posterior variance β̃ ("fixed_small"), x̂₀
+    /// clamped to [−clip, clip] where set (`clip_sample`).
+    Ddpm {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clip: Option<f64>,
+    },
+    /// EulerDiscreteScheduler: Euler on the probability-flow ODE in σ = σ_t/s_t.
+    Euler,
+    /// EulerAncestralDiscreteScheduler.
+    EulerAncestral,
+    /// HeunDiscreteScheduler: Heun's second-order method in σ.
+    Heun,
+    /// DPMSolverMultistepScheduler, second order, `dpmsolver++`.
+    #[serde(rename = "dpmpp_2m")]
+    Dpmpp2m,
+    /// DPMSolverMultistepScheduler, second order, `sde-dpmsolver++`.
+    #[serde(rename = "dpmpp_2m_sde")]
+    Dpmpp2mSde,
+    /// DPM-Solver++(3M) SDE (third-order multistep, `sde-dpmsolver++`).
+    #[serde(rename = "dpmpp_3m_sde")]
+    Dpmpp3mSde,
 }
 
 /// Most earlier-point score terms a [`Transition`] holds (a third-order multistep method needs 2).
@@ -110,7 +134,19 @@ impl Transition {
 impl SamplerKind {
     /// Every kind's config name (`{"kind": …}`), in declaration order: the list the job config
     /// offers when a kind is unknown.
-    pub const NAMES: [&'static str; 4] = ["ancestral", "ddim", "euler_maruyama", "heun_ode"];
+    pub const NAMES: [&'static str; 11] = [
+        "ancestral",
+        "ddim",
+        "euler_maruyama",
+        "heun_ode",
+        "ddpm",
+        "euler",
+        "euler_ancestral",
+        "heun",
+        "dpmpp_2m",
+        "dpmpp_2m_sde",
+        "dpmpp_3m_sde",
+    ];
 
     /// This kind's config name, one of [`SamplerKind::NAMES`].
     pub fn name(&self) -> &'static str {
@@ -119,15 +155,30 @@ impl SamplerKind {
             SamplerKind::Ddim { .. } => "ddim",
             SamplerKind::EulerMaruyama => "euler_maruyama",
             SamplerKind::HeunOde => "heun_ode",
+            SamplerKind::Ddpm { .. } => "ddpm",
+            SamplerKind::Euler => "euler",
+            SamplerKind::EulerAncestral => "euler_ancestral",
+            SamplerKind::Heun => "heun",
+            SamplerKind::Dpmpp2m => "dpmpp_2m",
+            SamplerKind::Dpmpp2mSde => "dpmpp_2m_sde",
+            SamplerKind::Dpmpp3mSde => "dpmpp_3m_sde",
         }
     }
 
     /// Whether the transitions are random.
     pub fn is_stochastic(&self) -> bool {
         match self {
-            SamplerKind::Ancestral { .. } | SamplerKind::EulerMaruyama => true,
-            SamplerKind::Ddim { eta } => *eta > 0.0,
-            SamplerKind::HeunOde => false,
+            SamplerKind::Ancestral { .. }
+            | SamplerKind::EulerMaruyama
+            | SamplerKind::Ddpm { .. }
+            | SamplerKind::EulerAncestral
+            | SamplerKind::Dpmpp2mSde
+            | SamplerKind::Dpmpp3mSde => true,
+            SamplerKind::Ddim { eta, .. } => *eta > 0.0,
+            SamplerKind::HeunOde
+            | SamplerKind::Euler
+            | SamplerKind::Heun
+            | SamplerKind::Dpmpp2m => false,
         }
     }
 
@@ -140,8 +191,10 @@ impl SamplerKind {
     pub fn supports_online_classifier(&self) -> bool {
         match self {
             SamplerKind::Ancestral { .. } | SamplerKind::EulerMaruyama => true,
-            SamplerKind::Ddim { eta } => *eta == 1.0,
-            SamplerKind::HeunOde => false,
+            SamplerKind::Ddim { eta, .. } => *eta == 1.0,
+            // TODO(issue 10): ddpm, euler_ancestral and the DPM-Solver++ SDEs once the observer
+            // tracks them.
+            _ => false,
         }
     }
 
@@ -149,7 +202,7 @@ impl SamplerKind {
     pub fn online_classifier_refusal(&self) -> Option<String> {
         match self {
             _ if self.supports_online_classifier() => None,
-            SamplerKind::Ddim { eta } if *eta > 0.0 => Some(format!(
+            SamplerKind::Ddim { eta, .. } if *eta > 0.0 => Some(format!(
                 "the online classifier is Bayes only along reverse-SDE paths (ancestral, euler_maruyama, ddim with eta = 1); \
                  ddim with eta = {eta} overstates the label information by (1+η²)²/(4η²)"
             )),
@@ -168,11 +221,13 @@ impl SamplerKind {
             SamplerKind::Ancestral { variance } => {
                 Some(ancestral::Ancestral { variance }.transition(p, q, last))
             }
-            SamplerKind::Ddim { eta } => Some(ddim::Ddim { eta }.transition(p, q, last)),
+            SamplerKind::Ddim { eta, clip: None } => {
+                Some(ddim::Ddim { eta }.transition(p, q, last))
+            }
             SamplerKind::EulerMaruyama => {
                 Some(euler_maruyama::EulerMaruyama.transition(p, q, last))
             }
-            SamplerKind::HeunOde => None,
+            _ => None,
         }
     }
 
@@ -187,9 +242,15 @@ impl SamplerKind {
     ) -> Result<Box<dyn Sampler>> {
         Ok(match *self {
             SamplerKind::Ancestral { variance } => Box::new(ancestral::Ancestral { variance }),
-            SamplerKind::Ddim { eta } => Box::new(ddim::Ddim { eta }),
+            SamplerKind::Ddim { eta, clip: None } => Box::new(ddim::Ddim { eta }),
             SamplerKind::EulerMaruyama => Box::new(euler_maruyama::EulerMaruyama),
             SamplerKind::HeunOde => Box::new(heun_ode::HeunOde::new(batch, dim, classes)),
+            other => {
+                return Err(Error::Unsupported {
+                    op: "SamplerKind::build",
+                    reason: format!("sampler {} is not built yet", other.name()),
+                });
+            }
         })
     }
 }
@@ -438,23 +499,50 @@ pub fn sample_with<M: ScoreModel + ?Sized, O: Observer + ?Sized>(
     batch: usize,
     observer: &mut O,
 ) -> Result<Vec<f32>> {
+    let d = model.dim();
+    let pts = &grid.points;
+    if pts.len() < 2 {
+        return Err(Error::config("sampler.steps", "at least 1", 0));
+    }
+    let mut x = vec![0.0f32; batch * d]; // (B, D)
+    for (b, row) in x.chunks_mut(d).enumerate() {
+        model.initial_state(&pts[0], &noise, first_trajectory + b as u64, row);
+    }
+    sample_from(model, grid, sampler, noise, first_trajectory, x, observer)
+}
+
+/// [`sample_with`] from given initial states `x` (B, D) on the grid's first point (a sampler's
+/// initial noise × its scale, or a user's `--init`); returns the final states (B, D).
+pub fn sample_from<M: ScoreModel + ?Sized, O: Observer + ?Sized>(
+    model: &M,
+    grid: &Grid,
+    sampler: &mut dyn Sampler,
+    noise: Noise,
+    first_trajectory: u64,
+    mut x: Vec<f32>,
+    observer: &mut O,
+) -> Result<Vec<f32>> {
     let (d, k) = (model.dim(), model.num_classes());
     let pts = &grid.points;
     if pts.len() < 2 {
         return Err(Error::config("sampler.steps", "at least 1", 0));
     }
-    let score_fn = ModelFn(model);
-    let mut x = vec![0.0f32; batch * d]; // (B, D)
-    for (b, row) in x.chunks_mut(d).enumerate() {
-        model.initial_state(&pts[0], &noise, first_trajectory + b as u64, row);
+    if d == 0 || x.len() % d != 0 {
+        return Err(Error::shape(
+            "sample_from: initial states (B, D)",
+            format!("(B, {d})"),
+            x.len(),
+        ));
     }
+    let batch = x.len() / d;
+    let score_fn = ModelFn(model);
     let mut x_next = vec![0.0f32; batch * d]; // (B, D)
     let mut z = vec![0.0f32; batch * d]; // (B, D)
     let mut x0_hat = vec![0.0f32; batch * d]; // (B, D)
     let mut scores = Scores::new(batch, d, k);
     let steps = pts.len() - 1;
     for step in 0..steps {
-        let (p, q) = (&pts[step], &pts[step + 1]);
+        let (p, q) = (&pts[step], grid.target(step));
         let ctx = StepCtx {
             step,
             from: p,
@@ -518,8 +606,14 @@ mod tests {
             SamplerKind::Ancestral {
                 variance: AncestralVariance::BetaTilde,
             },
-            SamplerKind::Ddim { eta: 0.0 },
-            SamplerKind::Ddim { eta: 0.5 },
+            SamplerKind::Ddim {
+                eta: 0.0,
+                clip: None,
+            },
+            SamplerKind::Ddim {
+                eta: 0.5,
+                clip: None,
+            },
             SamplerKind::EulerMaruyama,
             SamplerKind::HeunOde,
         ]
@@ -542,7 +636,10 @@ mod tests {
         );
         assert_eq!(
             read(r#"{"kind": "ddim"}"#).unwrap(),
-            SamplerKind::Ddim { eta: 0.0 }
+            SamplerKind::Ddim {
+                eta: 0.0,
+                clip: None
+            }
         );
         assert!(read(r#"{"kind": "ddim", "eta": 1, "etta": 2}"#).is_err());
         assert!(read(r#"{"kind": "dpm"}"#).is_err());
