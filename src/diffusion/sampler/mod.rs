@@ -869,6 +869,81 @@ mod tests {
     }
 
     #[test]
+    fn bad_settings_are_refused_naming_the_field() {
+        let g = Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(10).unwrap();
+        for (k, field) in [
+            (
+                SamplerKind::Ddim {
+                    eta: 1.5,
+                    clip: None,
+                },
+                "sampler.eta",
+            ),
+            (
+                SamplerKind::Ddim {
+                    eta: 0.0,
+                    clip: Some(0.0),
+                },
+                "sampler.clip",
+            ),
+            (
+                SamplerKind::Ddpm {
+                    clip: Some(f64::NAN),
+                },
+                "sampler.clip",
+            ),
+        ] {
+            let e = k.build(&g, 2, 3, 1).err().expect("refused").to_string();
+            assert!(e.contains(field), "{k:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn multistep_samplers_refuse_steps_out_of_order() {
+        struct NoModel;
+        impl ScoreFn for NoModel {
+            fn scores_at(
+                &self,
+                _: &[f32],
+                _: &GridPoint,
+                _: &ScoreCtx,
+                _: &mut Scores,
+            ) -> Result<()> {
+                Ok(())
+            }
+        }
+        let g = Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(10).unwrap();
+        for k in [
+            SamplerKind::Dpmpp2m,
+            SamplerKind::Dpmpp2mSde,
+            SamplerKind::Dpmpp3mSde,
+        ] {
+            let mut s = k.build(&g, 2, 3, 1).unwrap();
+            let (x, sc) = (vec![0.5f32; 6], Scores::new(2, 3, 1));
+            let (mut xn, mut z) = (vec![0.0f32; 6], vec![0.0f32; 6]);
+            let ctx = |step| StepCtx {
+                step,
+                from: &g.points[step],
+                to: &g.points[step + 1],
+                last: false,
+                noise: Noise::new(1),
+                first_trajectory: 0,
+                batch: 2,
+                dim: 3,
+            };
+            assert!(s.step(&NoModel, &ctx(2), &x, &sc, &mut xn, &mut z).is_err());
+            s.step(&NoModel, &ctx(0), &x, &sc, &mut xn, &mut z).unwrap();
+            s.step(&NoModel, &ctx(1), &x, &sc, &mut xn, &mut z).unwrap();
+            assert!(
+                s.step(&NoModel, &ctx(3), &x, &sc, &mut xn, &mut z).is_err(),
+                "{k:?}"
+            );
+            // a new batch starts again at step 0
+            s.step(&NoModel, &ctx(0), &x, &sc, &mut xn, &mut z).unwrap();
+        }
+    }
+
+    #[test]
     fn earlier_terms_are_bounded() {
         let tr = Transition::new(1.0, 0.5, 0.1);
         assert_eq!(tr.with_earlier(&[0.1, 0.2]).unwrap().earlier(), &[0.1, 0.2]);
