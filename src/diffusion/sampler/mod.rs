@@ -99,6 +99,12 @@ pub const MAX_EARLIER_TERMS: usize = 3;
 /// x' = a·x + c·s + Σ_j c_j·s_{−j} + √var·z: `c` is the coefficient on the score at the step's
 /// own point (`from`), `earlier()[j − 1]` the one on the score taken j grid steps before it.
 /// One-step samplers have no earlier terms ([`Transition::one_term`]).
+///
+/// A multistep sampler's mean (DPM-Solver++) also has terms b_j·x_{−j} in the earlier states
+/// (through their x̂₀'s), which do not depend on the label and are not reported: `a` is then the
+/// coefficient on the current state x alone, ∂x'/∂x, not the whole mean's; the unconditional
+/// mean is x' − √var·z, and the class-conditional one differs from it by
+/// c·(s(x | y) − s(x)) + Σ_j c_j·(s_{−j}(x_{−j} | y) − s_{−j}(x_{−j})) ([`multistep`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Transition {
     pub a: f64,
