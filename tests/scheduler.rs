@@ -11,10 +11,11 @@
 //! - σ (σ-space classes) within 1 float32 ulp: diffusers' σ table is torch's float32 `sqrt`, which
 //!   is not correctly rounded on every machine (infodiff's is); s = 1/√(1 + σ²) and σ_t = σ·s are
 //!   then checked to 1e-12 relative against the fixture's σ where σ is equal, and to 2.5e-7
-//!   (two float32 ulps) where it is one ulp off; the test prints how many are;
+//!   (two float32 ulps) where it is one ulp off; the test prints how many are (measured: 84 of
+//!   12 730 points, and 6 more by 2–4 ulps after a rescale);
 //! - integer timesteps equal; fractional ones (Karras, log-SNR) within 1.3e-4 absolute (two
 //!   float32 ulps at t ≈ 1000): they come from numpy's SIMD float32 `log`, which is not correctly
-//!   rounded (infodiff's is), through `_sigma_to_t` (measured: 50 of 5245 fractional timesteps
+//!   rounded (infodiff's is), through `_sigma_to_t` (measured: 56 of 5338 fractional timesteps
 //!   differ at all, by at most 6.1e-5, one ulp);
 //! - `init_noise_sigma` like σ;
 //! - after `rescale_betas_zero_snr`, whose √ᾱ is torch's float32 `sqrt` too, ᾱ and σ agree to
@@ -79,6 +80,7 @@ const T_ABS: f64 = 1.3e-4;
 struct Tally {
     points: usize,
     sigma_ulp1: usize,
+    sigma_rescaled_ulps: usize,
     t_frac: usize,
     t_ulp: usize,
     t_max_abs: f64,
@@ -148,8 +150,10 @@ fn check_case(c: &Value, plan: &Plan, tally: &mut Tally) {
                 sig[j]
             );
             let tol = if u == 0 { 1e-12 } else { 2.5e-7f64.max(loose) };
-            if u > 0 {
+            if u == 1 {
                 tally.sigma_ulp1 += 1;
+            } else if u > 1 {
+                tally.sigma_rescaled_ulps += 1;
             }
             let s = 1.0 / (1.0 + sig[j] * sig[j]).sqrt();
             assert!(rel(p.s, s) < tol, "{name}: s {j}: {} vs {s}", p.s);

@@ -785,7 +785,7 @@ impl Scheduler {
             cfg_err(
                 o,
                 k,
-                format!("{expected} (for sampler {sname}, {})", class.name()),
+                format!("{expected} [sampler {sname} → {}]", class.name()),
                 found,
             )
         };
@@ -1111,11 +1111,6 @@ impl Scheduler {
 }
 
 fn refuse_grid(grid: SigmaGrid, sampler: &SamplerKind, why: &str) -> Error {
-    let flag = match grid {
-        SigmaGrid::Karras => "--karras",
-        SigmaGrid::UniformLogSnr => "--log-snr",
-        SigmaGrid::Scheduler => "the σ grid",
-    };
     Error::Unsupported {
         op: if grid == SigmaGrid::Karras {
             "--karras"
@@ -1123,7 +1118,7 @@ fn refuse_grid(grid: SigmaGrid, sampler: &SamplerKind, why: &str) -> Error {
             "--log-snr"
         },
         reason: format!(
-            "{flag} is not available with sampler {}{}: it {why}",
+            "not available with sampler {}{}: it {why}",
             sampler.name(),
             diffusers_class(sampler)
                 .map(|c| format!(" ({c})"))
@@ -1313,16 +1308,27 @@ fn lambda_uniform(log_min: f64, log_max: f64, steps: usize) -> Vec<f64> {
         .collect()
 }
 
+/// numpy's `cumsum(below).argmax()` on the ln σ table: the last index i with `below(ln σ_i)`, 0
+/// when none. The table is non-decreasing except perhaps at its end (ᾱ is non-increasing and
+/// every float32 step to ln σ is monotone; the σ-space classes' 2⁻²⁴ floor may lift the last σ
+/// below the one before), so a binary search on all but the last entry, then the last.
+fn last_at_or_below(log_sigmas: &[f32], below: impl Fn(f32) -> bool) -> usize {
+    let n = log_sigmas.len();
+    if n > 0 && below(log_sigmas[n - 1]) {
+        return n - 1;
+    }
+    log_sigmas[..n.saturating_sub(1)]
+        .partition_point(|&l| below(l))
+        .saturating_sub(1)
+}
+
 /// `_sigma_to_t`: the fractional training timestep of σ by linear interpolation in ln σ on the
 /// float32 table `log_sigmas` (increasing).
 fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
     let log_sigma = sigma.max(1e-10).ln();
     let n = log_sigmas.len();
     // The last index with ln σ_i ≤ ln σ (0 when none), at most T − 2.
-    let cnt = log_sigmas
-        .iter()
-        .rposition(|&l| log_sigma - l as f64 >= 0.0)
-        .unwrap_or(0);
+    let cnt = last_at_or_below(log_sigmas, |l| log_sigma - l as f64 >= 0.0);
     let low_idx = cnt.min(n.saturating_sub(2));
     let high_idx = low_idx + 1;
     if high_idx >= n {
@@ -1339,10 +1345,7 @@ fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
 fn sigma_to_t_f32(sigma: f32, log_sigmas: &[f32]) -> f64 {
     let log_sigma = (sigma.max(1e-10f32) as f64).ln() as f32;
     let n = log_sigmas.len();
-    let cnt = log_sigmas
-        .iter()
-        .rposition(|&l| log_sigma - l >= 0.0)
-        .unwrap_or(0);
+    let cnt = last_at_or_below(log_sigmas, |l| log_sigma - l >= 0.0);
     let low_idx = cnt.min(n.saturating_sub(2));
     let high_idx = low_idx + 1;
     if high_idx >= n {
