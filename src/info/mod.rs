@@ -26,13 +26,18 @@ pub mod classifier;
 pub mod closed_form;
 pub mod curves;
 pub mod divergence;
+pub mod guidance;
 pub mod observer;
 pub mod sums;
 
 pub use classifier::OnlineUpdate;
 pub use curves::{Curves, PartitionCurve, Peak, peaks};
 pub use divergence::hutchinson_divergence;
-pub use observer::{InfoObserver, PointScores, Tracking, measure_trajectories, point_terms};
+pub use guidance::{Guidance, GuidedSampler};
+pub use observer::{
+    InfoObserver, MeasureOptions, PointScores, Tracking, measure_run, measure_trajectories,
+    point_terms,
+};
 pub use sums::{InfoSums, Layout};
 
 use crate::error::{Error, Result};
