@@ -692,3 +692,137 @@ fn shuffled_label_null_on_guided_multistep_paths() {
         }
     }
 }
+
+// ---- the samplers in `measure` (app::run) --------------------------------------------------
+
+fn job(text: &str) -> infodiff::app::Config {
+    infodiff::app::Config::from_json_str(text, "test").unwrap()
+}
+
+/// A multistep sampler and a guided job run on the generic engine, saying why in the summary's
+/// notes; the fused engine asked for explicitly refuses them; neither has a GPU path
+/// (`gpu_limit` names the reason for `--device auto`).
+#[test]
+fn multistep_and_guided_jobs_route_to_the_generic_engine() {
+    use infodiff::app::{self, Engine};
+    let fused = Engine::Fused(infodiff::simd::detected());
+    for (text, why) in [
+        (
+            r#"{"sampler": {"kind": "dpmpp_2m_sde", "steps": 50}, "trajectories": 300}"#,
+            "multistep",
+        ),
+        (
+            r#"{"sampler": {"kind": "ddpm", "steps": 50}, "guidance": 2, "classes": [0, 3], "trajectories": 300}"#,
+            "guided",
+        ),
+    ] {
+        let cfg = job(text);
+        let r = app::run(&cfg, None, None).unwrap();
+        assert_eq!(r.engine, Engine::Generic, "{text}");
+        assert_eq!(r.curves.tracking, Tracking::Online);
+        let notes = r.summary()["notes"].to_string();
+        assert!(
+            notes.contains("generic engine") && notes.contains(why),
+            "{notes}"
+        );
+        assert!(r.table().contains(why), "{}", r.table());
+        let e = match app::run(&cfg, Some(fused), None) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{text}: the fused engine ran"),
+        };
+        assert!(e.contains(why), "{e}");
+        assert!(!app::runner::has_gpu_path(&cfg));
+        assert!(app::gpu_limit(&cfg).is_some_and(|w| w.contains(why)));
+    }
+    // guidance recorded in the config and explained
+    let r = app::run(
+        &job(r#"{"sampler": {"kind": "ddpm", "steps": 20}, "guidance": 2, "trajectories": 40}"#),
+        None,
+        None,
+    )
+    .unwrap();
+    let s = r.summary();
+    assert_eq!(s["config"]["guidance"], 2.0);
+    assert_eq!(s["config"]["classes"], serde_json::json!([0, 1, 2, 3]));
+    assert!(
+        s["notes"].to_string().contains("not the model's"),
+        "{}",
+        s["notes"]
+    );
+    assert!(
+        s["posterior"]
+            .as_str()
+            .unwrap()
+            .contains("transition actually taken")
+    );
+}
+
+/// The one-step new samplers (ddpm = β̃ ancestral, euler_ancestral) run on the fused kernel by
+/// default, and it agrees with the generic observer path on the same noise (1e-3 nats: f32 state
+/// rounding), as today's samplers do.
+#[test]
+fn one_step_new_samplers_run_fused_and_agree_with_the_generic_path() {
+    use infodiff::app::{self, Engine};
+    for kind in ["ddpm", "euler_ancestral"] {
+        let cfg = job(&format!(
+            r#"{{"sampler": {{"kind": "{kind}", "steps": 100}}, "trajectories": 1000}}"#
+        ));
+        assert!(infodiff::app::runner::has_gpu_path(&cfg) && app::gpu_limit(&cfg).is_none());
+        let a = app::run(&cfg, None, None).unwrap();
+        assert!(
+            matches!(a.engine, Engine::Fused(_)),
+            "{kind}: {:?}",
+            a.engine
+        );
+        let b = app::run(&cfg, Some(Engine::Generic), None).unwrap();
+        for j in 0..a.curves.t.len() {
+            assert!(
+                (a.curves.h_online[j] - b.curves.h_online[j]).abs() < 1e-3,
+                "{kind} j={j}: fused {} vs generic {}",
+                a.curves.h_online[j],
+                b.curves.h_online[j]
+            );
+        }
+    }
+}
+
+/// The deterministic new samplers (euler, heun, dpmpp_2m) track the exact posterior, say why
+/// (no transition density: the Bayes update is degenerate), and their H(Y | X_t) is the
+/// quadrature's within 4 SE + 0.01 bits (ODE paths follow the marginals up to the integrator's
+/// error) on the default mixture's DDPM process (200 steps).
+#[test]
+fn deterministic_new_samplers_track_the_exact_posterior_and_say_why() {
+    use infodiff::app;
+    use infodiff::info::bits;
+    use infodiff::info::closed_form::mixture_conditional_entropy_1d;
+    let m = four_points();
+    for kind in ["euler", "heun", "dpmpp_2m"] {
+        let cfg = job(&format!(
+            r#"{{"sampler": {{"kind": "{kind}", "steps": 200}}, "trajectories": 3000}}"#
+        ));
+        assert!(!infodiff::app::runner::has_gpu_path(&cfg));
+        let r = app::run(&cfg, None, None).unwrap();
+        let c = &r.curves;
+        assert_eq!(c.tracking, Tracking::Exact, "{kind}");
+        let post = r.summary()["posterior"].as_str().unwrap().to_string();
+        assert!(
+            post.starts_with("exact posterior")
+                && post.contains("deterministic")
+                && post.contains("no transition density")
+                && post.contains(kind),
+            "{post}"
+        );
+        assert!(r.table().contains("degenerate"), "{}", r.table());
+        let g = cfg.grid().unwrap();
+        for j in (20..200).step_by(20) {
+            let p = &g.points[j];
+            let want = bits(mixture_conditional_entropy_1d(&m, p.s, p.sigma));
+            let h = bits(c.h_online[j]);
+            assert!(
+                (h - want).abs() < 4.0 * bits(c.h_online_se[j]) + 0.01,
+                "{kind} t={}: {h} vs {want}",
+                p.t
+            );
+        }
+    }
+}
