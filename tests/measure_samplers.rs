@@ -826,3 +826,150 @@ fn deterministic_new_samplers_track_the_exact_posterior_and_say_why() {
         }
     }
 }
+
+// ---- `measure --model` -------------------------------------------------------------------
+
+fn tiny_class() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet/tiny-class")
+}
+
+/// A diffusers pipeline folder around the tiny-class UNet with `scheduler` as its
+/// scheduler_config.json.
+fn pipeline(name: &str, scheduler: &serde_json::Value) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "infodiff-measure-samplers-{}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("unet")).unwrap();
+    std::fs::create_dir_all(dir.join("scheduler")).unwrap();
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(tiny_class().join(f), dir.join("unet").join(f)).unwrap();
+    }
+    let index = serde_json::json!({
+        "_class_name": "DDPMPipeline",
+        "unet": ["diffusers", "UNet2DModel"],
+        "scheduler": ["diffusers", "DDPMScheduler"],
+    });
+    std::fs::write(dir.join("model_index.json"), index.to_string()).unwrap();
+    std::fs::write(
+        dir.join("scheduler/scheduler_config.json"),
+        scheduler.to_string(),
+    )
+    .unwrap();
+    dir
+}
+
+fn model_job(dir: &std::path::Path, rest: &str) -> infodiff::Result<infodiff::app::Config> {
+    infodiff::app::Config::from_json_str(
+        &format!(r#"{{"model": {:?}, {rest}}}"#, dir.display().to_string()),
+        "test",
+    )
+}
+
+/// `measure` on a model folder uses its scheduler: the process (here scaled-linear β, not the
+/// default linear), the prediction type (the same network read as ε and as v gives different
+/// curves) and, for a diffusers sampler, that class's timesteps; guided and multistep jobs run
+/// on the CPU sampler loop, saying so.
+#[test]
+fn measure_model_uses_the_folders_scheduler_and_prediction() {
+    use infodiff::app;
+    use infodiff::diffusion::{Prediction, SigmaGrid};
+    let sched = |pred: &str| {
+        serde_json::json!({
+            "_class_name": "DDPMScheduler", "num_train_timesteps": 1000,
+            "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+            "prediction_type": pred, "clip_sample": false,
+        })
+    };
+    let (v_dir, eps_dir) = (
+        pipeline("v", &sched("v_prediction")),
+        pipeline("eps", &sched("epsilon")),
+    );
+    let rest = r#""sampler": {"kind": "dpmpp_2m_sde", "steps": 4}, "trajectories": 2, "probes": 0"#;
+    let (cv, ce) = (
+        model_job(&v_dir, rest).unwrap(),
+        model_job(&eps_dir, rest).unwrap(),
+    );
+    let md = cv.model_dir.as_ref().unwrap();
+    assert_eq!(md.scheduler.prediction, Prediction::VPrediction);
+    let want = md
+        .scheduler
+        .plan(&SamplerKind::Dpmpp2mSde, 4, SigmaGrid::Scheduler)
+        .unwrap()
+        .grid;
+    assert_eq!(cv.grid().unwrap(), want);
+    // scaled-linear ᾱ at the first timestep, not the linear one's
+    let p0 = cv.grid().unwrap().points[0];
+    let linear = infodiff::diffusion::Scheduler::ddpm_default()
+        .plan(&SamplerKind::Dpmpp2mSde, 4, SigmaGrid::Scheduler)
+        .unwrap()
+        .grid
+        .points[0];
+    assert!((p0.s - linear.s).abs() > 1e-3, "{} vs {}", p0.s, linear.s);
+    let (rv, re) = (
+        app::run(&cv, None, None).unwrap(),
+        app::run(&ce, None, None).unwrap(),
+    );
+    let notes = rv.summary()["notes"].to_string();
+    assert!(
+        notes.contains("VPrediction") && notes.contains("scheduler_config.json"),
+        "{notes}"
+    );
+    assert!(notes.contains("multistep"), "{notes}");
+    // the online classifier starts at the uniform prior over 10 classes
+    assert!((rv.curves.h_online[0] - 10f64.ln()).abs() < 1e-9);
+    assert!(
+        (1..rv.curves.t.len())
+            .any(|j| (rv.curves.h_online[j] - re.curves.h_online[j]).abs() > 1e-6),
+        "ε and v readings of one network gave the same curves"
+    );
+    // guided, on the folder's process (ε: the device loop's only refusal is the guidance)
+    let g = model_job(
+        &eps_dir,
+        r#""sampler": {"kind": "euler_ancestral", "steps": 3}, "guidance": 3, "classes": [2], "trajectories": 2, "probes": 0"#,
+    )
+    .unwrap();
+    let r = app::run(&g, None, None).unwrap();
+    assert!(r.summary()["notes"].to_string().contains("W = 3"));
+    assert!(app::gpu_limit(&g).is_some_and(|w| w.contains("guided")));
+    let _ = std::fs::remove_dir_all(&v_dir);
+    let _ = std::fs::remove_dir_all(&eps_dir);
+}
+
+/// Bad model jobs are refused naming the key: a `process` beside a `model`, a sampler the
+/// scheduler makes nonlinear (DDPMScheduler's default clip_sample clamps x̂₀), steps beyond
+/// num_train_timesteps, a guidance label the model does not have.
+#[test]
+fn bad_model_jobs_are_refused_naming_the_key() {
+    let dir = tiny_class();
+    for (rest, field, found) in [
+        (r#""process": {"kind": "vp"}"#, "`process`", "vp"),
+        (
+            r#""sampler": {"kind": "ddpm", "steps": 5}"#,
+            "`sampler.kind`",
+            "clip",
+        ),
+        (
+            r#""sampler": {"kind": "ancestral", "steps": 1001}"#,
+            "`sampler.steps`",
+            "1001",
+        ),
+        (r#""classes": [10]"#, "`classes[0]`", "10"),
+    ] {
+        let e = model_job(&dir, rest).unwrap_err().to_string();
+        assert!(e.contains(field) && e.contains(found), "{rest}: {e}");
+    }
+    // a bare folder's default (DDPM linear β, ε, the process's own grid for ancestral) runs
+    let cfg = model_job(
+        &dir,
+        r#""trajectories": 1, "probes": 0, "sampler": {"kind": "ancestral", "steps": 3}"#,
+    )
+    .unwrap();
+    let r = infodiff::app::run(&cfg, None, None).unwrap();
+    assert!(
+        r.summary()["notes"]
+            .to_string()
+            .contains("default DDPMScheduler")
+    );
+}

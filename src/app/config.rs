@@ -754,11 +754,15 @@ impl Config {
             None => (d.sampler, default_steps),
             Some(s) => {
                 let (sampler, steps) = s.sampler();
+                // A model's scheduler takes at most its num_train_timesteps inference steps.
+                let most = model_dir
+                    .as_ref()
+                    .map_or(MAX_STEPS, |md| md.scheduler.num_train_timesteps);
                 let steps = bounded(
                     "sampler.steps",
                     steps.unwrap_or(default_steps as u64),
                     1,
-                    MAX_STEPS,
+                    most,
                 )?;
                 if let SamplerKind::Ddim { eta, .. } = sampler
                     && !(0.0..=1.0).contains(&eta)
@@ -907,35 +911,34 @@ impl Config {
     /// β process ([`crate::diffusion::Scheduler::process`]) and x_T ~ N(0, I).
     pub fn plan(&self) -> Result<RunPlan> {
         match (&self.model_dir, &self.process) {
-            (Some(md), _) if has_scheduler_class(&self.sampler) => {
+            (Some(md), _) => {
                 let p = md.scheduler.plan(
                     &self.sampler,
                     self.steps,
                     crate::diffusion::SigmaGrid::Scheduler,
                 )?;
+                let file = md.scheduler_file.as_ref().map_or(
+                    "the bare UNet2DModel's default DDPMScheduler config".into(),
+                    |f| f.display().to_string(),
+                );
                 Ok(RunPlan {
                     grid: p.grid,
                     sampler: p.sampler,
                     init_scale: Some(p.init_scale),
-                    grid_from: format!(
-                        "the timesteps of {}'s diffusers class from {}",
-                        self.sampler.name(),
-                        md.scheduler_file.as_ref().map_or(
-                            "the bare UNet2DModel's default DDPMScheduler config".into(),
-                            |f| f.display().to_string()
+                    grid_from: if has_scheduler_class(&self.sampler) {
+                        format!(
+                            "the timesteps of {}'s diffusers class from {file}",
+                            self.sampler.name()
                         )
-                    ),
+                    } else {
+                        format!(
+                            "the own grid of the β process of {file} (sampler {} has no \
+                             diffusers class)",
+                            self.sampler.name()
+                        )
+                    },
                 })
             }
-            (Some(md), _) => Ok(RunPlan {
-                grid: md.scheduler.process()?.grid(self.steps)?,
-                sampler: self.sampler,
-                init_scale: Some(1.0),
-                grid_from: format!(
-                    "the own grid of the model's β process (sampler {} has no diffusers class)",
-                    self.sampler.name()
-                ),
-            }),
             (None, Some(p)) => Ok(RunPlan {
                 grid: p.build()?.grid(self.steps)?,
                 sampler: self.sampler,
