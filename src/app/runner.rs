@@ -482,6 +482,15 @@ pub fn estimate(cfg: &Config, grid: &Grid, classes: usize, threads: usize) -> Re
             .saturating_mul(4)
             .saturating_mul(t)
     };
+    // The observer's earlier steps' Δ_y for multistep transitions, f64. (J, B, K, D) per worker
+    let history = |batch: u64, d: u64| {
+        (crate::diffusion::sampler::MAX_EARLIER_TERMS as u64)
+            .saturating_mul(batch)
+            .saturating_mul(k)
+            .saturating_mul(d)
+            .saturating_mul(8)
+            .saturating_mul(t)
+    };
     let steps = (cfg.trajectories as u64).saturating_mul(grid.steps() as u64);
     let (bytes, seconds) = match &cfg.model_dir {
         Some(md) => {
@@ -495,8 +504,10 @@ pub fn estimate(cfg: &Config, grid: &Grid, classes: usize, threads: usize) -> Re
             let weights = std::fs::metadata(dir.join("diffusion_pytorch_model.safetensors"))
                 .map(|m| m.len().saturating_mul(2))
                 .unwrap_or(0);
+            let d = (net.in_channels as u64).saturating_mul((size as u64).saturating_pow(2));
             (
                 trail(MODEL_BATCH)
+                    .saturating_add(history(MODEL_BATCH, d))
                     .saturating_add(sums)
                     .saturating_add(fwd)
                     .saturating_add(weights),
@@ -513,7 +524,9 @@ pub fn estimate(cfg: &Config, grid: &Grid, classes: usize, threads: usize) -> Re
                 (GENERIC_BATCH, 1.6e6) // per thread, README: 3.3e6 on 2 threads
             };
             (
-                trail(batch).saturating_add(sums),
+                trail(batch)
+                    .saturating_add(history(batch, d as u64))
+                    .saturating_add(sums),
                 Some(steps as f64 * work / (rate * t as f64)),
             )
         }

@@ -21,6 +21,11 @@
 //!   (`hx0_rate_ibp`);
 //! - standard errors for every curve, paired (from per-trajectory differences) where two
 //!   estimates share trajectories.
+//!
+//! The online classifier is updated from each step's actual transition, so it is the model's
+//! Bayes posterior p(y | path) along multistep (DPM-Solver++ SDE) and guided paths too
+//! ([`observer`] derives it and says what it means under guidance, [`guidance`] draws the
+//! guided paths).
 
 pub mod classifier;
 pub mod closed_form;

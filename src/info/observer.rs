@@ -38,7 +38,7 @@
 //! What is tracked, then, is p(y | path) under the model's class-conditional path laws:
 //! - unguided (W = 0): the path is drawn from the unconditional chain. In the continuum that is
 //!   the mixture Σ_y p(y) P_y (the reverse SDE of the mixture is the mixture of the reverse
-//!   SDEs), the filter property p(y | x_{[t,T]}) = p(y | x_t) holds (estimators.md I1–I3), and
+//!   SDEs), the filter property p(y | x_{t..T}) = p(y | x_t) holds (estimators.md I1–I3), and
 //!   E[H(π_t)] = H(Y | X_t), which `h_online` estimates up to the grid's error (coarse filters
 //!   overestimate H);
 //! - conditional sampling (W = 1, y* cycled over the classes): (y*, path) is drawn from the
