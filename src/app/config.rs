@@ -19,7 +19,8 @@ use crate::diffusion::{
     AncestralVariance, Ddpm, Grid, Process, SamplerKind, SubVp, Ve, Vp, VpCosine,
 };
 use crate::error::{Error, Result};
-use crate::info::{Curves, InfoSpec, Partition};
+use crate::info::{Curves, Guidance, InfoSpec, Partition};
+use crate::io::model_dir::ModelDir;
 use crate::score::{Component, GaussianMixture, ScoreModel};
 
 /// Most grid transitions (`process.steps`, `sampler.steps`).
@@ -345,11 +346,20 @@ pub struct ConfigFile {
     pub process: Option<ProcessConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mixture: Option<MixtureFile>,
-    /// A diffusers UNet2DModel folder to measure instead of a mixture.
+    /// A model folder to measure instead of a mixture: a diffusers pipeline folder
+    /// (model_index.json + unet/ + scheduler/) or a bare UNet2DModel folder; its
+    /// scheduler_config.json sets the process and the prediction type (no `process` then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampler: Option<SamplerConfig>,
+    /// Classifier-free guidance scale W of the sampled paths (`classes` given alone: 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance: Option<f64>,
+    /// Guidance labels cycled over trajectories (trajectory i takes `classes[i mod len]`;
+    /// `guidance` given alone: every class in turn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<u64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<Vec<Partition>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -587,11 +597,16 @@ pub struct Overrides {
 /// A measurement job.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    pub process: ProcessConfig,
+    /// The forward process of a mixture job (None for a model: its scheduler sets it).
+    pub process: Option<ProcessConfig>,
     /// The exact mixture (empty when `model` is set).
     pub components: Vec<Component>,
-    /// A diffusers UNet2DModel folder to measure instead of a mixture.
+    /// A model folder to measure instead of a mixture, as given.
     pub model: Option<PathBuf>,
+    /// `model` opened: the network's folder and its scheduler.
+    pub model_dir: Option<ModelDir>,
+    /// Guidance of the sampled paths (None: unconditional).
+    pub guidance: Option<Guidance>,
     pub sampler: SamplerKind,
     /// Sampler steps (grid transitions).
     pub steps: usize,
@@ -619,13 +634,11 @@ pub fn default_config() -> Config {
         b,
     };
     Config {
-        process: ProcessConfig::Ddpm {
-            beta_start: 1e-4,
-            beta_end: 0.02,
-            steps: 1000,
-        },
+        process: Some(default_process()),
         components: vec![comp(-8.0, 0), comp(-4.0, 1), comp(6.0, 2), comp(8.0, 3)],
         model: None,
+        model_dir: None,
+        guidance: None,
         sampler: SamplerKind::Ancestral {
             variance: AncestralVariance::Beta,
         },
@@ -638,6 +651,15 @@ pub fn default_config() -> Config {
         trajectories: 20_000,
         seed: 0,
         probes: 1,
+    }
+}
+
+/// The default job's process: DDPM β 1e-4…0.02 over 1000 steps.
+fn default_process() -> ProcessConfig {
+    ProcessConfig::Ddpm {
+        beta_start: 1e-4,
+        beta_end: 0.02,
+        steps: 1000,
     }
 }
 
@@ -672,11 +694,6 @@ impl Config {
     /// the process's parameters and range, the mixture, the decision problems, the memory.
     pub fn from_file(file: ConfigFile) -> Result<Config> {
         let d = default_config();
-        let process = file.process.unwrap_or_else(|| d.process.clone());
-        if let ProcessConfig::Ddpm { steps, .. } = process {
-            bounded("process.steps", steps as u64, 1, MAX_STEPS)?;
-        }
-        process.build()?; // validates values, naming the field
         let model = file.model;
         if model.is_some() && file.mixture.is_some() {
             return Err(Error::config(
@@ -685,12 +702,23 @@ impl Config {
                 "both",
             ));
         }
-        if model.is_some() && !matches!(process, ProcessConfig::Ddpm { .. }) {
+        if let (Some(_), Some(p)) = (&model, &file.process) {
             return Err(Error::config(
-                "process.kind",
-                "\"ddpm\" for a model (networks take diffusers' DDPM timestep i − 1 for state x_i)",
-                format!("{:?}", process.kind()),
+                "process",
+                "no `process` with a `model` (its scheduler_config.json sets the process)",
+                format!("{:?}", p.kind()),
             ));
+        }
+        let model_dir = model.as_deref().map(ModelDir::open).transpose()?;
+        let process = match &model {
+            Some(_) => None,
+            None => Some(file.process.unwrap_or_else(default_process)),
+        };
+        if let Some(process) = &process {
+            if let ProcessConfig::Ddpm { steps, .. } = process {
+                bounded("process.steps", *steps as u64, 1, MAX_STEPS)?;
+            }
+            process.build()?; // validates values, naming the field
         }
         let components = match &file.mixture {
             None if model.is_some() => vec![],
@@ -713,23 +741,28 @@ impl Config {
                 .collect(),
         };
         // The class prior: the mixture's, or uniform over the model's classes.
-        let prior = match &model {
-            Some(dir) => model_prior(dir)?,
+        let prior = match &model_dir {
+            Some(md) => model_prior(md)?,
             None => GaussianMixture::new(components.clone())?.class_prior(),
         };
-        let default_steps = match process {
-            ProcessConfig::Ddpm { steps, .. } => steps,
+        let default_steps = match (&process, &model_dir) {
+            (Some(ProcessConfig::Ddpm { steps, .. }), _) => *steps,
+            (_, Some(md)) => md.scheduler.num_train_timesteps,
             _ => 1000,
         };
         let (sampler, steps) = match &file.sampler {
             None => (d.sampler, default_steps),
             Some(s) => {
                 let (sampler, steps) = s.sampler();
+                // A model's scheduler takes at most its num_train_timesteps inference steps.
+                let most = model_dir
+                    .as_ref()
+                    .map_or(MAX_STEPS, |md| md.scheduler.num_train_timesteps);
                 let steps = bounded(
                     "sampler.steps",
                     steps.unwrap_or(default_steps as u64),
                     1,
-                    MAX_STEPS,
+                    most,
                 )?;
                 if let SamplerKind::Ddim { eta, .. } = sampler
                     && !(0.0..=1.0).contains(&eta)
@@ -750,15 +783,7 @@ impl Config {
         let classes = prior.len();
         InfoSpec::new(prior, partitions.clone())?;
         distinct_columns(&partitions, classes)?;
-        if model.is_some()
-            && let Some(why) = sampler.online_classifier_refusal()
-        {
-            return Err(Error::config(
-                "sampler.kind",
-                "a reverse-SDE sampler for a model (it has no exact posterior)",
-                why,
-            ));
-        }
+        let guidance = guidance_of(file.guidance, file.classes.as_deref(), classes)?;
         let trajectories = file.trajectories.unwrap_or(d.trajectories as u64);
         let trajectories = bounded("trajectories", trajectories, 1, MAX_TRAJECTORIES)?;
         let probes = file.probes.unwrap_or(d.probes as u64);
@@ -773,6 +798,8 @@ impl Config {
             process,
             components,
             model,
+            model_dir,
+            guidance,
             sampler,
             steps,
             partitions,
@@ -780,8 +807,22 @@ impl Config {
             seed: file.seed.unwrap_or(d.seed),
             probes: probes as usize,
         };
-        let grid = cfg.grid()?; // validates steps against the process
-        process_range(&grid, cfg.process.noise_end_field())?;
+        let plan = cfg.plan()?; // validates steps against the process
+        if cfg.model.is_some()
+            && let Some(why) = plan.sampler.online_classifier_refusal()
+        {
+            return Err(Error::config(
+                "sampler.kind",
+                "a reverse-SDE sampler for a model (it has no exact posterior)",
+                why,
+            ));
+        }
+        let grid = plan.grid;
+        let noise_end = match &cfg.process {
+            Some(p) => p.noise_end_field(),
+            None => "model",
+        };
+        process_range(&grid, noise_end)?;
         mixture_range(&cfg.components, &grid)?;
         memory(&cfg, &grid, classes)?;
         Ok(cfg)
@@ -793,7 +834,9 @@ impl Config {
     pub fn with_overrides(&self, o: &Overrides, from_file: bool) -> Result<Config> {
         let mut f = self.to_file();
         if let Some(dir) = &o.model {
+            // The folder's scheduler sets the process, as its network replaces the mixture.
             f.mixture = None;
+            f.process = None;
             if !from_file {
                 f.partitions = Some(vec![]);
             }
@@ -832,10 +875,15 @@ impl Config {
                 .collect(),
         });
         ConfigFile {
-            process: Some(self.process.clone()),
+            process: self.process.clone(),
             mixture,
             model: self.model.clone(),
             sampler: Some(SamplerConfig::of(self.sampler, self.steps)),
+            guidance: self.guidance.as_ref().map(|g| g.scale),
+            classes: self
+                .guidance
+                .as_ref()
+                .map(|g| g.classes.iter().map(|c| *c as u64).collect()),
             partitions: Some(self.partitions.clone()),
             trajectories: Some(self.trajectories as u64),
             seed: Some(self.seed),
@@ -849,8 +897,81 @@ impl Config {
         retag(serde_json::to_value(self.to_file()).unwrap_or(Value::Null))
     }
 
+    /// The grid the job's sampler steps over (see [`Config::plan`]).
     pub fn grid(&self) -> Result<Grid> {
-        self.process.build()?.grid(self.steps)
+        Ok(self.plan()?.grid)
+    }
+
+    /// What the job steps over. A mixture job: its process's own grid ([`Process::grid`]), the
+    /// sampler as configured, the mixture's exact x_T. A model: for a sampler with a diffusers
+    /// scheduler class (ddpm, ddim, euler, euler_ancestral, heun, dpmpp_*), that class's
+    /// timesteps, σ's, start and settings (clipping) as the folder's scheduler_config.json makes
+    /// them ([`crate::diffusion::Scheduler::plan`]); for infodiff's own samplers (ancestral,
+    /// euler_maruyama, heun_ode), which no diffusers class defines, the own grid of the folder's
+    /// β process ([`crate::diffusion::Scheduler::process`]) and x_T ~ N(0, I).
+    pub fn plan(&self) -> Result<RunPlan> {
+        match (&self.model_dir, &self.process) {
+            (Some(md), _) => {
+                let p = md.scheduler.plan(
+                    &self.sampler,
+                    self.steps,
+                    crate::diffusion::SigmaGrid::Scheduler,
+                )?;
+                let file = md.scheduler_file.as_ref().map_or(
+                    "the bare UNet2DModel's default DDPMScheduler config".into(),
+                    |f| f.display().to_string(),
+                );
+                Ok(RunPlan {
+                    grid: p.grid,
+                    sampler: p.sampler,
+                    init_scale: Some(p.init_scale),
+                    grid_from: if has_scheduler_class(&self.sampler) {
+                        format!(
+                            "the timesteps of {}'s diffusers class from {file}",
+                            self.sampler.name()
+                        )
+                    } else {
+                        format!(
+                            "the own grid of the β process of {file} (sampler {} has no \
+                             diffusers class)",
+                            self.sampler.name()
+                        )
+                    },
+                })
+            }
+            (None, Some(p)) => Ok(RunPlan {
+                grid: p.build()?.grid(self.steps)?,
+                sampler: self.sampler,
+                init_scale: None,
+                grid_from: format!("the {} process's own grid", p.kind()),
+            }),
+            (None, None) => Err(Error::config(
+                "process",
+                "a process (or a `model`)",
+                "nothing",
+            )),
+        }
+    }
+
+    /// This config with the command line's `--guidance W` and `--classes Y1,Y2,…` over the
+    /// file's (None keeps the file's), validated like the file (`guidance`, `classes[i]`).
+    pub fn with_guidance(&self, scale: Option<f64>, classes: Option<&[usize]>) -> Result<Config> {
+        if scale.is_none() && classes.is_none() {
+            return Ok(self.clone());
+        }
+        let mut f = self.to_file();
+        if let Some(w) = scale {
+            f.guidance = Some(w);
+        }
+        if let Some(c) = classes {
+            f.classes = Some(c.iter().map(|c| *c as u64).collect());
+        }
+        // A scale given alone keeps the file's labels, if any; labels given alone its scale.
+        let k = self.spec()?.classes();
+        let g = guidance_of(f.guidance, f.classes.as_deref(), k)?;
+        let mut cfg = self.clone();
+        cfg.guidance = g;
+        Ok(cfg)
     }
     pub fn mixture(&self) -> Result<GaussianMixture> {
         if self.model.is_some() {
@@ -862,17 +983,57 @@ impl Config {
         GaussianMixture::new(self.components.clone())
     }
     pub fn spec(&self) -> Result<InfoSpec> {
-        let prior = match &self.model {
-            Some(dir) => model_prior(dir)?,
+        let prior = match &self.model_dir {
+            Some(md) => model_prior(md)?,
             None => self.mixture()?.class_prior(),
         };
         InfoSpec::new(prior, self.partitions.clone())
     }
 }
 
-/// Uniform prior over the classes of the model in `dir` (reads config.json only).
-fn model_prior(dir: &std::path::Path) -> Result<Vec<f64>> {
-    let k = crate::score::unet::UNetScore::classes_of(&crate::nn::unet::UNetConfig::load(dir)?)?;
+/// What a job steps over ([`Config::plan`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunPlan {
+    pub grid: Grid,
+    /// The sampler as it runs (a scheduler's settings, e.g. `clip_sample`, filled in).
+    pub sampler: SamplerKind,
+    /// x_T = init_scale·z in the grid's space; None: the model's own initial state (a mixture's
+    /// exact marginal).
+    pub init_scale: Option<f64>,
+    /// Where the grid came from, in words (for the summary).
+    pub grid_from: String,
+}
+
+/// Whether `s` has a diffusers scheduler class ([`crate::diffusion::Scheduler::plan`] builds its
+/// grid from a model's scheduler config).
+pub fn has_scheduler_class(s: &SamplerKind) -> bool {
+    !matches!(
+        s,
+        SamplerKind::Ancestral { .. } | SamplerKind::EulerMaruyama | SamplerKind::HeunOde
+    )
+}
+
+/// The guidance of a job from the file's `guidance` and `classes` among `k` classes: neither
+/// gives none, `classes` alone W = 1 (conditional sampling), `guidance` alone every class in
+/// turn. Refusals name `guidance` or `classes[i]`.
+fn guidance_of(scale: Option<f64>, classes: Option<&[u64]>, k: usize) -> Result<Option<Guidance>> {
+    if scale.is_none() && classes.is_none() {
+        return Ok(None);
+    }
+    let classes = match classes {
+        Some(c) => c
+            .iter()
+            .map(|&c| usize::try_from(c).unwrap_or(usize::MAX))
+            .collect(),
+        None => (0..k).collect(),
+    };
+    Guidance::new(scale.unwrap_or(1.0), classes, k).map(Some)
+}
+
+/// Uniform prior over the classes of the model in `md` (reads its config.json only).
+fn model_prior(md: &ModelDir) -> Result<Vec<f64>> {
+    let k =
+        crate::score::unet::UNetScore::classes_of(&crate::nn::unet::UNetConfig::load(&md.unet)?)?;
     Ok(vec![1.0 / k as f64; k])
 }
 
@@ -1058,6 +1219,13 @@ mod tests {
             json!({"kind": "ddim", "steps": 50, "eta": 0.5}),
             json!({"kind": "euler_maruyama", "steps": 50}),
             json!({"kind": "heun_ode", "steps": 50}),
+            json!({"kind": "ddpm", "steps": 50, "clip": 1.0}),
+            json!({"kind": "euler", "steps": 50}),
+            json!({"kind": "euler_ancestral", "steps": 50}),
+            json!({"kind": "heun", "steps": 50}),
+            json!({"kind": "dpmpp_2m", "steps": 50}),
+            json!({"kind": "dpmpp_2m_sde", "steps": 50}),
+            json!({"kind": "dpmpp_3m_sde", "steps": 50}),
         ];
         assert_eq!(procs.len(), PROCESS_KINDS.len());
         assert_eq!(samplers.len(), SAMPLER_KINDS.len());
@@ -1065,10 +1233,40 @@ mod tests {
             for s in &samplers {
                 let v = json!({"process": p, "sampler": s, "trajectories": 8});
                 let c = Config::from_value(&v).unwrap_or_else(|e| panic!("{v}: {e}"));
-                assert_eq!(c.process.kind(), k);
+                assert_eq!(c.process.as_ref().unwrap().kind(), k);
                 assert_eq!(Config::from_value(&c.to_json()).unwrap(), c, "{v}");
             }
         }
+    }
+
+    #[test]
+    fn guidance_reads_round_trips_and_names_bad_values() {
+        let c = Config::from_value(&json!({"guidance": 2.5, "classes": [3, 1]})).unwrap();
+        let g = c.guidance.clone().unwrap();
+        assert_eq!((g.scale, g.classes.clone()), (2.5, vec![3, 1]));
+        assert_eq!(Config::from_value(&c.to_json()).unwrap(), c);
+        // alone: `classes` is conditional sampling, `guidance` cycles every class
+        let c = Config::from_value(&json!({"classes": [2]})).unwrap();
+        assert_eq!(c.guidance.unwrap().scale, 1.0);
+        let c = Config::from_value(&json!({"guidance": 3})).unwrap();
+        assert_eq!(c.guidance.clone().unwrap().classes, vec![0, 1, 2, 3]);
+        // the command line's over the file's
+        let o = c.with_guidance(Some(0.5), Some(&[1])).unwrap();
+        assert_eq!(o.guidance.unwrap(), Guidance::new(0.5, vec![1], 4).unwrap());
+        for (v, field, found) in [
+            (json!({"classes": [0, 4]}), "`classes[1]`", "4"),
+            (json!({"classes": []}), "`classes`", "[]"),
+            (json!({"guidance": "x"}), "`guidance`", "\"x\""),
+            (json!({"classes": [-1]}), "`classes[0]`", "-1"),
+        ] {
+            let e = refusal(v.clone());
+            assert!(e.contains(field) && e.contains(found), "{v}: {e}");
+        }
+        let e = default_config()
+            .with_guidance(Some(f64::INFINITY), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`guidance`") && e.contains("inf"), "{e}");
     }
 
     #[test]
@@ -1078,10 +1276,10 @@ mod tests {
                 .unwrap();
         assert_eq!(
             c.process,
-            ProcessConfig::Ve {
+            Some(ProcessConfig::Ve {
                 sigma_min: 0.01,
                 sigma_max: 50.0
-            }
+            })
         );
         assert_eq!(
             (c.sampler, c.steps),

@@ -26,6 +26,11 @@ pub struct Report {
     pub wall_s: f64,
     pub trajectory_steps_per_s: f64,
     pub threads: usize,
+    /// The sampler as it ran (a model's scheduler settings filled in).
+    pub sampler: SamplerKind,
+    /// What the user should know about how the numbers were made: where the grid came from,
+    /// the engine's routing, guidance, what posterior was tracked and why.
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -76,9 +81,11 @@ impl Report {
             "config": self.config.to_json(),
             "units": "nats (bits where a key says so); rates per unit t, positive in forward time; t is the DDPM state index",
             "posterior": match c.tracking {
-                Tracking::Online => "online Bayesian classifier".to_string(),
-                Tracking::Exact => format!("exact posterior ({})", self.config.sampler.online_classifier_refusal().unwrap_or_default()),
+                Tracking::Online => ONLINE_POSTERIOR.to_string(),
+                Tracking::Exact => tracking_note(&self.sampler).unwrap_or_else(|| "exact posterior p(y | x_t)".into()),
             },
+            "sampler_run": serde_json::to_value(self.sampler).unwrap_or(Value::Null),
+            "notes": self.notes,
             "classes": c.class_h.len(),
             "prior_entropy_nats": c.prior_entropy,
             "prior_entropy_bits": bits(c.prior_entropy),
@@ -109,8 +116,8 @@ impl Report {
             bits(c.prior_entropy),
             c.tracking.name()
         );
-        if let Some(why) = self.config.sampler.online_classifier_refusal() {
-            s += &format!("note: {why}; H(Y|X_t) uses the model's exact posterior\n");
+        for n in &self.notes {
+            s += &format!("note: {n}\n");
         }
         s += "      t    log-SNR   H_online (bits)  ± SE     H_exact (bits)   I_girsanov (bits)\n";
         let picks: Vec<usize> = (0..=10).map(|i| (i * (n - 1)) / 10).collect();
@@ -180,6 +187,31 @@ impl Report {
         let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
         dest.commit(&refs)
     }
+}
+
+/// What the online classifier tracks (summary.json's `posterior`; see [`crate::info::observer`]).
+pub const ONLINE_POSTERIOR: &str = "online Bayesian classifier: p(y | path) under the model's \
+     class-conditional path laws, updated at each step from the transition actually taken (x' \
+     minus the unconditional mean, guidance drift included, against the class-conditional mean \
+     shifts, earlier steps' score terms included)";
+
+/// Why a sampler's job tracks the exact posterior p(y | x_t) instead of the online classifier
+/// (None where the online classifier runs): a deterministic sampler's path has no transition
+/// density, so the Bayes update is degenerate (the path is a function of x_T); other samplers
+/// take the sampler's own reason ([`SamplerKind::online_classifier_refusal`]).
+pub fn tracking_note(sampler: &SamplerKind) -> Option<String> {
+    let why = sampler.online_classifier_refusal()?;
+    Some(if !sampler.is_stochastic() {
+        format!(
+            "exact posterior p(y | x_t) tracked, not the online classifier: {} is deterministic, \
+             so a path has no transition density and the Bayes update is degenerate (the path is \
+             a function of x_T, p(y | x_T, …, x_t) = p(y | x_T)); its paths carry p_T to p_t, so \
+             the exact posterior along them gives H(Y | X_t)",
+            sampler.name()
+        )
+    } else {
+        format!("exact posterior p(y | x_t) tracked, not the online classifier: {why}")
+    })
 }
 
 /// Every recorded quantity of a finished run: each field of curves.csv is empty (does not

@@ -46,6 +46,15 @@ pub fn measure_on<D: Ops + SdeStepOp>(
             reason,
         });
     }
+    if score.prediction != crate::diffusion::Prediction::Epsilon {
+        return Err(Error::Unsupported {
+            op: "measure (device)",
+            reason: format!(
+                "the fused neural step takes ε-prediction networks; this one predicts {:?}",
+                score.prediction
+            ),
+        });
+    }
     let (k, d) = (score.num_classes(), score.dim());
     let (c, h, w) = score.image;
     if spec.classes() != k {
@@ -86,11 +95,17 @@ pub fn measure_on<D: Ops + SdeStepOp>(
             })
             .collect();
         for j in 0..steps {
+            // Step j lands on grid.target(j), as the generic driver's does.
             let tr = sampler
-                .transition(&pts[j], &pts[j + 1], j + 1 == steps)
+                .transition(&pts[j], grid.target(j), j + 1 == steps)
+                .filter(|tr| tr.one_term().is_some())
                 .ok_or_else(|| Error::Unsupported {
                     op: "measure (device)",
-                    reason: "a stochastic sampler step is needed".into(),
+                    reason: format!(
+                        "the fused neural step takes one-step linear-Gaussian transitions; {} \
+                         is multistep, two-stage or clipped (the CPU engine runs it)",
+                        sampler.name()
+                    ),
                 })?;
             let p = SdeStepParams::new(
                 (tr.a, tr.c, tr.var),

@@ -15,10 +15,12 @@
 //!
 //! A multistep transition (earlier score terms, [`Transition::earlier`]) has
 //! Δμ_y = c·Δ_y + Σ_{j≥1} c_j·Δ_{y,−j} with Δ_{y,−j} the label's score difference j grid steps
-//! back: its update is not two numbers per step, so
-//! the caller that keeps those earlier Δ builds Δμ_y ([`mean_shift`]) and takes
-//! [`mean_shift_increment`] = z·Δμ_y/σ − ‖Δμ_y‖²/(2σ²), which equals the two-term form when the
-//! only term is c·Δ_y.
+//! back, and a guided path's residual x' − μ_u = √var·z + W·Δμ_{y*} carries the guidance drift:
+//! neither is two numbers per step. The observer ([`crate::info::observer`], whose docs derive
+//! the update) keeps each trajectory's earlier Δ and applies
+//! ln π_y += (r·Δμ_y − ½‖Δμ_y‖²)/var itself; [`mean_shift`] and [`mean_shift_increment`] are the
+//! unguided form for one trajectory (z·Δμ_y/σ − ‖Δμ_y‖²/(2σ²)), which equals the two-term form
+//! when the only term is c·Δ_y. The fused kernels take one-term unguided transitions only.
 
 use crate::diffusion::Transition;
 use crate::error::{Error, Result};

@@ -21,18 +21,28 @@
 //!   (`hx0_rate_ibp`);
 //! - standard errors for every curve, paired (from per-trajectory differences) where two
 //!   estimates share trajectories.
+//!
+//! The online classifier is updated from each step's actual transition, so it is the model's
+//! Bayes posterior p(y | path) along multistep (DPM-Solver++ SDE) and guided paths too
+//! ([`observer`] derives it and says what it means under guidance, [`guidance`] draws the
+//! guided paths).
 
 pub mod classifier;
 pub mod closed_form;
 pub mod curves;
 pub mod divergence;
+pub mod guidance;
 pub mod observer;
 pub mod sums;
 
 pub use classifier::OnlineUpdate;
 pub use curves::{Curves, PartitionCurve, Peak, peaks};
 pub use divergence::hutchinson_divergence;
-pub use observer::{InfoObserver, PointScores, Tracking, measure_trajectories, point_terms};
+pub use guidance::{Guidance, GuidedSampler};
+pub use observer::{
+    InfoObserver, MeasureOptions, PointScores, Tracking, measure_run, measure_trajectories,
+    point_terms,
+};
 pub use sums::{InfoSums, Layout};
 
 use crate::error::{Error, Result};

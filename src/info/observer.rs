@@ -1,17 +1,67 @@
 //! The information layer as an [`Observer`]: the online Bayesian classifier per trajectory and
-//! the per-grid-point sums of [`InfoSums`], for any [`crate::score::ScoreModel`] and sampler.
+//! the per-grid-point sums of [`InfoSums`], for any [`crate::score::ScoreModel`] and sampler,
+//! guided or not, one-step or multistep.
 //!
-//! Online update (Handke et al. 2025; estimators.md I2/I3): for a transition
-//! x' = a x + c s(x) + √var z, the class-conditional transition has mean shifted by c Δ_y, so
-//! ln π_y += [2 (x' − μ)·(c Δ_y) − c² ‖Δ_y‖²]/(2 var) = (c/√var) z·Δ_y − c²‖Δ_y‖²/(2 var),
-//! started at the prior and renormalised by log-sum-exp. Steps with var = 0 carry no update.
-//! The update is Bayes only along reverse-SDE paths (see
-//! [`crate::diffusion::SamplerKind::supports_online_classifier`]). A multistep transition
-//! (earlier score terms) is refused here: its Δμ needs the earlier points' Δ
-//! ([`crate::info::classifier::mean_shift`]), which this observer does not keep yet.
+//! # The online update, from the transition actually taken
+//!
+//! For every label y the sampler run on the class-conditional scores s(·|y) is a chain whose
+//! step, given everything before it (the states x_T, …, x and the scores taken at them), is
+//! Gaussian, x' ~ N(μ_y, var·I), with
+//!
+//! μ_y = a·x + c·s(x|y) + Σ_{j=1..J} c_j·s_{−j}(x_{−j}|y) + b,
+//!
+//! s_{−j}(x_{−j}|·) the score taken j grid steps back and b the label-free terms in earlier
+//! states; a, c, c_j, var and b are the same for every label (the [`crate::diffusion::Transition`]
+//! the sampler returns, `earlier()` holding the c_j; J ≤ [`MAX_EARLIER_TERMS`]). The unconditional
+//! chain is the same with s(·) (a network's null label, an exact model's Σ_y p(y|·) s(·|y)):
+//! μ_u = μ_y − Δμ_y, Δμ_y = c·Δ_y + Σ_j c_j·Δ_{y,−j}, Δ_y = s(x|y) − s(x). The model's joint law of
+//! label and path is p(y)·P_y(path), P_y the class-y chain's law from the label-free x_T, so by
+//! Bayes and the chain rule the posterior given the path so far, π_y = p(y | x_T, …, x'), moves
+//! by the step's likelihood: ln π_y += ln N(x'; μ_y, var) − ln N(x'; μ_u, var) (then ln π is
+//! renormalised by log-sum-exp), that is
+//!
+//! ln π_y += (r·Δμ_y − ½‖Δμ_y‖²)/var, r = x' − μ_u.
+//!
+//! The reference μ_u cancels in the normalisation: the update is a function of the path, Bayes
+//! whatever drew it. The observer keeps, per trajectory, the last [`MAX_EARLIER_TERMS`] steps'
+//! Δ_y (B, K, D each) to form Δμ_y.
+//!
+//! What r is. The sampler draws the step with a drive score ŝ in place of s:
+//! x' = μ_u + c·(ŝ − s) + Σ_j c_j·(ŝ_{−j} − s_{−j}) + √var·z, z the step's normals
+//! ([`StepView::noise`]). Unguided (ŝ = s), r = √var·z. With classifier-free guidance towards y*
+//! at scale W ([`crate::info::Guidance`]: ŝ = s + W·Δ_{y*} at every point),
+//! r = √var·z + W·Δμ_{y*}: x' − μ_u carries the guidance drift, and the update must see it
+//! (with √var·z alone a guided path would be scored as if it had been drawn unconditionally).
+//! The observer forms r this way from z, W and its Δ history, not as x' − μ_u from the f32
+//! states (the label-free b is not in the transition, and the subtraction would cancel).
+//!
+//! What is tracked, then, is p(y | path) under the model's class-conditional path laws:
+//! - unguided (W = 0): the path is drawn from the unconditional chain. In the continuum that is
+//!   the mixture Σ_y p(y) P_y (the reverse SDE of the mixture is the mixture of the reverse
+//!   SDEs), the filter property p(y | x_{t..T}) = p(y | x_t) holds (estimators.md I1–I3), and
+//!   E[H(π_t)] = H(Y | X_t), which `h_online` estimates up to the grid's error (coarse filters
+//!   overestimate H);
+//! - conditional sampling (W = 1, y* cycled over the classes): (y*, path) is drawn from the
+//!   model's joint itself when the cycle follows the prior (every class once per K trajectories
+//!   for a uniform prior), so π is the exact Bayes posterior of the discrete chain:
+//!   E[H(π_t)] = H(Y | X_T, …, X_t) of the chain and E[π_{y*}] = E[Σ_y π_y²] (calibration), no
+//!   continuum limit needed; as the grid refines both go to the exact H(Y | X_t), E[p(y*|X_t)];
+//! - guided (W ∉ {0, 1}): the guided path law is not the model's, so the curve is
+//!   E_guided[H(p(y | path))], the model's uncertainty about the label of guided paths (how
+//!   recognisably guidance has made them class y*), not an entropy of the model's joint.
+//!
+//! A deterministic sampler (var = 0 on every step) has no transition density: the path is a
+//! function of x_T, p(y | x_T, …, x_t) = p(y | x_T) at every t, and the Bayes update is
+//! degenerate (no step carries evidence). There the model's exact posterior p(y | x_t) is
+//! tracked instead ([`Tracking::Exact`], models that have one): the probability-flow ODE carries
+//! p_T to p_t, so E[H(p(y | X_t))] along its paths is H(Y | X_t). Steps with var = 0 inside a
+//! stochastic sampler (a last step to σ = 0) carry no update. The online classifier is also
+//! refused where the sampler's stochastic path is not a discretised reverse SDE (see
+//! [`crate::diffusion::SamplerKind::supports_online_classifier`]).
 
 use super::sums::{InfoSums, Layout, integral_weights};
-use super::{InfoSpec, decision_entropy, entropy};
+use super::{Guidance, InfoSpec, decision_entropy, entropy};
+use crate::diffusion::sampler::MAX_EARLIER_TERMS;
 use crate::diffusion::{EndView, Observer, StepView};
 use crate::error::{Error, Result};
 
@@ -54,6 +104,15 @@ pub struct InfoObserver<'a> {
     sigmas: Vec<f64>,
     /// Δ_y of one trajectory at one point, in f64. (K, D)
     delta: Vec<f64>,
+    /// Guidance of the path (None: drawn with the unconditional score).
+    guidance: Option<&'a Guidance>,
+    /// The last [`MAX_EARLIER_TERMS`] steps' Δ_y, step j in slot j mod J (online tracking
+    /// only). (J, B, K, D)
+    history: Vec<f64>,
+    /// Steps recorded in `history` so far.
+    history_steps: usize,
+    /// Δμ_y of one trajectory's step. (K, D)
+    dmu: Vec<f64>,
 }
 
 /// What one trajectory's scores at one grid point contribute beyond its posterior (Δ_y =
@@ -152,7 +211,18 @@ impl<'a> InfoObserver<'a> {
             h0: vec![0.0; batch],
             sigmas: grid.points.iter().map(|p| p.sigma).collect(),
             delta: vec![],
+            guidance: None,
+            history: vec![],
+            history_steps: 0,
+            dmu: vec![],
         }
+    }
+
+    /// This observer for paths drawn with `guidance` (the residual of each online update then
+    /// carries the guidance drift; module docs).
+    pub fn with_guidance(mut self, guidance: Option<&'a Guidance>) -> Self {
+        self.guidance = guidance;
+        self
     }
 
     /// Tracked ln π of every trajectory. (B, K)
@@ -226,13 +296,22 @@ impl Observer for InfoObserver<'_> {
                 reason: "exact posterior tracking needs a model with an exact posterior".into(),
             });
         }
-        if self.tracking == Tracking::Online
-            && v.transition.is_some_and(|tr| tr.one_term().is_none())
+        let online = self.tracking == Tracking::Online;
+        let update = v.transition.filter(|tr| online && tr.var > 0.0);
+        if let Some(tr) = update
+            && tr.earlier().len() > self.history_steps.min(MAX_EARLIER_TERMS)
         {
-            return Err(Error::Unsupported {
-                op: "InfoObserver",
-                reason: "online tracking of a multistep transition (earlier score terms)".into(),
+            return Err(Error::Shape {
+                op: "InfoObserver::on_step: the transition's earlier score terms",
+                expected: format!(
+                    "at most the {} earlier steps seen",
+                    self.history_steps.min(MAX_EARLIER_TERMS)
+                ),
+                found: format!("{} terms at step {j}", tr.earlier().len()),
             });
+        }
+        if online && self.history.is_empty() {
+            self.history = vec![0.0; MAX_EARLIER_TERMS * self.batch * k * d];
         }
         let np = self.spec.partitions.len();
         let (mut delta2, mut cross, mut part_d2) =
@@ -274,29 +353,26 @@ impl Observer for InfoObserver<'_> {
                 div: v.scores.divergence.as_ref().map(|dv| dv[b]),
             };
             self.record_scores(j, b, h, (d, v.from.sigma), &ps);
-            // Online update from the transition actually taken.
-            if self.tracking == Tracking::Online
-                && let Some(tr) = v.transition
-                && tr.var > 0.0
-            {
-                let upd = crate::info::OnlineUpdate::from_transition(&tr);
-                let z = &v.noise[b * d..(b + 1) * d];
-                let lp = &mut self.log_pi[b * k..(b + 1) * k];
-                for y in 0..k {
-                    let dot: f64 = v
-                        .scores
-                        .cond_of(b, y)
-                        .iter()
-                        .zip(su)
-                        .zip(z)
-                        .map(|((a, u), zz)| (*a as f64 - *u as f64) * *zz as f64)
-                        .sum();
-                    lp[y] += upd.increment(dot, delta2[y]);
-                }
-                crate::info::classifier::normalise_log(lp);
+            // Online update from the transition actually taken (module docs).
+            if let Some(tr) = update {
+                self.online_update(
+                    &tr,
+                    j,
+                    b,
+                    &delta,
+                    &v.noise[b * d..(b + 1) * d],
+                    v.first_trajectory,
+                );
+            }
+            if online {
+                let slot = (j % MAX_EARLIER_TERMS) * self.batch + b;
+                self.history[slot * k * d..(slot + 1) * k * d].copy_from_slice(&delta);
             }
         }
         self.delta = delta;
+        if online {
+            self.history_steps += 1;
+        }
         Ok(())
     }
 
@@ -306,6 +382,60 @@ impl Observer for InfoObserver<'_> {
 }
 
 impl InfoObserver<'_> {
+    /// ln π_b += (r·Δμ_y − ½‖Δμ_y‖²)/var for the step `tr` from point j, with Δμ_y from `delta`
+    /// (this step's Δ_y, (K, D)) and the history, r = √var·z + W·Δμ_{y*} (module docs).
+    fn online_update(
+        &mut self,
+        tr: &crate::diffusion::Transition,
+        j: usize,
+        b: usize,
+        delta: &[f64],
+        z: &[f32],
+        first_trajectory: u64,
+    ) {
+        let k = self.spec.classes();
+        let d = z.len();
+        self.dmu.resize(k * d, 0.0);
+        // Δμ_y = c·Δ_y + Σ_j c_j·Δ_{y,−j}. (K, D)
+        for (o, dv) in self.dmu.iter_mut().zip(delta) {
+            *o = tr.c * dv;
+        }
+        for (back, cj) in (1..).zip(tr.earlier()) {
+            let slot = ((j - back) % MAX_EARLIER_TERMS) * self.batch + b;
+            let past = &self.history[slot * k * d..(slot + 1) * k * d];
+            for (o, dv) in self.dmu.iter_mut().zip(past) {
+                *o += cj * dv;
+            }
+        }
+        let sd = tr.var.sqrt();
+        let drift = self
+            .guidance
+            .filter(|g| g.scale != 0.0)
+            .map(|g| (g.scale, g.label(first_trajectory + b as u64)));
+        let lp = &mut self.log_pi[b * k..(b + 1) * k];
+        for (y, l) in lp.iter_mut().enumerate() {
+            let dm = &self.dmu[y * d..(y + 1) * d];
+            let (mut r_dot, mut dm2) = (0.0f64, 0.0f64);
+            match drift {
+                None => {
+                    for (m, zz) in dm.iter().zip(z) {
+                        r_dot += sd * *zz as f64 * m;
+                        dm2 += m * m;
+                    }
+                }
+                Some((w, ys)) => {
+                    let dms = &self.dmu[ys * d..(ys + 1) * d];
+                    for ((m, zz), g) in dm.iter().zip(z).zip(dms) {
+                        r_dot += (sd * *zz as f64 + w * g) * m;
+                        dm2 += m * m;
+                    }
+                }
+            }
+            *l += (r_dot - 0.5 * dm2) / tr.var;
+        }
+        crate::info::classifier::normalise_log(lp);
+    }
+
     /// Trajectory b's scores at point j (D dimensions, σ_t = `sigma`): the Rao–Blackwell integrand
     /// Σ_y π_y‖Δ_y‖² (π tracked) and its running integral, the decision and per-class rate
     /// integrands, entropy production in both forms, and ‖Δ_y‖² kept for the final-posterior
@@ -465,6 +595,20 @@ impl InfoObserver<'_> {
     }
 }
 
+/// How [`measure_run`] draws its paths beyond the sampler: guidance, the initial scale, and a
+/// progress callback.
+#[derive(Clone, Copy, Default)]
+pub struct MeasureOptions<'a> {
+    /// Draw each path with the guided score (None: the unconditional one).
+    pub guidance: Option<&'a Guidance>,
+    /// x_T = `init_scale`·z with z the run's initial normals (a diffusers sampler's start,
+    /// [`crate::diffusion::Plan::init_scale`]); None: the model's
+    /// [`crate::score::ScoreModel::initial_state`].
+    pub init_scale: Option<f64>,
+    /// Called with the number of trajectories each finished batch held.
+    pub progress: Option<&'a (dyn Fn(usize) + Sync)>,
+}
+
 /// Runs `n` trajectories (indices `first..first+n`) of any [`crate::score::ScoreModel`] with
 /// `sampler`, in batches of `batch` on rayon's pool, and returns the summed information. Batches
 /// are reduced in a fixed order: the result does not depend on the number of threads.
@@ -482,6 +626,29 @@ pub fn measure_trajectories<M: crate::score::ScoreModel + ?Sized>(
     tracking: Tracking,
     progress: Option<&(dyn Fn(usize) + Sync)>,
 ) -> Result<InfoSums> {
+    let opts = MeasureOptions {
+        progress,
+        ..MeasureOptions::default()
+    };
+    measure_run(
+        model, spec, grid, sampler, noise, first, n, batch, tracking, &opts,
+    )
+}
+
+/// [`measure_trajectories`] with guidance and a given initial scale ([`MeasureOptions`]).
+#[allow(clippy::too_many_arguments)]
+pub fn measure_run<M: crate::score::ScoreModel + ?Sized>(
+    model: &M,
+    spec: &InfoSpec,
+    grid: &crate::diffusion::Grid,
+    sampler: &crate::diffusion::SamplerKind,
+    noise: crate::rng::Noise,
+    first: u64,
+    n: usize,
+    batch: usize,
+    tracking: Tracking,
+    opts: &MeasureOptions<'_>,
+) -> Result<InfoSums> {
     use rayon::prelude::*;
     if tracking == Tracking::Online
         && let Some(reason) = sampler.online_classifier_refusal()
@@ -491,8 +658,18 @@ pub fn measure_trajectories<M: crate::score::ScoreModel + ?Sized>(
             reason: format!("{reason} (track the exact posterior instead)"),
         });
     }
+    if let Some(g) = opts.guidance
+        && let Some(c) = g.classes.iter().find(|c| **c >= spec.classes())
+    {
+        return Err(Error::config(
+            "classes",
+            format!("guidance labels in 0..{}", spec.classes()),
+            c,
+        ));
+    }
     let batch = batch.max(1);
     let batches = n.div_ceil(batch);
+    let (d, k) = (model.dim(), model.num_classes());
     // Groups of batches run in parallel and are merged into the total in batch order as each
     // group ends: memory is O(group × grid), not O(trajectories / batch × grid), and the sum is
     // the same sequential fold over batches 0, 1, 2, … whatever the group size or thread count.
@@ -504,17 +681,31 @@ pub fn measure_trajectories<M: crate::score::ScoreModel + ?Sized>(
             .map(|i| {
                 let s = i * batch;
                 let b = batch.min(n - s);
-                let mut obs = InfoObserver::new(spec, tracking, b, grid);
-                crate::diffusion::sample(
-                    model,
-                    grid,
-                    sampler,
-                    noise,
-                    first + s as u64,
-                    b,
-                    &mut obs,
-                )?;
-                if let Some(p) = progress {
+                let traj0 = first + s as u64;
+                let mut obs =
+                    InfoObserver::new(spec, tracking, b, grid).with_guidance(opts.guidance);
+                let mut x = vec![0.0f32; b * d]; // (B, D)
+                for (r, row) in x.chunks_mut(d.max(1)).enumerate() {
+                    match opts.init_scale {
+                        Some(scale) => {
+                            noise.fill_normals(traj0 + r as u64, crate::rng::INIT_STEP, row);
+                            row.iter_mut().for_each(|v| *v = (*v as f64 * scale) as f32);
+                        }
+                        None => model.initial_state(&grid.points[0], &noise, traj0 + r as u64, row),
+                    }
+                }
+                let inner = sampler.build(grid, b, d, k)?;
+                let mut guided;
+                let mut plain = inner;
+                let run: &mut dyn crate::diffusion::Sampler = match opts.guidance {
+                    Some(g) => {
+                        guided = super::GuidedSampler::new(plain, g);
+                        &mut guided
+                    }
+                    None => plain.as_mut(),
+                };
+                crate::diffusion::sample_from(model, grid, run, noise, traj0, x, &mut obs)?;
+                if let Some(p) = opts.progress {
                     p(b);
                 }
                 Ok(obs.sums)

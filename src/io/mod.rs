@@ -1,8 +1,9 @@
 //! Files in and out: outputs written atomically ([`atomic`]), safetensors read and written
-//! ([`safetensors`]), text and machine facts read with
+//! ([`safetensors`]), model folders opened ([`model_dir`]), text and machine facts read with
 //! errors that name the file.
 
 pub mod atomic;
+pub mod model_dir;
 pub mod safetensors;
 
 use std::path::Path;

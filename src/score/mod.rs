@@ -4,6 +4,7 @@
 //! [`GaussianMixture`] is exact (score, class posterior, divergence in closed form) and is the
 //! ground truth of every estimator; neural models implement the same trait.
 
+pub mod guided;
 pub mod hutchinson;
 pub mod mixture;
 pub mod unet;

@@ -1,4 +1,6 @@
-//! A diffusers UNet2DModel as a [`ScoreModel`]: ε-prediction, s(x | y) = −ε̂(x, t, y)/σ_t, with the
+//! A diffusers UNet2DModel as a [`ScoreModel`]: s(x | y) = to_score(out(x, t, y)) with `out` the
+//! network's prediction as its scheduler's `prediction_type` says (ε: s = −ε̂/σ_t; v:
+//! ε̂ = (σ_t x + s_t v̂)/(s_t² + σ_t²); x̂₀: s = (s_t x̂₀ − x)/σ_t²; [`Prediction::to_score`]), with the
 //! unconditional score from the null label (the last of num_class_embeds, as classifier-free
 //! models are trained) and the K = num_class_embeds − 1 real classes; all K + 1 evaluations of a
 //! step run as one batched forward. Timesteps follow diffusers' DDPM indexing: state x_i takes
@@ -7,7 +9,7 @@
 use std::path::Path;
 
 use super::{ScoreModel, Scores, check_batch};
-use crate::diffusion::GridPoint;
+use crate::diffusion::{GridPoint, Prediction};
 use crate::error::{Error, Result};
 use crate::nn::unet::{UNet, UNetConfig};
 use crate::tensor::Tensor;
@@ -18,11 +20,27 @@ pub struct UNetScore {
     /// (C, H, W) of one image.
     pub image: (usize, usize, usize),
     classes: usize,
+    /// What the network's output is (ε, v or x̂₀).
+    pub prediction: Prediction,
 }
 
 impl UNetScore {
-    /// Loads a class-conditional model folder (config.json + diffusion_pytorch_model.safetensors).
+    /// Loads a class-conditional ε-prediction model folder (config.json +
+    /// diffusion_pytorch_model.safetensors).
     pub fn load(dir: &Path) -> Result<UNetScore> {
+        UNetScore::load_with(dir, Prediction::Epsilon)
+    }
+
+    /// [`UNetScore::load`] for a network whose output is a `prediction` (the scheduler's
+    /// `prediction_type`; [`Prediction::Score`] is refused: no diffusers network predicts it).
+    pub fn load_with(dir: &Path, prediction: Prediction) -> Result<UNetScore> {
+        if prediction == Prediction::Score {
+            return Err(Error::config(
+                "prediction_type",
+                "epsilon, v_prediction or sample",
+                "a score",
+            ));
+        }
         let net = UNet::load(dir)?;
         let classes = Self::classes_of(&net.config)?;
         let size = net.config.sample_size.ok_or_else(|| {
@@ -37,7 +55,24 @@ impl UNetScore {
             net,
             image,
             classes,
+            prediction,
         })
+    }
+
+    /// The scores of one state `x` (D) from the network's prediction `pred` (D) at `point`, into
+    /// `out` (D). ε keeps the f32 product −ε̂/σ_t (the device-resident loop's); v and x̂₀ go
+    /// through [`Prediction::to_score`] in f64.
+    fn to_scores(&self, point: &GridPoint, x: &[f32], pred: &[f32], out: &mut [f32]) {
+        if self.prediction == Prediction::Epsilon {
+            let inv = crate::diffusion::param::score_per_eps(point) as f32;
+            for (o, e) in out.iter_mut().zip(pred) {
+                *o = e * inv;
+            }
+        } else {
+            for ((o, p), xv) in out.iter_mut().zip(pred).zip(x) {
+                *o = self.prediction.to_score(point, *xv as f64, *p as f64) as f32;
+            }
+        }
     }
 
     /// K = num_class_embeds − 1 (the last label is the null class).
@@ -86,22 +121,20 @@ impl ScoreModel for UNetScore {
         let input = Tensor::new(vec![b * (k + 1), c, h, w], batch)?;
         let timestep = crate::diffusion::param::network_timestep(point); // diffusers' index of state x_i
         let t = vec![timestep; b * (k + 1)];
-        let eps = self.net.forward(&input, &t, Some(&labels))?;
-        let inv = crate::diffusion::param::score_per_eps(point) as f32;
+        let pred = self.net.forward(&input, &t, Some(&labels))?;
         for bi in 0..b {
             let base = bi * (k + 1) * d;
-            for (o, e) in out.uncond[bi * d..(bi + 1) * d]
-                .iter_mut()
-                .zip(&eps.data[base..base + d])
-            {
-                *o = e * inv;
-            }
+            let xb = &x[bi * d..(bi + 1) * d];
+            self.to_scores(
+                point,
+                xb,
+                &pred.data[base..base + d],
+                &mut out.uncond[bi * d..(bi + 1) * d],
+            );
             for y in 0..k {
-                let src = &eps.data[base + (1 + y) * d..base + (2 + y) * d];
+                let src = &pred.data[base + (1 + y) * d..base + (2 + y) * d];
                 let dst = &mut out.cond[(bi * k + y) * d..(bi * k + y + 1) * d];
-                for (o, e) in dst.iter_mut().zip(src) {
-                    *o = e * inv;
-                }
+                self.to_scores(point, xb, src, dst);
             }
         }
         out.posterior = None;
@@ -128,15 +161,77 @@ impl ScoreModel for UNetScore {
         let input = Tensor::new(vec![b, c, h, w], x.to_vec())?;
         let t = vec![crate::diffusion::param::network_timestep(point); b];
         let labels = vec![self.classes as i64; b]; // the null label
-        let eps = self.net.forward(&input, &t, Some(&labels))?;
-        let inv = crate::diffusion::param::score_per_eps(point) as f32;
-        for (o, e) in out.iter_mut().zip(&eps.data) {
-            *o = e * inv;
+        let pred = self.net.forward(&input, &t, Some(&labels))?;
+        for ((o, p), xb) in out.chunks_mut(d).zip(pred.data.chunks(d)).zip(x.chunks(d)) {
+            self.to_scores(point, xb, p, o);
         }
         Ok(())
     }
     fn describe(&self) -> String {
         let (c, h, w) = self.image;
-        format!("UNet2DModel ({c}×{h}×{w}, {} classes + null)", self.classes)
+        let pred = match self.prediction {
+            Prediction::Epsilon => "ε",
+            Prediction::VPrediction => "v",
+            Prediction::Sample => "x̂₀",
+            Prediction::Score => "score",
+        };
+        format!(
+            "UNet2DModel ({c}×{h}×{w}, {} classes + null, {pred}-prediction)",
+            self.classes
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::{Ddpm, Process};
+
+    /// The same network read as ε-, v- and x̂₀-prediction: with o its output and s_ε = −o/σ,
+    /// v gives s = (s_t·s_ε − x)/(s_t² + σ²) and x̂₀ gives s = (s_t·o − x)/σ² (f32 scores:
+    /// 1e-4 relative).
+    #[test]
+    fn predictions_convert_the_same_output() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet/tiny-class");
+        let eps = UNetScore::load(&dir).unwrap();
+        let v = UNetScore::load_with(&dir, Prediction::VPrediction).unwrap();
+        let x0 = UNetScore::load_with(&dir, Prediction::Sample).unwrap();
+        assert!(UNetScore::load_with(&dir, Prediction::Score).is_err());
+        assert!(v.describe().contains("v-prediction"));
+        let p = Ddpm::new(1e-4, 0.02, 1000)
+            .unwrap()
+            .grid(10)
+            .unwrap()
+            .points[4];
+        let d = eps.dim();
+        let x: Vec<f32> = (0..d)
+            .map(|i| ((i * 37) % 100) as f32 / 50.0 - 1.0)
+            .collect();
+        let run = |m: &UNetScore| {
+            let mut s = Scores::new(1, d, 10);
+            m.scores(&x, &p, &mut s).unwrap();
+            let mut u = vec![0.0f32; d];
+            m.uncond_scores(&x, &p, &mut u).unwrap();
+            (s, u)
+        };
+        let ((se, ue), (sv, uv), (sx, ux)) = (run(&eps), run(&v), run(&x0));
+        let (st, sg) = (p.s, p.sigma);
+        let close = |a: f32, b: f64| (a as f64 - b).abs() <= 1e-4 * b.abs().max(1.0);
+        for i in 0..d {
+            let xi = x[i] as f64;
+            for (e, vv, xx) in [
+                (se.uncond[i], sv.uncond[i], sx.uncond[i]),
+                (se.cond[3 * d + i], sv.cond[3 * d + i], sx.cond[3 * d + i]),
+                (ue[i], uv[i], ux[i]),
+            ] {
+                let o = -sg * e as f64; // the network's output
+                assert!(
+                    close(vv, (st * e as f64 - xi) / (st * st + sg * sg)),
+                    "v at {i}"
+                );
+                assert!(close(xx, (st * o - xi) / (sg * sg)), "x̂₀ at {i}");
+            }
+        }
     }
 }

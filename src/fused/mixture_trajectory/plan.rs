@@ -23,12 +23,26 @@ fn transition_coefficients(
     q: &GridPoint,
     last: bool,
 ) -> Result<Transition> {
-    sampler
+    let tr = sampler
         .transition(p, q, last)
         .ok_or_else(|| Error::Unsupported {
             op: "MixturePlan",
-            reason: format!("{} has no stochastic transition", sampler.name()),
-        })
+            reason: format!(
+                "{} has no one-step linear-Gaussian transition (a multistep, two-stage or \
+                 clipped step); the generic engine runs it",
+                sampler.name()
+            ),
+        })?;
+    if tr.one_term().is_none() {
+        return Err(Error::Unsupported {
+            op: "MixturePlan",
+            reason: format!(
+                "{}'s transition takes earlier scores, which the fused kernel does not keep",
+                sampler.name()
+            ),
+        });
+    }
+    Ok(tr)
 }
 
 #[derive(Clone, Debug)]
@@ -153,7 +167,9 @@ impl MixturePlan {
         }
         let coef = (0..steps)
             .map(|j| {
-                let tr = transition_coefficients(sampler, &pts[j], &pts[j + 1], j + 1 == steps)?;
+                // Step j lands on grid.target(j) (diffusers' DDPM/DDIM step to t − T/S), as the
+                // generic driver's does.
+                let tr = transition_coefficients(sampler, &pts[j], grid.target(j), j + 1 == steps)?;
                 let sd = tr.var.sqrt();
                 let upd = OnlineUpdate::from_transition(&tr);
                 Ok([
