@@ -1,18 +1,20 @@
 //! `infodiff sample` against diffusers' own scheduler loops (issue 10, item 6): for `ddim`,
 //! `euler`, `heun` and `dpmpp_2m` (deterministic) at 10, 20 and 50 steps, with and without
 //! classifier-free guidance, for ε-, v- and x̂₀-prediction, for each spacing, with the Karras and
-//! uniform log-SNR σ grids, and on a bare UNet2DModel folder, `samples` equals diffusers' loop
-//! from the same `--init` noise to relative L2 ≤ 1e-4.
+//! uniform log-SNR σ grids, on an unconditional pipeline and on a bare UNet2DModel folder,
+//! `samples` equals diffusers' loop from the same `--init` noise to relative L2 ≤ 1e-4.
 //!
-//! The cases are tests/fixtures/sample/cases.json, made by tests/fixtures/make_sample_fixtures.py
-//! (diffusers 0.42.1): three small pipeline folders (pipe-epsilon, pipe-v_prediction,
-//! pipe-sample; pipe-epsilon/unet alone is the bare folder) and per case the init noise and
-//! diffusers' result, computed in float64 (network in float64, the schedulers' tables as diffusers
-//! keeps them) and stored as f32. infodiff runs in f32, so the bound compares an f32 state against
-//! an f64 reference; the script measured diffusers' own loop with a float32 network at most a
-//! few 1e-6 away (tests/fixtures/sample/README.md), and every option a case sets (guidance,
-//! spacing, Karras / log-SNR grid, prediction type, step count) moves the result by more than
-//! 1e-2, so a sampler that ignored one would fail here.
+//! The 96 cases are tests/fixtures/sample/cases.json, made by
+//! tests/fixtures/make_sample_fixtures.py (diffusers 0.42.1): four small pipeline folders
+//! (pipe-epsilon, pipe-v_prediction, pipe-sample: class-conditional with a null label; pipe-cosine:
+//! unconditional v-prediction on squaredcos_cap_v2; pipe-cosine/unet alone is the bare folder) and
+//! per case the init noise and diffusers' result, computed in float64 (network in float64, the
+//! schedulers' tables as diffusers keeps them) and stored as f32. infodiff runs in f32, so the
+//! bound compares an f32 state against an f64 reference: the script checked that the float64
+//! loop with the network alone in float32 stays within 1e-5 of the reference in every case, and
+//! that every option a case sets (guidance, spacing, Karras / log-SNR grid, prediction type, step
+//! count) moves the result by more than 1e-3, so a sampler that ignored one fails here
+//! (tests/fixtures/sample/README.md has the numbers per case).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -180,15 +182,37 @@ fn dpmpp_2m_matches_diffusers() {
     check_sampler("dpmpp_2m");
 }
 
+/// The prediction type `case` runs with: its pipeline's scheduler config's, or ε for a bare
+/// UNet2DModel folder (the default DDPMScheduler).
+fn prediction(case: &Value) -> String {
+    let model = fixtures().join(case["model"].as_str().unwrap());
+    let config = model.join("scheduler/scheduler_config.json");
+    if !model.join("model_index.json").exists() {
+        return "epsilon".into();
+    }
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    config["prediction_type"].as_str().unwrap().into()
+}
+
+/// Whether `case`'s network is class-conditional (num_class_embeds in its unet config).
+fn conditional(case: &Value) -> bool {
+    let model = fixtures().join(case["model"].as_str().unwrap());
+    let unet = if model.join("model_index.json").exists() {
+        model.join("unet/config.json")
+    } else {
+        model.join("config.json")
+    };
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(&unet).unwrap()).unwrap();
+    config["num_class_embeds"].is_u64()
+}
+
 /// cases.json covers what the issue asks: each sampler × spacing × prediction, with and without
-/// guidance, and each of 10, 20, 50 steps per sampler. (Runs without the command.)
+/// guidance, each of 10, 20, 50 steps per sampler, the Karras and log-SNR grids, an
+/// unconditional model and a bare UNet folder; every file a case names exists. (Runs without
+/// the command.)
 #[test]
 fn fixture_cases_cover_the_issue() {
     let cases = cases();
-    let pred = |c: &Value| {
-        let m = c["model"].as_str().unwrap();
-        m.strip_prefix("pipe-").unwrap_or(m).to_string()
-    };
     for sampler in ["ddim", "euler", "heun", "dpmpp_2m"] {
         for spacing in ["linspace", "leading", "trailing"] {
             for p in ["epsilon", "v_prediction", "sample"] {
@@ -196,12 +220,18 @@ fn fixture_cases_cover_the_issue() {
                     assert!(
                         cases.iter().any(|c| c["sampler"] == sampler
                             && c["spacing"] == spacing
-                            && pred(c) == p
+                            && prediction(c) == p
                             && c["guidance"].is_f64() == guided),
                         "{sampler} {spacing} {p} guided={guided}"
                     );
                 }
             }
+            assert!(
+                cases
+                    .iter()
+                    .any(|c| c["sampler"] == sampler && c["spacing"] == spacing && !conditional(c)),
+                "{sampler} {spacing} unconditional"
+            );
         }
         for steps in [10, 20, 50] {
             assert!(
@@ -232,6 +262,7 @@ fn fixture_cases_cover_the_issue() {
         "a bare UNet2DModel folder"
     );
     for c in &cases {
+        assert_eq!(c["guidance"].is_f64(), c["classes"].is_array(), "{c}");
         for k in ["init", "reference"] {
             let p = fixtures().join(c[k].as_str().unwrap());
             assert!(p.exists(), "{}", p.display());
