@@ -123,6 +123,7 @@ fn check_sampler(sampler: &str) {
             .output()
             .unwrap();
         if !run.status.success() {
+            let _ = std::fs::remove_dir_all(&out);
             failures.push(format!(
                 "{name}: infodiff {} failed: {}",
                 args.join(" "),
