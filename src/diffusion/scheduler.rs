@@ -917,7 +917,19 @@ impl Scheduler {
                         ));
                     }
                 }
-                must_null("variance_type", "learned variances are not implemented")?;
+                // DPMSolverMultistepScheduler reads variance_type only to drop the variance
+                // channels of "learned" / "learned_range" outputs; any other value (a DDPM
+                // config's "fixed_small") changes nothing.
+                match get("variance_type") {
+                    Some(x @ Value::String(v)) if v == "learned" || v == "learned_range" => {
+                        return Err(refuse(
+                            "variance_type",
+                            "not learned (learned variances are not implemented)",
+                            x,
+                        ));
+                    }
+                    _ => {}
+                }
                 // Read only with a shift μ passed to set_timesteps, which infodiff never passes.
                 any_bool("use_dynamic_shifting")?;
                 any_number("dynamic_thresholding_ratio")?;
