@@ -30,6 +30,12 @@ pub struct Scores {
     pub posterior: Option<Vec<f64>>,
     /// Exact divergence ∇·s(x), where the model has one. (B)
     pub divergence: Option<Vec<f64>>,
+    /// The denoised estimate x̂₀ of the unconditional (or guided) score, computed in f64 from the
+    /// network's own output and rounded once, where a model has it (B, D). Samplers take x̂₀
+    /// from here rather than from (x + σ_t² s)/s_t, which cancels where s_t is small: at
+    /// s_t = 5e-5 (a cosine schedule's noise end) an f32 score keeps x̂₀ to only ~1e-3, while a
+    /// v- or x̂₀-predicting network gives it to f32 precision.
+    pub denoised: Option<Vec<f32>>,
 }
 
 impl Scores {
@@ -43,6 +49,16 @@ impl Scores {
             cond: vec![0.0; batch * classes * dim],
             posterior: None,
             divergence: None,
+            denoised: None,
+        }
+    }
+    /// x̂₀ of element i (of the (B, D) buffers) at state value `x` on `p`: [`Scores::denoised`]
+    /// where the model gave it, else (x + σ_t² s)/s_t from the unconditional score.
+    #[inline]
+    pub fn x0_at(&self, i: usize, x: f64, p: &GridPoint) -> f64 {
+        match &self.denoised {
+            Some(d) => d[i] as f64,
+            None => (x + p.sigma * p.sigma * self.uncond[i] as f64) / p.s,
         }
     }
     /// s(x_b | y). (D)

@@ -65,11 +65,11 @@ impl Sampler for DdimClip {
         let (sig_eta2, k_eps) = eta_terms(self.eta, p, q);
         let sd = sig_eta2.sqrt();
         fill_noise(ctx, z, sd > 0.0 && !self.zero_noise);
-        let (sig_t, s_t, s_to) = (p.sigma, p.s, q.s);
+        let (sig_t, s_to) = (p.sigma, q.s);
         for i in 0..n {
             let (xv, sv) = (x[i] as f64, scores.uncond[i] as f64);
             // x̂₀ = (x + σ_t² s)/s_t clamped; ε̂ = −σ_t s unclamped
-            let x0 = clamp_abs((xv + sig_t * sig_t * sv) / s_t, Some(self.clip));
+            let x0 = clamp_abs(scores.x0_at(i, xv, p), Some(self.clip));
             let eps = -sig_t * sv;
             x_next[i] = (s_to * x0 + k_eps * eps + sd * z[i] as f64) as f32;
         }

@@ -74,11 +74,10 @@ impl Sampler for Ddpm {
         let Coefs { k0, kx, var } = coefs(p, q);
         let sd = var.sqrt();
         fill_noise(ctx, z, sd > 0.0 && !self.zero_noise);
-        let (sig2, s_t) = (p.sigma * p.sigma, p.s);
         for i in 0..n {
             let xv = x[i] as f64;
             // x̂₀ = (x + σ_t² s)/s_t, clamped
-            let x0 = clamp_abs((xv + sig2 * scores.uncond[i] as f64) / s_t, self.clip);
+            let x0 = clamp_abs(scores.x0_at(i, xv, p), self.clip);
             x_next[i] = (k0 * x0 + kx * xv + sd * z[i] as f64) as f32;
         }
         Ok(match self.clip {

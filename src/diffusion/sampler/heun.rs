@@ -22,6 +22,8 @@ pub struct Heun {
     classes: usize,
     /// Whether the last step ran the corrector.
     corrected: bool,
+    /// The predictor x_p in f64. (B, D)
+    pred: Vec<f64>,
 }
 
 impl Heun {
@@ -31,6 +33,7 @@ impl Heun {
             corrector: Scores::new(batch, dim, classes),
             classes,
             corrected: false,
+            pred: vec![0.0; batch * dim],
         }
     }
 }
@@ -50,12 +53,19 @@ impl Sampler for Heun {
         z[..n].fill(0.0);
         self.corrected = false;
         let (st, st_to) = (sigma_tilde(p), sigma_tilde(q));
-        let dsig = st_to - st;
-        let (inv_s, s_to) = (1.0 / p.s, q.s);
-        // predictor: x_p = s_{t'}(x/s_t + (σ̃' − σ̃) d₁)
+        let s_to = q.s;
+        // Written in (x̂₀, ε̂) with x/s_t = x̂₀ + σ̃ ε̂ (exact), so that no two large terms cancel
+        // where s_t is small (a cosine schedule's first step has σ̃ ≈ 2e4 and σ̃/σ̃' ≈ 1750):
+        // predictor x_p = s_{t'} x̂₀ + σ_{t'} ε̂₁, kept in f64 (the network sees it rounded);
+        // corrector x' = s_{t'} x̂₀ + s_{t'}(σ̃ + σ̃')/2·ε̂₁ + s_{t'}(σ̃' − σ̃)/2·ε̂₂.
+        if self.pred.len() != n {
+            self.pred = vec![0.0; n];
+        }
         for i in 0..n {
-            let d1 = -p.sigma * scores.uncond[i] as f64;
-            x_next[i] = (s_to * (x[i] as f64 * inv_s + dsig * d1)) as f32;
+            let x0 = scores.x0_at(i, x[i] as f64, p);
+            let e1 = -p.sigma * scores.uncond[i] as f64;
+            self.pred[i] = s_to * x0 + q.sigma * e1;
+            x_next[i] = self.pred[i] as f32;
         }
         if q.sigma > 0.0 {
             if self.corrector.batch != ctx.batch || self.corrector.dim != ctx.dim {
@@ -63,11 +73,18 @@ impl Sampler for Heun {
             }
             model.scores_at(x_next, q, &ctx.score_ctx(true), &mut self.corrector)?;
             self.corrected = true;
-            let s2 = &self.corrector.uncond;
+            let (k1, k2) = (s_to * 0.5 * (st + st_to), s_to * 0.5 * (st_to - st));
+            let c = &self.corrector;
             for i in 0..n {
-                let d1 = -p.sigma * scores.uncond[i] as f64;
-                let d2 = -q.sigma * s2[i] as f64;
-                x_next[i] = (s_to * (x[i] as f64 * inv_s + dsig * 0.5 * (d1 + d2))) as f32;
+                let x0 = scores.x0_at(i, x[i] as f64, p);
+                let e1 = -p.sigma * scores.uncond[i] as f64;
+                // ε̂₂ = (x_p − s_{t'} x̂₀(x_p))/σ_{t'} from the f64 predictor where the model gives
+                // x̂₀; else −σ_{t'} s(x_p).
+                let e2 = match &c.denoised {
+                    Some(d) => (self.pred[i] - s_to * d[i] as f64) / q.sigma,
+                    None => -q.sigma * c.uncond[i] as f64,
+                };
+                x_next[i] = (s_to * x0 + k1 * e1 + k2 * e2) as f32;
             }
         }
         Ok(None)

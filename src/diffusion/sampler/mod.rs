@@ -512,6 +512,19 @@ fn one_step_apply(
     let n = ctx.batch * ctx.dim;
     fill_noise(ctx, z, draw);
     let (a, c, sd) = (tr.a, tr.c, tr.var.max(0.0).sqrt());
+    if scores.denoised.is_some() {
+        // The same step in (x̂₀, ε̂) with x = s_t x̂₀ + σ_t ε̂, s = −ε̂/σ_t:
+        // x' = a s_t x̂₀ + (a σ_t − c/σ_t) ε̂ + √var z. With x̂₀ from the network's own output this
+        // avoids a x + c s, whose terms cancel where s_t is small (both ~1/s_t).
+        let p = ctx.from;
+        let (k0, ke) = (a * p.s, a * p.sigma - c / p.sigma);
+        for i in 0..n {
+            let x0 = scores.x0_at(i, x[i] as f64, p);
+            let eps = -p.sigma * scores.uncond[i] as f64;
+            x_next[i] = (k0 * x0 + ke * eps + sd * z[i] as f64) as f32;
+        }
+        return;
+    }
     // x' = a x + c s + √var z
     for i in 0..n {
         x_next[i] = (a * x[i] as f64 + c * scores.uncond[i] as f64 + sd * z[i] as f64) as f32;
@@ -737,7 +750,10 @@ pub fn sample_from<M: ScoreModel + ?Sized, O: Observer + ?Sized>(
                 ),
             });
         }
-        param::x0_from_scores(p, &x, &scores.uncond, &mut x0_hat);
+        match &scores.denoised {
+            Some(d) => x0_hat.copy_from_slice(d),
+            None => param::x0_from_scores(p, &x, &scores.uncond, &mut x0_hat),
+        }
         observer.on_step(&StepView {
             step,
             from: p,

@@ -156,11 +156,10 @@ impl History {
         let n = ctx.batch * ctx.dim;
         let sd = upd.var.max(0.0).sqrt();
         fill_noise(ctx, z, draw && sd > 0.0);
-        let (sig2, s0) = (p.sigma * p.sigma, p.s);
         let (d0, rest) = self.d.split_at_mut(1);
         let d0 = &mut d0[0];
         for (i, d) in d0[..n].iter_mut().enumerate() {
-            *d = (x[i] as f64 + sig2 * scores.uncond[i] as f64) / s0;
+            *d = scores.x0_at(i, x[i] as f64, p);
         }
         let [w0, w1, w2] = upd.w;
         match upd.order {
