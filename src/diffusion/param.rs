@@ -41,6 +41,21 @@ impl Prediction {
     }
 }
 
+impl Prediction {
+    /// The denoised x̂₀ at state `x` on `p` from a prediction `out` of this kind, taken directly
+    /// (no detour through the score, which cancels where s_t is small): ε: (x − σ_t ε)/s_t;
+    /// x̂₀: itself; v: (s_t x − σ_t v)/(s_t² + σ_t²); score: (x + σ_t² s)/s_t.
+    #[inline]
+    pub fn to_x0(self, p: &GridPoint, x: f64, out: f64) -> f64 {
+        match self {
+            Prediction::Epsilon => (x - p.sigma * out) / p.s,
+            Prediction::Sample => out,
+            Prediction::VPrediction => eps_x0_from_v(p, x, out).1,
+            Prediction::Score => x0_from_score(p, x, out),
+        }
+    }
+}
+
 /// The factor −1/σ_t that turns ε into the score: s = `score_per_eps(p)`·ε (σ_t > 0).
 #[inline]
 pub fn score_per_eps(p: &GridPoint) -> f64 {
@@ -136,6 +151,7 @@ mod tests {
                 (Prediction::Score, s),
             ] {
                 assert!(close(kind.to_score(&p, x, out), s), "{kind:?}");
+                assert!(close(kind.to_x0(&p, x, out), x0), "{kind:?}");
             }
         }
         assert_eq!(network_timestep(&point(1.0, 1.0)), 6.0);
