@@ -72,9 +72,9 @@ impl GridPoint {
 pub struct Grid {
     pub points: Vec<GridPoint>,
     /// Where step j lands, when that is not `points[j + 1]` (one entry per step): diffusers'
-    /// DDIMScheduler and DDPMScheduler step from timestep t to t − T/S whatever the spacing, and
-    /// then evaluate the network at the next listed timestep. None: every step lands on the next
-    /// point.
+    /// DDIMScheduler steps from timestep t to t − ⌊T/S⌋ whatever the spacing, and then evaluates
+    /// the network at the next listed timestep (DDPMScheduler lands on the next listed timestep,
+    /// its `previous_timestep`). None: every step lands on the next point.
     pub lands: Option<Vec<GridPoint>>,
 }
 
