@@ -4,9 +4,16 @@
 //! Going from grid point t to t' < t with r = s_t/s_{t'} and v = σ_t² − r²σ_{t'}² (the variance of
 //! the forward transition t' → t), every stochastic sampler here is a Gaussian transition linear
 //! in the score, x' = a·x + c·s(x, t) + √var·z, z ~ N(0, I) ([`Transition`]); the update rules
-//! are in each sampler's file: [`ancestral`], [`ddim`], [`euler_maruyama`], [`heun_ode`].
-//! A multistep sampler's mean also takes scores of earlier grid points,
-//! μ = a·x + Σ_j c_j·s_j; the sampler keeps that history itself.
+//! are in each sampler's file: [`ancestral`], [`ddim`], [`euler_maruyama`], [`heun_ode`], and
+//! diffusers' schedulers: [`ddpm`], [`ddim`] (with `clip_sample`), [`euler`],
+//! [`euler_ancestral`], [`heun`], [`dpmpp_2m`], [`dpmpp_2m_sde`], [`dpmpp_3m_sde`].
+//! A multistep sampler's mean also takes the scores (and states) of earlier grid points,
+//! μ = a·x + c·s + Σ_j c_j·s_j + (terms in the earlier states, which do not depend on the label);
+//! the sampler keeps that history itself ([`multistep`]).
+//!
+//! Every sampler works on grid points of any process (x = s_t x₀ + σ_t ε): diffusers' σ-space
+//! samplers (Euler, Heun, …) take σ̃ = σ_t/s_t and carry the state s_t·x̃, which is their
+//! `scale_model_input`, so the network input is always the state itself.
 //!
 //! A class-conditional transition differs from the unconditional one only in its mean,
 //! by Σ_j c_j·(s_j(x | y) − s_j(x)); the online classifier uses exactly that
@@ -18,8 +25,16 @@
 
 pub mod ancestral;
 pub mod ddim;
+pub mod ddpm;
+pub mod dpmpp_2m;
+pub mod dpmpp_2m_sde;
+pub mod dpmpp_3m_sde;
+pub mod euler;
+pub mod euler_ancestral;
 pub mod euler_maruyama;
+pub mod heun;
 pub mod heun_ode;
+pub mod multistep;
 
 use crate::diffusion::{Grid, GridPoint, param};
 use crate::error::{Error, Result};
@@ -184,16 +199,27 @@ impl SamplerKind {
 
     /// Whether the online classifier is Bayes along this sampler's paths: the sampler must
     /// discretise the reverse SDE itself (diffusion g, drift f x − g² s), so that the mixture
-    /// over y of the class-conditional path laws is the unconditional one. Ancestral sampling,
-    /// Euler–Maruyama and DDIM with η = 1 do. DDIM with 0 < η < 1 is the SDE with drift
-    /// f x − ½(1+η²) g² s and diffusion η g: its transition ratio overstates the label information
-    /// by (1+η²)²/(4η²) per unit time, so it is not used; nor can deterministic samplers drive it.
+    /// over y of the class-conditional path laws is the unconditional one, and its step must be
+    /// a Gaussian transition linear in the scores. Ancestral sampling, Euler–Maruyama and DDIM
+    /// with η = 1 do, and so do:
+    /// - `ddpm` without clipping: the ancestral step with the posterior variance β̃, which is
+    ///   DDIM with η = 1 ([`ddpm`]);
+    /// - `euler_ancestral`: σ_up, σ_down make it DDIM with η = 1 on the same points
+    ///   ([`euler_ancestral`]);
+    /// - `dpmpp_2m_sde`, `dpmpp_3m_sde`: the first-order step is DDIM with η = 1, and the
+    ///   higher orders only correct the mean by earlier x̂₀'s, keeping the reverse SDE's noise
+    ///   ([`dpmpp_2m_sde`], [`dpmpp_3m_sde`]).
+    ///
+    /// DDIM with 0 < η < 1 is the SDE with drift f x − ½(1+η²) g² s and diffusion η g: its
+    /// transition ratio overstates the label information by (1+η²)²/(4η²) per unit time, so it
+    /// is not used; nor can deterministic samplers drive it, nor a clipped x̂₀ (not linear in
+    /// the score).
     pub fn supports_online_classifier(&self) -> bool {
         match self {
             SamplerKind::Ancestral { .. } | SamplerKind::EulerMaruyama => true,
-            SamplerKind::Ddim { eta, .. } => *eta == 1.0,
-            // TODO(issue 10): ddpm, euler_ancestral and the DPM-Solver++ SDEs once the observer
-            // tracks them.
+            SamplerKind::Ddim { eta, clip: None } => *eta == 1.0,
+            SamplerKind::Ddpm { clip: None } => true,
+            SamplerKind::EulerAncestral | SamplerKind::Dpmpp2mSde | SamplerKind::Dpmpp3mSde => true,
             _ => false,
         }
     }
@@ -202,6 +228,13 @@ impl SamplerKind {
     pub fn online_classifier_refusal(&self) -> Option<String> {
         match self {
             _ if self.supports_online_classifier() => None,
+            SamplerKind::Ddim { clip: Some(c), .. } | SamplerKind::Ddpm { clip: Some(c) } => {
+                Some(format!(
+                    "the online classifier needs steps linear in the score; sampler {} clamps \
+                     x̂₀ to ±{c} (clip_sample), which is not",
+                    self.name()
+                ))
+            }
             SamplerKind::Ddim { eta, .. } if *eta > 0.0 => Some(format!(
                 "the online classifier is Bayes only along reverse-SDE paths (ancestral, euler_maruyama, ddim with eta = 1); \
                  ddim with eta = {eta} overstates the label information by (1+η²)²/(4η²)"
@@ -214,8 +247,9 @@ impl SamplerKind {
     }
 
     /// The one-step linear-Gaussian transition from `p` to `q` (`last`: the final step), for
-    /// samplers whose step depends on nothing but the two points (None for Heun, and for any
-    /// multistep sampler). The fused kernels' plans build their steps from this.
+    /// samplers whose step depends on nothing but the two points (None for the Heuns, for any
+    /// multistep sampler, and where x̂₀ is clipped). The fused kernels' plans build their steps
+    /// from this.
     pub fn transition(&self, p: &GridPoint, q: &GridPoint, last: bool) -> Option<Transition> {
         match *self {
             SamplerKind::Ancestral { variance } => {
@@ -227,29 +261,108 @@ impl SamplerKind {
             SamplerKind::EulerMaruyama => {
                 Some(euler_maruyama::EulerMaruyama.transition(p, q, last))
             }
-            _ => None,
+            SamplerKind::Ddpm { clip: None } => Some(ddpm::Ddpm::transition(p, q)),
+            SamplerKind::Euler => Some(euler::Euler.transition(p, q, last)),
+            SamplerKind::EulerAncestral => {
+                Some(euler_ancestral::EulerAncestral.transition(p, q, last))
+            }
+            SamplerKind::Ddim { clip: Some(_), .. }
+            | SamplerKind::Ddpm { clip: Some(_) }
+            | SamplerKind::HeunOde
+            | SamplerKind::Heun
+            | SamplerKind::Dpmpp2m
+            | SamplerKind::Dpmpp2mSde
+            | SamplerKind::Dpmpp3mSde => None,
         }
     }
 
-    /// The sampler for `batch` states of dimension `dim` with `classes` classes on `grid` (which
-    /// a multistep sampler sizes its history by; none of today's needs it).
+    /// The sampler for `batch` states of dimension `dim` with `classes` classes on `grid`
+    /// (a multistep sampler sizes its history by the batch, and DPM-Solver++(2M) reads the
+    /// grid's step count for diffusers' lower-order rules). Refuses a `clip` that is not a
+    /// finite number > 0 and an η outside [0, 1].
     pub fn build(
         &self,
-        _grid: &Grid,
+        grid: &Grid,
         batch: usize,
         dim: usize,
         classes: usize,
     ) -> Result<Box<dyn Sampler>> {
+        self.build_inner(grid, batch, dim, classes, false)
+    }
+
+    /// Test-only: [`SamplerKind::build`] with every z = 0 (the mean path), to compare a
+    /// stochastic sampler with a reference whose noise is fixed to zeros (diffusers with its
+    /// `randn_tensor` patched). The transitions reported are unchanged (their var is what the
+    /// step would have added). Deterministic kinds are built as by [`SamplerKind::build`].
+    pub fn build_mean_path(
+        &self,
+        grid: &Grid,
+        batch: usize,
+        dim: usize,
+        classes: usize,
+    ) -> Result<Box<dyn Sampler>> {
+        self.build_inner(grid, batch, dim, classes, true)
+    }
+
+    fn build_inner(
+        &self,
+        grid: &Grid,
+        batch: usize,
+        dim: usize,
+        classes: usize,
+        zero_noise: bool,
+    ) -> Result<Box<dyn Sampler>> {
+        fn one_step<T: OneStep + 'static>(t: T, zero_noise: bool) -> Box<dyn Sampler> {
+            if zero_noise {
+                Box::new(MeanPath(t))
+            } else {
+                Box::new(t)
+            }
+        }
+        if let SamplerKind::Ddim { eta, .. } = *self
+            && !(0.0..=1.0).contains(&eta)
+        {
+            return Err(Error::config("sampler.eta", "a number in [0, 1]", eta));
+        }
+        if let SamplerKind::Ddim { clip: Some(c), .. } | SamplerKind::Ddpm { clip: Some(c) } = *self
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(Error::config(
+                "sampler.clip",
+                "a finite number > 0 (clip_sample_range)",
+                c,
+            ));
+        }
+        let steps = grid.steps();
         Ok(match *self {
-            SamplerKind::Ancestral { variance } => Box::new(ancestral::Ancestral { variance }),
-            SamplerKind::Ddim { eta, clip: None } => Box::new(ddim::Ddim { eta }),
-            SamplerKind::EulerMaruyama => Box::new(euler_maruyama::EulerMaruyama),
+            SamplerKind::Ancestral { variance } => {
+                one_step(ancestral::Ancestral { variance }, zero_noise)
+            }
+            SamplerKind::Ddim { eta, clip: None } => one_step(ddim::Ddim { eta }, zero_noise),
+            SamplerKind::Ddim {
+                eta,
+                clip: Some(clip),
+            } => Box::new(ddim::DdimClip {
+                eta,
+                clip,
+                zero_noise,
+            }),
+            SamplerKind::EulerMaruyama => one_step(euler_maruyama::EulerMaruyama, zero_noise),
             SamplerKind::HeunOde => Box::new(heun_ode::HeunOde::new(batch, dim, classes)),
-            other => {
-                return Err(Error::Unsupported {
-                    op: "SamplerKind::build",
-                    reason: format!("sampler {} is not built yet", other.name()),
-                });
+            SamplerKind::Ddpm { clip } => Box::new(ddpm::Ddpm { clip, zero_noise }),
+            SamplerKind::Euler => Box::new(euler::Euler),
+            SamplerKind::EulerAncestral => one_step(euler_ancestral::EulerAncestral, zero_noise),
+            SamplerKind::Heun => Box::new(heun::Heun::new(batch, dim, classes)),
+            SamplerKind::Dpmpp2m => Box::new(dpmpp_2m::Dpmpp2m::new(steps, batch, dim)),
+            SamplerKind::Dpmpp2mSde => {
+                let mut s = dpmpp_2m_sde::Dpmpp2mSde::new(steps, batch, dim);
+                s.zero_noise = zero_noise;
+                Box::new(s)
+            }
+            SamplerKind::Dpmpp3mSde => {
+                let mut s = dpmpp_3m_sde::Dpmpp3mSde::new(batch, dim);
+                s.zero_noise = zero_noise;
+                Box::new(s)
             }
         })
     }
@@ -355,22 +468,73 @@ impl<T: OneStep> Sampler for T {
         z: &mut [f32],
     ) -> Result<Option<Transition>> {
         let tr = self.transition(ctx.from, ctx.to, ctx.last);
-        let (d, n) = (ctx.dim, ctx.batch * ctx.dim);
-        let sd = tr.var.sqrt();
-        for (b, row) in z[..n].chunks_mut(d.max(1)).enumerate() {
-            if sd > 0.0 {
-                ctx.noise
-                    .fill_normals(ctx.first_trajectory + b as u64, ctx.step as u32, row);
-            } else {
-                row.fill(0.0);
-            }
-        }
-        let (a, c) = (tr.a, tr.c);
-        // x' = a x + c s + √var z
-        for i in 0..n {
-            x_next[i] = (a * x[i] as f64 + c * scores.uncond[i] as f64 + sd * z[i] as f64) as f32;
-        }
+        one_step_apply(&tr, ctx, x, scores, tr.var > 0.0, x_next, z);
         Ok(Some(tr))
+    }
+}
+
+/// A one-step sampler's mean path (test-only, [`SamplerKind::build_mean_path`]): the step of `T`
+/// with z = 0, reporting `T`'s transition unchanged.
+pub struct MeanPath<T>(pub T);
+
+impl<T: OneStep> Sampler for MeanPath<T> {
+    fn step(
+        &mut self,
+        _model: &dyn ScoreFn,
+        ctx: &StepCtx<'_>,
+        x: &[f32],
+        scores: &Scores,
+        x_next: &mut [f32],
+        z: &mut [f32],
+    ) -> Result<Option<Transition>> {
+        let tr = self.0.transition(ctx.from, ctx.to, ctx.last);
+        one_step_apply(&tr, ctx, x, scores, false, x_next, z);
+        Ok(Some(tr))
+    }
+}
+
+/// x' = a x + c s + √var z in f64 per element, rounded once; z drawn when `draw`, else zeros.
+fn one_step_apply(
+    tr: &Transition,
+    ctx: &StepCtx<'_>,
+    x: &[f32],
+    scores: &Scores,
+    draw: bool,
+    x_next: &mut [f32],
+    z: &mut [f32],
+) {
+    let n = ctx.batch * ctx.dim;
+    fill_noise(ctx, z, draw);
+    let (a, c, sd) = (tr.a, tr.c, tr.var.max(0.0).sqrt());
+    // x' = a x + c s + √var z
+    for i in 0..n {
+        x_next[i] = (a * x[i] as f64 + c * scores.uncond[i] as f64 + sd * z[i] as f64) as f32;
+    }
+}
+
+/// Fills row b of `z` (B, D) with the normals of (trajectory `first_trajectory + b`, `step`)
+/// when `draw`, with zeros otherwise: a trajectory's noise depends only on (seed, trajectory,
+/// step), never on its batch.
+pub(crate) fn fill_noise(ctx: &StepCtx<'_>, z: &mut [f32], draw: bool) {
+    let (d, n) = (ctx.dim, ctx.batch * ctx.dim);
+    for (b, row) in z[..n].chunks_mut(d.max(1)).enumerate() {
+        if draw {
+            ctx.noise
+                .fill_normals(ctx.first_trajectory + b as u64, ctx.step as u32, row);
+        } else {
+            row.fill(0.0);
+        }
+    }
+}
+
+/// v clamped to [−lim, lim] where `lim` is set (diffusers' `clip_sample`; `build` refuses a lim
+/// that is not a finite number > 0). Never panics, unlike `f64::clamp`.
+#[inline]
+pub(crate) fn clamp_abs(v: f64, lim: Option<f64>) -> f64 {
+    match lim {
+        Some(l) if v > l => l,
+        Some(l) if v < -l => -l,
+        _ => v,
     }
 }
 
@@ -598,7 +762,7 @@ mod tests {
     use super::*;
     use crate::diffusion::{Ddpm, Process, Ve, Vp};
 
-    fn kinds() -> [SamplerKind; 6] {
+    fn kinds() -> [SamplerKind; 16] {
         [
             SamplerKind::Ancestral {
                 variance: AncestralVariance::Beta,
@@ -616,6 +780,22 @@ mod tests {
             },
             SamplerKind::EulerMaruyama,
             SamplerKind::HeunOde,
+            SamplerKind::Ddim {
+                eta: 1.0,
+                clip: Some(1.0),
+            },
+            SamplerKind::Ddpm { clip: None },
+            SamplerKind::Ddpm { clip: Some(1.0) },
+            SamplerKind::Euler,
+            SamplerKind::EulerAncestral,
+            SamplerKind::Heun,
+            SamplerKind::Dpmpp2m,
+            SamplerKind::Dpmpp2mSde,
+            SamplerKind::Dpmpp3mSde,
+            SamplerKind::Ddim {
+                eta: 1.0,
+                clip: None,
+            },
         ]
     }
 
@@ -668,7 +848,17 @@ mod tests {
             for k in kinds() {
                 for (j, w) in g.points.windows(2).enumerate() {
                     let tr = k.transition(&w[0], &w[1], j + 2 == g.points.len());
-                    assert_eq!(tr.is_none(), k == SamplerKind::HeunOde);
+                    let one_step = !matches!(
+                        k,
+                        SamplerKind::HeunOde
+                            | SamplerKind::Heun
+                            | SamplerKind::Dpmpp2m
+                            | SamplerKind::Dpmpp2mSde
+                            | SamplerKind::Dpmpp3mSde
+                            | SamplerKind::Ddim { clip: Some(_), .. }
+                            | SamplerKind::Ddpm { clip: Some(_) }
+                    );
+                    assert_eq!(tr.is_some(), one_step, "{k:?}");
                     if let Some(tr) = tr {
                         assert_eq!(tr.one_term(), Some((tr.a, tr.c, tr.var)));
                         assert!(tr.var >= 0.0 && (tr.var > 0.0) <= k.is_stochastic());
