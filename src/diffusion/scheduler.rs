@@ -731,11 +731,6 @@ impl Scheduler {
         }
     }
 
-    /// diffusers' `init_noise_sigma` of `plan` (the σ-space classes; 1 for the others).
-    pub fn init_noise_sigma(plan: &Plan) -> f64 {
-        plan.init_scale / plan.grid.points[0].s
-    }
-
     fn spacing_err(
         &self,
         e: SpacingErr,
@@ -1056,6 +1051,7 @@ impl Scheduler {
         let ts: Vec<f64> = match spacing {
             Spacing::Linspace => np_linspace(0.0, (tn - 1) as f64, steps)
                 .into_iter()
+                .rev()
                 .map(f32v)
                 .collect(),
             Spacing::Leading => {
@@ -1091,7 +1087,7 @@ impl Scheduler {
                 let sig = if grid == SigmaGrid::Karras {
                     karras(smin, smax, steps)
                 } else {
-                    if !(smin > 0.0) {
+                    if smin.is_nan() || smin <= 0.0 {
                         return Err(refuse_grid(grid, sampler, "needs σ_min > 0"));
                     }
                     lambda_uniform(smin.ln(), smax.ln(), steps)
@@ -1099,7 +1095,14 @@ impl Scheduler {
                         .map(f64::exp)
                         .collect()
                 };
-                let ts = sig.iter().map(|&s| f32v(sigma_to_t(s, &log_sig))).collect();
+                let ts = if grid == SigmaGrid::Karras {
+                    sig.iter().map(|&s| f32v(sigma_to_t(s, &log_sig))).collect()
+                } else {
+                    // As `set_timesteps(sigmas=…)` maps given σ to timesteps (float32).
+                    sig.iter()
+                        .map(|&s| f32v(sigma_to_t_f32(s as f32, &log_sig)))
+                        .collect()
+                };
                 (ts, sig)
             }
         };
@@ -1145,7 +1148,11 @@ impl Table {
         let mut b: Vec<f64> = self.betas.iter().map(|&b| b as f64).collect();
         let n = b.len();
         if n >= 2 && self.alphas_cumprod[n - 1] != self.alphas_cumprod_raw[n - 1] {
-            b[n - 1] = 1.0 - self.alphas_cumprod[n - 1] as f64 / self.alphas_cumprod[n - 2] as f64;
+            let bt = 1.0 - self.alphas_cumprod[n - 1] as f64 / self.alphas_cumprod[n - 2] as f64;
+            // (Where the floor exceeds ᾱ_{T−1}, β_T stays 1: g² = ∞ at the noise end.)
+            if bt > 0.0 && bt <= 1.0 {
+                b[n - 1] = bt;
+            }
         }
         b
     }
@@ -1325,6 +1332,25 @@ fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
     let w = (low as f64 - log_sigma) / ((low - high) as f64);
     let w = w.clamp(0.0, 1.0);
     (1.0 - w) * low_idx as f64 + w * high_idx as f64
+}
+
+/// `_sigma_to_t` on a float32 σ (as `EulerDiscreteScheduler.set_timesteps(sigmas=…)` calls it):
+/// ln σ, the differences and the weight in float32, the timestep in float64.
+fn sigma_to_t_f32(sigma: f32, log_sigmas: &[f32]) -> f64 {
+    let log_sigma = (sigma.max(1e-10f32) as f64).ln() as f32;
+    let n = log_sigmas.len();
+    let cnt = log_sigmas
+        .iter()
+        .rposition(|&l| log_sigma - l >= 0.0)
+        .unwrap_or(0);
+    let low_idx = cnt.min(n.saturating_sub(2));
+    let high_idx = low_idx + 1;
+    if high_idx >= n {
+        return 0.0;
+    }
+    let (low, high) = (log_sigmas[low_idx], log_sigmas[high_idx]);
+    let w = ((low - log_sigma) / (low - high)).clamp(0.0, 1.0);
+    (1.0 - w) as f64 * low_idx as f64 + w as f64 * high_idx as f64
 }
 
 /// `torch.linspace(a, b, n, dtype=float32)` as its SIMD kernels compute it: step =
