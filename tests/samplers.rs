@@ -431,6 +431,7 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 /// Runs steps 0..=`upto` of `kind` on `grid` with the given states and scores per step
 /// (perturbed where `tweak` says: (step, what: 0 = x, 1 = s, value added)), returning the last
 /// step's (x_next, z, transition).
+#[allow(clippy::too_many_arguments)]
 fn run_steps(
     kind: &SamplerKind,
     grid: &Grid,

@@ -3,12 +3,12 @@
 //! σ̃ = σ_t/s_t, x̃ = x/s_t, x' = s_{t'} x̃': with h = ln σ̃ − ln σ̃' = λ_{t'} − λ_t,
 //! D₀ = x̂₀ = (x + σ_t² s)/s_t at `from`, D₋₁, D₋₂ the previous steps' and h₋₁, h₋₂ their h,
 //!
-//! x̃' = e^{−2h} x̃ + (1 − e^{−2h}) D₀ + [correction] + σ̃'√(1 − e^{−2h})·z,
+//! x̃' = e^{−2h} x̃ + (1 − e^{−2h}) D₀ + C + σ̃'√(1 − e^{−2h})·z,
 //! φ₂ = (e^{−2h} − 1)/(2h) + 1,  φ₃ = φ₂/(2h) − ½,
-//! second order (one earlier step): r = h₋₁/h, correction = φ₂ (D₀ − D₋₁)/r;
+//! second order (one earlier step): r = h₋₁/h, C = φ₂ (D₀ − D₋₁)/r;
 //! third order: r₀ = h₋₁/h, r₁ = h₋₂/h, d₁,₀ = (D₀ − D₋₁)/r₀, d₁,₁ = (D₋₁ − D₋₂)/r₁,
 //!   d₁ = d₁,₀ + (d₁,₀ − d₁,₁) r₀/(r₀ + r₁), d₂ = (d₁,₀ − d₁,₁)/(r₀ + r₁),
-//!   correction = φ₂ d₁ − φ₃ d₂,
+//!   C = φ₂ d₁ − φ₃ d₂ (first order: C = 0),
 //!
 //! and x̃' = D₀ on a step to σ̃' = 0. First order on the first step, second on the second, third
 //! after. The first-order step is DDIM with η = 1 on the same points, and the corrections change

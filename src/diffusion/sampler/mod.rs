@@ -99,6 +99,12 @@ pub const MAX_EARLIER_TERMS: usize = 3;
 /// x' = a·x + c·s + Σ_j c_j·s_{−j} + √var·z: `c` is the coefficient on the score at the step's
 /// own point (`from`), `earlier()[j − 1]` the one on the score taken j grid steps before it.
 /// One-step samplers have no earlier terms ([`Transition::one_term`]).
+///
+/// A multistep sampler's mean (DPM-Solver++) also has terms b_j·x_{−j} in the earlier states
+/// (through their x̂₀'s), which do not depend on the label and are not reported: `a` is then the
+/// coefficient on the current state x alone, ∂x'/∂x, not the whole mean's; the unconditional
+/// mean is x' − √var·z, and the class-conditional one differs from it by
+/// c·(s(x | y) − s(x)) + Σ_j c_j·(s_{−j}(x_{−j} | y) − s_{−j}(x_{−j})) ([`multistep`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Transition {
     pub a: f64,
@@ -865,6 +871,81 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_refused_naming_the_field() {
+        let g = Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(10).unwrap();
+        for (k, field) in [
+            (
+                SamplerKind::Ddim {
+                    eta: 1.5,
+                    clip: None,
+                },
+                "sampler.eta",
+            ),
+            (
+                SamplerKind::Ddim {
+                    eta: 0.0,
+                    clip: Some(0.0),
+                },
+                "sampler.clip",
+            ),
+            (
+                SamplerKind::Ddpm {
+                    clip: Some(f64::NAN),
+                },
+                "sampler.clip",
+            ),
+        ] {
+            let e = k.build(&g, 2, 3, 1).err().expect("refused").to_string();
+            assert!(e.contains(field), "{k:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn multistep_samplers_refuse_steps_out_of_order() {
+        struct NoModel;
+        impl ScoreFn for NoModel {
+            fn scores_at(
+                &self,
+                _: &[f32],
+                _: &GridPoint,
+                _: &ScoreCtx,
+                _: &mut Scores,
+            ) -> Result<()> {
+                Ok(())
+            }
+        }
+        let g = Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(10).unwrap();
+        for k in [
+            SamplerKind::Dpmpp2m,
+            SamplerKind::Dpmpp2mSde,
+            SamplerKind::Dpmpp3mSde,
+        ] {
+            let mut s = k.build(&g, 2, 3, 1).unwrap();
+            let (x, sc) = (vec![0.5f32; 6], Scores::new(2, 3, 1));
+            let (mut xn, mut z) = (vec![0.0f32; 6], vec![0.0f32; 6]);
+            let ctx = |step| StepCtx {
+                step,
+                from: &g.points[step],
+                to: &g.points[step + 1],
+                last: false,
+                noise: Noise::new(1),
+                first_trajectory: 0,
+                batch: 2,
+                dim: 3,
+            };
+            assert!(s.step(&NoModel, &ctx(2), &x, &sc, &mut xn, &mut z).is_err());
+            s.step(&NoModel, &ctx(0), &x, &sc, &mut xn, &mut z).unwrap();
+            s.step(&NoModel, &ctx(1), &x, &sc, &mut xn, &mut z).unwrap();
+            assert!(
+                s.step(&NoModel, &ctx(3), &x, &sc, &mut xn, &mut z).is_err(),
+                "{k:?}"
+            );
+            // a new batch starts again at step 0
+            s.step(&NoModel, &ctx(0), &x, &sc, &mut xn, &mut z).unwrap();
         }
     }
 

@@ -5,7 +5,7 @@
 //! (D₀ at `from`),
 //!
 //! whose mean, written in the scores, is a·x + c·s₀ + Σ_{j≥1} c_j·s_j + Σ_{j≥1} (w_j/s_j)·x_j with
-//! a = A + w₀/s₀, c = w₀σ₀²/s₀, c_j = w_j σ_j²/s_j ([`Update::transition`]). The terms in the
+//! a = A + w₀/s₀, c = w₀σ₀²/s₀, c_j = w_j σ_j²/s_j (`Update::transition`). The terms in the
 //! earlier states x_j do not depend on the label, so the class-conditional mean shift is
 //! Σ_j c_j (s_j(x_j | y) − s_j(x_j)) all the same; but `a·x + c·s₀ + Σ c_j s_j` is not the
 //! whole unconditional mean of a multistep step: that is x' − √var·z.
@@ -192,5 +192,112 @@ impl History {
         self.pts.truncate(cap);
         self.len = (self.len + 1).min(cap);
         self.next_step = ctx.step + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::{Ddpm, Process, Ve};
+
+    fn orders(solver_order: usize, steps: usize, to_zero: bool) -> Vec<usize> {
+        (0..steps)
+            .map(|j| diffusers_order(solver_order, j, steps, j.min(solver_order), to_zero))
+            .collect()
+    }
+
+    #[test]
+    fn order_choice_follows_diffusers() {
+        // DPMSolverMultistepScheduler.step: lower_order_nums < 1 → 1; last step → 1 below 15
+        // steps or into σ = 0; last but one below 15 steps → at most 2.
+        let mut want = vec![2; 10];
+        (want[0], want[9]) = (1, 1);
+        assert_eq!(orders(2, 10, true), want);
+        assert_eq!(orders(2, 10, false), want);
+        let mut want = vec![2; 20];
+        want[0] = 1;
+        assert_eq!(orders(2, 20, false), want);
+        want[19] = 1;
+        assert_eq!(orders(2, 20, true), want);
+        let mut want = vec![3; 10];
+        (want[0], want[1], want[8], want[9]) = (1, 2, 2, 1);
+        assert_eq!(orders(3, 10, true), want);
+        let mut want = vec![3; 20];
+        (want[0], want[1]) = (1, 2);
+        assert_eq!(orders(3, 20, false), want);
+        assert_eq!(orders(1, 5, false), vec![1; 5]);
+    }
+
+    /// k-diffusion's sequential 3M SDE mean in σ-space (η = 1, z = 0), mapped to the grid's
+    /// space: x' = s' x̃'.
+    fn k_diffusion_3m(pts: &[GridPoint], q: &GridPoint, x: f64, d: &[f64]) -> f64 {
+        let st = |p: &GridPoint| p.sigma / p.s;
+        let p = &pts[0];
+        let h = st(p).ln() - st(q).ln();
+        let he = 2.0 * h;
+        let mut xt = (-he).exp() * (x / p.s) + (-(-he).exp_m1()) * d[0];
+        let phi2 = (-he).exp_m1() / he + 1.0;
+        if pts.len() == 2 {
+            let r = (st(&pts[1]).ln() - st(p).ln()) / h;
+            xt += phi2 * (d[0] - d[1]) / r;
+        } else if pts.len() == 3 {
+            let (r0, r1) = (
+                (st(&pts[1]).ln() - st(p).ln()) / h,
+                (st(&pts[2]).ln() - st(&pts[1]).ln()) / h,
+            );
+            let d10 = (d[0] - d[1]) / r0;
+            let d11 = (d[1] - d[2]) / r1;
+            let d1 = d10 + (d10 - d11) * r0 / (r0 + r1);
+            let d2 = (d10 - d11) / (r0 + r1);
+            let phi3 = phi2 / he - 0.5;
+            xt += phi2 * d1 - phi3 * d2;
+        }
+        q.s * xt
+    }
+
+    /// diffusers' sde-dpmsolver++ midpoint mean (z = 0), as its code writes it.
+    fn diffusers_2m_sde(pts: &[GridPoint], q: &GridPoint, x: f64, d: &[f64]) -> f64 {
+        let lam = |p: &GridPoint| p.s.ln() - p.sigma.ln();
+        let p = &pts[0];
+        let h = lam(q) - lam(p);
+        let base = (q.sigma / p.sigma * (-h).exp()) * x + (q.s * (1.0 - (-2.0 * h).exp())) * d[0];
+        if pts.len() == 1 {
+            return base;
+        }
+        let r0 = (lam(p) - lam(&pts[1])) / h;
+        let d1 = (d[0] - d[1]) / r0;
+        base + 0.5 * (q.s * (1.0 - (-2.0 * h).exp())) * d1
+    }
+
+    #[test]
+    fn weights_are_the_published_updates() {
+        // The weight form x' = A x + Σ w_j D_j against the updates as k-diffusion and diffusers
+        // write them, in f64: relative 1e-12.
+        let grids = [
+            Ddpm::new(1e-4, 0.02, 1000).unwrap().grid(12).unwrap(),
+            Ve::new(0.01, 50.0).unwrap().grid(12).unwrap(),
+        ];
+        let (x, d) = (0.37, [0.81, -0.44, 1.3]);
+        for g in &grids {
+            for j in 2..g.steps() - 1 {
+                let q = &g.points[j + 1];
+                for order in 1..=3 {
+                    // newest first: from, then 1 and 2 steps back
+                    let pts: Vec<GridPoint> = (0..order).map(|k| g.points[j - k]).collect();
+                    let mix =
+                        |u: &Update| u.a_x * x + (0..u.order).map(|k| u.w[k] * d[k]).sum::<f64>();
+                    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * (1.0 + b.abs());
+                    let u = super::super::dpmpp_3m_sde::update(&pts[0], q, &pts[1..]);
+                    assert_eq!(u.order, order);
+                    let want = k_diffusion_3m(&pts, q, x, &d);
+                    assert!(close(mix(&u), want), "3M order {order} step {j}");
+                    if order <= 2 {
+                        let u = super::super::dpmpp_2m_sde::update(&pts[0], q, pts.get(1));
+                        let want = diffusers_2m_sde(&pts, q, x, &d);
+                        assert!(close(mix(&u), want), "2M SDE order {order} step {j}");
+                    }
+                }
+            }
+        }
     }
 }
