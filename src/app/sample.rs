@@ -33,6 +33,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use crate::diffusion::scheduler::SchedulerClass;
 use crate::diffusion::{
     Observer, Plan, SamplerKind, Scheduler, SigmaGrid, Spacing, StepView, sample_from,
 };
@@ -184,32 +185,19 @@ impl Observer for Watch {
 
 // ---- defaults ------------------------------------------------------------------------------
 
-/// The sampler a pipeline saved with this scheduler uses by default (from `_class_name`), and a
-/// note where the class is not one infodiff reproduces.
-// TODO(issue 10): Scheduler::default_sampler once the scheduler branch lands (it also reads
-// DPMSolverMultistepScheduler's algorithm_type).
+/// The sampler a pipeline saved with this scheduler uses by default
+/// ([`Scheduler::default_sampler`]), and a note where the class (`_class_name`) is not one
+/// infodiff reproduces.
 pub fn default_sampler(sch: &Scheduler) -> (SamplerKind, Option<String>) {
-    let kind = match sch.class_name.as_deref() {
-        None | Some("DDPMScheduler") => SamplerKind::Ddpm { clip: None },
-        Some("DDIMScheduler") => SamplerKind::Ddim {
-            eta: 0.0,
-            clip: None,
-        },
-        Some("EulerDiscreteScheduler") => SamplerKind::Euler,
-        Some("EulerAncestralDiscreteScheduler") => SamplerKind::EulerAncestral,
-        Some("HeunDiscreteScheduler") => SamplerKind::Heun,
-        Some("DPMSolverMultistepScheduler") => SamplerKind::Dpmpp2m,
-        Some(other) => {
-            return (
-                SamplerKind::Ddpm { clip: None },
-                Some(format!(
-                    "scheduler class {other} has no infodiff sampler; sampling with ddpm \
-                     (choose one with --sampler)"
-                )),
-            );
-        }
+    let kind = sch.default_sampler();
+    let note = match sch.class_name.as_deref() {
+        Some(name) if SchedulerClass::from_name(name).is_none() => Some(format!(
+            "scheduler class {name} has no infodiff sampler; sampling with {} (choose one with --sampler)",
+            kind.name()
+        )),
+        _ => None,
     };
-    (kind, None)
+    (kind, note)
 }
 
 /// diffusers' pipelines' default step count: DDPMPipeline 1000, DDIMPipeline (and the others) 50.
