@@ -231,6 +231,91 @@ fn a_sample_does_not_depend_on_its_batch() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A diffusers pipeline folder around tiny-class: model_index.json, unet/, and a
+/// scheduler/scheduler_config.json holding `scheduler`.
+fn pipeline(dir: &Path, scheduler: &str) -> PathBuf {
+    let root = dir.join("pipe");
+    std::fs::create_dir_all(root.join("unet")).unwrap();
+    std::fs::create_dir_all(root.join("scheduler")).unwrap();
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(fixture("tiny-class").join(f), root.join("unet").join(f)).unwrap();
+    }
+    std::fs::write(
+        root.join("model_index.json"),
+        r#"{"_class_name": "DDIMPipeline", "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDIMScheduler"]}"#,
+    )
+    .unwrap();
+    std::fs::write(root.join("scheduler/scheduler_config.json"), scheduler).unwrap();
+    root
+}
+
+#[test]
+fn a_pipeline_folder_samples_with_its_scheduler() {
+    let dir = tempdir("pipeline");
+    let model = pipeline(
+        &dir,
+        r#"{"_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "prediction_type": "v_prediction", "timestep_spacing": "trailing", "clip_sample": false}"#,
+    );
+    let out = dir.join("out");
+    let run = |args: &[&str]| {
+        bin()
+            .arg("sample")
+            .arg("--model")
+            .arg(&model)
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    ok(&run(&["--steps", "4", "--num", "2", "--no-images"]));
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        s["sampler"]["kind"], "ddim",
+        "the scheduler class's sampler"
+    );
+    assert_eq!(s["scheduler"]["class"], "DDIMScheduler");
+    assert_eq!(s["scheduler"]["prediction_type"], "v_prediction");
+    assert!(
+        s["scheduler"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("scheduler/scheduler_config.json")
+    );
+    assert!(!out.join("images").exists(), "--no-images");
+    // Default steps: DDIMPipeline's 50.
+    ok(&run(&["--num", "1", "--no-images"]));
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["steps"], 50);
+    // A class infodiff does not reproduce: a note says which sampler was used instead.
+    std::fs::write(
+        model.join("scheduler/scheduler_config.json"),
+        r#"{"_class_name": "PNDMScheduler", "skip_prk_steps": true}"#,
+    )
+    .unwrap();
+    let o = run(&["--steps", "3", "--num", "1", "--no-images"]);
+    ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("PNDMScheduler") && err.contains("--sampler"),
+        "{err}"
+    );
+    // A scheduler value that changes the numbers and is not implemented is refused by name.
+    std::fs::write(
+        model.join("scheduler/scheduler_config.json"),
+        r#"{"_class_name": "DDIMScheduler", "thresholding": true}"#,
+    )
+    .unwrap();
+    let o = run(&["--steps", "3", "--num", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("thresholding"), "{err}");
+    only(&dir, &["pipe", "out"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Writes `noise` of `shape` (standard normals from seed 5) into `path`.
 fn write_init(path: &Path, shape: &[usize]) -> Vec<f32> {
     let n: usize = shape.iter().product();
