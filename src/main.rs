@@ -15,6 +15,7 @@ use infodiff::Error;
 use infodiff::app::{self, Config};
 use infodiff::backend::Storage;
 use infodiff::backend::{Device, DeviceChoice};
+use infodiff::diffusion::{SamplerKind, SigmaGrid, Spacing};
 
 #[derive(Parser)]
 #[command(
@@ -100,6 +101,69 @@ enum Command {
         #[arg(long)]
         profile: bool,
     },
+    /// Draw samples from a diffusers pipeline or UNet2DModel folder with its scheduler's
+    /// sampler (or one named), optionally class-guided; writes samples.safetensors, images/,
+    /// grid.png and summary.json into --out.
+    Sample {
+        /// A diffusers pipeline folder (model_index.json + unet/ + scheduler/) or a UNet2DModel
+        /// folder (config.json + diffusion_pytorch_model.safetensors; DDPM defaults).
+        #[arg(long)]
+        model: PathBuf,
+        /// The sampler (default: the one matching the folder's scheduler class).
+        #[arg(long, value_enum)]
+        sampler: Option<SamplerArg>,
+        /// Inference steps (default: diffusers' pipelines', 1000 for ddpm and 50 otherwise).
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Timestep spacing (overrides the scheduler config's timestep_spacing).
+        #[arg(long, value_enum)]
+        spacing: Option<SpacingArg>,
+        /// Karras σ (ρ = 7) between the schedule's σ_max and σ_min.
+        #[arg(long, conflicts_with = "log_snr")]
+        karras: bool,
+        /// σ uniform in log-SNR between the schedule's σ_max and σ_min.
+        #[arg(long)]
+        log_snr: bool,
+        /// DDIM's η (0: deterministic; 1: DDPM-like noise). Only with --sampler ddim.
+        #[arg(long)]
+        eta: Option<f64>,
+        /// The class of every sample (default: the null label, i.e. unconditional).
+        #[arg(long, conflicts_with = "classes", allow_negative_numbers = true)]
+        class: Option<i64>,
+        /// Classes cycled over the samples (sample k takes the (k mod n)-th).
+        #[arg(long, value_delimiter = ',', num_args = 1.., allow_negative_numbers = true)]
+        classes: Vec<i64>,
+        /// Classifier-free guidance scale W: out = out(∅) + W·(out(y) − out(∅)); 1: plain
+        /// conditional sampling.
+        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+        guidance: f64,
+        /// Number of samples (default: the --init file's N, else 64).
+        #[arg(long)]
+        num: Option<usize>,
+        /// Samples per batch (one sampler run, one batched network forward per step).
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Seed of the initial noise and the samplers' noise (sample k depends only on
+        /// (seed, k)).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// safetensors with tensor `noise` (N, C, H, W) f32 of standard normals: the initial
+        /// noise (each sampler scales it by its initial σ).
+        #[arg(long)]
+        init: Option<PathBuf>,
+        /// Where to run (the network runs on the CPU in this version; cuda is refused).
+        #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+        device: DeviceArg,
+        /// Worker threads (default: all cores; at most 1024).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Write no images/ and grid.png.
+        #[arg(long)]
+        no_images: bool,
+        /// Output folder: new, empty, or an earlier sample run's (replaced).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run a diffusers UNet2DModel on the inputs of a safetensors file and write its output.
     Denoise {
         /// Folder with config.json and diffusion_pytorch_model.safetensors.
@@ -127,6 +191,56 @@ enum BenchWhat {
     Unet,
     Mixture,
     SdeStep,
+}
+
+/// `--sampler`: every kind of [`infodiff::diffusion::SamplerKind`] by its config name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+enum SamplerArg {
+    Ddpm,
+    Ddim,
+    Euler,
+    EulerAncestral,
+    Heun,
+    #[value(name = "dpmpp_2m")]
+    Dpmpp2m,
+    #[value(name = "dpmpp_2m_sde")]
+    Dpmpp2mSde,
+    #[value(name = "dpmpp_3m_sde")]
+    Dpmpp3mSde,
+    Ancestral,
+    EulerMaruyama,
+    HeunOde,
+}
+
+impl SamplerArg {
+    fn kind(self) -> SamplerKind {
+        match self {
+            SamplerArg::Ddpm => SamplerKind::Ddpm { clip: None },
+            SamplerArg::Ddim => SamplerKind::Ddim {
+                eta: 0.0,
+                clip: None,
+            },
+            SamplerArg::Euler => SamplerKind::Euler,
+            SamplerArg::EulerAncestral => SamplerKind::EulerAncestral,
+            SamplerArg::Heun => SamplerKind::Heun,
+            SamplerArg::Dpmpp2m => SamplerKind::Dpmpp2m,
+            SamplerArg::Dpmpp2mSde => SamplerKind::Dpmpp2mSde,
+            SamplerArg::Dpmpp3mSde => SamplerKind::Dpmpp3mSde,
+            SamplerArg::Ancestral => SamplerKind::Ancestral {
+                variance: Default::default(),
+            },
+            SamplerArg::EulerMaruyama => SamplerKind::EulerMaruyama,
+            SamplerArg::HeunOde => SamplerKind::HeunOde,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SpacingArg {
+    Linspace,
+    Leading,
+    Trailing,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -179,6 +293,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("infodiff: error: {e}");
+            if let Some(sig) = app::sample::interrupted_by() {
+                // Die of the signal as if unhandled, now that the temporaries are gone.
+                // SAFETY: resetting a handler and raising a signal.
+                unsafe {
+                    libc::signal(sig, libc::SIG_DFL);
+                    libc::raise(sig);
+                }
+            }
             if e.is_bad_input() {
                 ExitCode::from(2)
             } else {
@@ -191,6 +313,11 @@ fn main() -> ExitCode {
 /// SIGINT, SIGTERM, SIGHUP: remove the temporaries of outputs being written, then die of the
 /// signal as if unhandled.
 extern "C" fn on_signal(sig: libc::c_int) {
+    // A sampling run stops at its next step and removes its own temporaries (a second signal
+    // ends it at once).
+    if app::sample::request_interrupt(sig) {
+        return;
+    }
     infodiff::io::atomic::remove_temporaries();
     // SAFETY: signal and raise are async-signal-safe.
     unsafe {
@@ -219,6 +346,7 @@ const MAX_THREADS: usize = 1024;
 enum Progress {
     Bar(ProgressBar),
     Lines {
+        unit: &'static str,
         total: u64,
         done: AtomicU64,
         start: Instant,
@@ -228,15 +356,17 @@ enum Progress {
 }
 
 impl Progress {
-    fn new(total: u64) -> Progress {
+    /// Progress over `total` items called `unit` (trajectories, samples).
+    fn new(total: u64, unit: &'static str) -> Progress {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(total);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} {bar:40} {pos}/{len} trajectories ({per_sec}, eta {eta})",
+                    "{spinner} {bar:40} {pos}/{len} {msg} ({per_sec}, eta {eta})",
                 )
                 .expect("valid template"),
             );
+            bar.set_message(unit);
             return Progress::Bar(bar);
         }
         let every = std::env::var("INFODIFF_PROGRESS_INTERVAL")
@@ -246,6 +376,7 @@ impl Progress {
             .unwrap_or(10.0);
         let now = Instant::now();
         Progress::Lines {
+            unit,
             total,
             done: AtomicU64::new(0),
             start: now,
@@ -257,6 +388,7 @@ impl Progress {
         match self {
             Progress::Bar(b) => b.inc(n as u64),
             Progress::Lines {
+                unit,
                 total,
                 done,
                 start,
@@ -272,7 +404,7 @@ impl Progress {
                 let el = start.elapsed().as_secs_f64();
                 let eta = el * (*total - d.min(*total)) as f64 / d.max(1) as f64;
                 eprintln!(
-                    "infodiff: progress: {d}/{total} trajectories ({:.1}%), {el:.1} s, eta {eta:.1} s",
+                    "infodiff: progress: {d}/{total} {unit} ({:.1}%), {el:.1} s, eta {eta:.1} s",
                     100.0 * d as f64 / *total as f64
                 );
             }
@@ -282,9 +414,13 @@ impl Progress {
         match self {
             Progress::Bar(b) => b.finish_and_clear(),
             Progress::Lines {
-                total, done, start, ..
+                unit,
+                total,
+                done,
+                start,
+                ..
             } => eprintln!(
-                "infodiff: progress: {}/{total} trajectories, done in {:.1} s",
+                "infodiff: progress: {}/{total} {unit}, done in {:.1} s",
                 done.load(Ordering::Relaxed),
                 start.elapsed().as_secs_f64()
             ),
@@ -292,8 +428,106 @@ impl Progress {
     }
 }
 
+/// `--threads`: the global pool's size (default: all cores).
+fn set_threads(threads: Option<usize>) -> Result<(), Error> {
+    if let Some(t) = threads {
+        if t == 0 || t > MAX_THREADS {
+            return Err(Error::config(
+                "--threads",
+                format!("a whole number in 1..={MAX_THREADS}"),
+                t,
+            ));
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .map_err(|e| Error::Unsupported {
+                op: "--threads",
+                reason: e.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
+        Command::Sample {
+            model,
+            sampler,
+            steps,
+            spacing,
+            karras,
+            log_snr,
+            eta,
+            class,
+            classes,
+            guidance,
+            num,
+            batch,
+            seed,
+            init,
+            device,
+            threads,
+            no_images,
+            out,
+        } => {
+            use infodiff::app::sample::{SampleOptions, sample};
+            set_threads(threads)?;
+            let (classes, classes_option) = match class {
+                Some(c) => (vec![c], "--class"),
+                None => (classes, "--classes"),
+            };
+            let opts = SampleOptions {
+                model,
+                sampler: sampler.map(SamplerArg::kind),
+                eta,
+                steps,
+                spacing: spacing.map(|s| match s {
+                    SpacingArg::Linspace => Spacing::Linspace,
+                    SpacingArg::Leading => Spacing::Leading,
+                    SpacingArg::Trailing => Spacing::Trailing,
+                }),
+                sigmas: match (karras, log_snr) {
+                    (true, _) => SigmaGrid::Karras,
+                    (_, true) => SigmaGrid::UniformLogSnr,
+                    _ => SigmaGrid::Scheduler,
+                },
+                classes,
+                classes_option,
+                guidance,
+                num,
+                batch,
+                seed,
+                init,
+                images: !no_images,
+                out: out.clone(),
+            };
+            // The network runs on the CPU (the sample loop has no GPU path yet).
+            open_device(device, "sample", false)?;
+            // The bar starts with the first batch, when N is known (it may come from --init).
+            let progress = std::sync::OnceLock::new();
+            let tick = |n: usize, total: usize| {
+                progress
+                    .get_or_init(|| Progress::new(total as u64, "samples"))
+                    .tick(n)
+            };
+            let summary = sample(&opts, Some(&tick), &|note| {
+                eprintln!("infodiff: note: {note}")
+            })?;
+            if let Some(p) = progress.get() {
+                p.finish();
+            }
+            println!(
+                "{} samples in {:.2} s ({:.2} samples/s; network {:.2} s, other {:.2} s)",
+                summary.samples,
+                summary.wall_s,
+                summary.samples_per_s,
+                summary.network_s,
+                summary.overhead_s
+            );
+            println!("wrote {}/{}", out.display(), summary.files.join(", "));
+            Ok(())
+        }
         Command::Bench {
             what,
             model,
@@ -417,22 +651,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 return Ok(());
             }
             // The pool first: validation estimates memory per worker thread.
-            if let Some(t) = threads {
-                if t == 0 || t > MAX_THREADS {
-                    return Err(Error::config(
-                        "--threads",
-                        format!("a whole number in 1..={MAX_THREADS}"),
-                        t,
-                    ));
-                }
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .build_global()
-                    .map_err(|e| Error::Unsupported {
-                        op: "--threads",
-                        reason: e.to_string(),
-                    })?;
-            }
+            set_threads(threads)?;
             if let Some(dir) = &model
                 && dir.to_str().is_none()
             {
@@ -463,7 +682,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let classes = cfg.spec()?.classes();
             let est = app::estimate(&cfg, &grid, classes, rayon::current_num_threads())?;
             eprintln!("infodiff: {}", est.describe());
-            let progress = Progress::new(cfg.trajectories as u64);
+            let progress = Progress::new(cfg.trajectories as u64, "trajectories");
             let tick = |n: usize| progress.tick(n);
             // GPU paths: the fused mixture kernel (online-classifier samplers), or the network.
             let gpu_path = cfg.model.is_some() || cfg.sampler.supports_online_classifier();

@@ -24,7 +24,7 @@
 //! The module map: [`config`] (the JSON schema as serde types, the parse into a validated
 //! [`Config`], the validators), [`runner`] (engine and device choice, [`run`], [`run_on`],
 //! [`estimate`]), [`report`] ([`Report`], the result checks, the output set), [`plot`] (the
-//! SVG), [`mod@bench`] (the bench harness).
+//! SVG), [`mod@bench`] (the bench harness), [`sample`] (`infodiff sample`).
 
 pub mod bench;
 pub mod config;
@@ -32,6 +32,7 @@ pub mod denoise;
 pub mod plot;
 pub mod report;
 pub mod runner;
+pub mod sample;
 
 pub use config::{
     Config, ConfigFile, MAX_STEPS, MAX_TRAJECTORIES, Overrides, ProcessConfig, SamplerConfig,

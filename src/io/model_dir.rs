@@ -313,7 +313,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "needs Scheduler::from_json (issue 10, scheduler branch)"]
     fn both_layouts_open() {
         let bare = ModelDir::open(&fixture("tiny-class")).unwrap();
         assert_eq!(bare.unet, fixture("tiny-class"));

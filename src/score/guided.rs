@@ -179,10 +179,18 @@ impl GuidedUNet {
         self.network_rows.load(Ordering::Relaxed)
     }
 
-    fn forward(&self, x: Vec<f32>, t: f32, labels: Option<&[i64]>) -> Result<Tensor> {
+    /// One forward of `rows` copies-in-sequence of the states `x` (rows·D values from `x`
+    /// repeated: x once, or x twice for the guided 2B rows).
+    fn forward(&self, x: &[f32], copies: usize, t: f32, labels: Option<&[i64]>) -> Result<Tensor> {
         let (c, h, w) = self.image;
-        let rows = x.len() / (c * h * w);
-        let input = Tensor::new(vec![rows, c, h, w], x)?; // (rows, C, H, W)
+        let rows = copies * x.len() / (c * h * w);
+        // The input's storage comes from the buffer pool it returns to when dropped (a fresh
+        // Vec here would add one buffer to the pool per forward).
+        let mut data = crate::tensor::pool::take(copies * x.len());
+        for _ in 0..copies {
+            data.extend_from_slice(x);
+        }
+        let input = Tensor::new(vec![rows, c, h, w], data)?; // (rows, C, H, W)
         let ts = vec![t; rows];
         let start = Instant::now();
         let out = self.net.forward(&input, &ts, labels)?;
@@ -212,11 +220,11 @@ impl GuidedUNet {
         };
         match &self.labels {
             Labels::None => {
-                let y = self.forward(x.to_vec(), t, None)?;
+                let y = self.forward(x, 1, t, None)?;
                 to_score(out, x, &y.data);
             }
             Labels::Null(null) => {
-                let y = self.forward(x.to_vec(), t, Some(&vec![*null; b]))?;
+                let y = self.forward(x, 1, t, Some(&vec![*null; b]))?;
                 to_score(out, x, &y.data);
             }
             Labels::Cycle(_) => {
@@ -224,18 +232,15 @@ impl GuidedUNet {
                     .map(|i| self.label_of(first + i).unwrap_or(0))
                     .collect();
                 if !self.two_rows() {
-                    let y = self.forward(x.to_vec(), t, Some(&cond))?;
+                    let y = self.forward(x, 1, t, Some(&cond))?;
                     to_score(out, x, &y.data);
                     return Ok(());
                 }
                 let null = self.net.config.num_class_embeds.unwrap_or(1) as i64 - 1;
                 // (2B, C, H, W): the B states with the null label, then with their classes.
-                let mut input = Vec::with_capacity(2 * b * d);
-                input.extend_from_slice(x);
-                input.extend_from_slice(x);
                 let mut labels = vec![null; b];
                 labels.extend_from_slice(&cond);
-                let y = self.forward(input, t, Some(&labels))?;
+                let y = self.forward(x, 2, t, Some(&labels))?;
                 let (un, co) = y.data.split_at(b * d);
                 let wg = self.guidance;
                 // out = u + W (c − u) in f64, then the score, rounded once.
