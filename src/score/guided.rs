@@ -202,7 +202,14 @@ impl GuidedUNet {
 
     /// The guided score of states `x` (B, D) on `point` for samples first..first+B into `out`
     /// (B, D).
-    fn guided(&self, x: &[f32], point: &GridPoint, first: u64, out: &mut [f32]) -> Result<()> {
+    fn guided(
+        &self,
+        x: &[f32],
+        point: &GridPoint,
+        first: u64,
+        out: &mut [f32],
+        x0: &mut [f32],
+    ) -> Result<()> {
         let d = self.dim();
         let b = x.len() / d;
         if !(point.sigma > 0.0) {
@@ -213,19 +220,22 @@ impl GuidedUNet {
         }
         let t = param::network_timestep(point);
         let pred = self.prediction;
-        let to_score = |o: &mut [f32], xv: &[f32], net: &[f32]| {
-            for ((o, &xv), &n) in o.iter_mut().zip(xv).zip(net) {
+        // The score and x̂₀ of each element from the network's own output, each in f64 and
+        // rounded once (x̂₀ straight from the output: see `Scores::denoised`).
+        let to_score = |o: &mut [f32], x0: &mut [f32], xv: &[f32], net: &[f32]| {
+            for (((o, x0), &xv), &n) in o.iter_mut().zip(x0.iter_mut()).zip(xv).zip(net) {
                 *o = pred.to_score(point, xv as f64, n as f64) as f32;
+                *x0 = pred.to_x0(point, xv as f64, n as f64) as f32;
             }
         };
         match &self.labels {
             Labels::None => {
                 let y = self.forward(x, 1, t, None)?;
-                to_score(out, x, &y.data);
+                to_score(out, x0, x, &y.data);
             }
             Labels::Null(null) => {
                 let y = self.forward(x, 1, t, Some(&vec![*null; b]))?;
-                to_score(out, x, &y.data);
+                to_score(out, x0, x, &y.data);
             }
             Labels::Cycle(_) => {
                 let cond: Vec<i64> = (0..b as u64)
@@ -233,7 +243,7 @@ impl GuidedUNet {
                     .collect();
                 if !self.two_rows() {
                     let y = self.forward(x, 1, t, Some(&cond))?;
-                    to_score(out, x, &y.data);
+                    to_score(out, x0, x, &y.data);
                     return Ok(());
                 }
                 let null = self.net.config.num_class_embeds.unwrap_or(1) as i64 - 1;
@@ -248,6 +258,7 @@ impl GuidedUNet {
                     let u = un[i] as f64;
                     let g = u + wg * (co[i] as f64 - u);
                     out[i] = pred.to_score(point, x[i] as f64, g) as f32;
+                    x0[i] = pred.to_x0(point, x[i] as f64, g) as f32;
                 }
             }
         }
@@ -289,7 +300,10 @@ impl ScoreModel for GuidedUNet {
         out: &mut Scores,
     ) -> Result<()> {
         check_batch("GuidedUNet::scores", x, self.dim(), out)?;
-        self.guided(x, point, ctx.first_trajectory, &mut out.uncond)?;
+        let mut x0 = out.denoised.take().unwrap_or_default();
+        x0.resize(x.len(), 0.0);
+        self.guided(x, point, ctx.first_trajectory, &mut out.uncond, &mut x0)?;
+        out.denoised = Some(x0);
         out.posterior = None;
         out.divergence = None;
         Ok(())

@@ -63,7 +63,7 @@ impl Sampler for Heun {
         }
         for i in 0..n {
             let x0 = scores.x0_at(i, x[i] as f64, p);
-            let e1 = -p.sigma * scores.uncond[i] as f64;
+            let e1 = eps_at(scores, i, x[i] as f64, p, x0);
             self.pred[i] = s_to * x0 + q.sigma * e1;
             x_next[i] = self.pred[i] as f32;
         }
@@ -77,7 +77,7 @@ impl Sampler for Heun {
             let c = &self.corrector;
             for i in 0..n {
                 let x0 = scores.x0_at(i, x[i] as f64, p);
-                let e1 = -p.sigma * scores.uncond[i] as f64;
+                let e1 = eps_at(scores, i, x[i] as f64, p, x0);
                 // ε̂₂ = (x_p − s_{t'} x̂₀(x_p))/σ_{t'} from the f64 predictor where the model gives
                 // x̂₀; else −σ_{t'} s(x_p).
                 let e2 = match &c.denoised {
@@ -92,5 +92,15 @@ impl Sampler for Heun {
 
     fn corrector_scores(&self) -> Option<&Scores> {
         self.corrected.then_some(&self.corrector)
+    }
+}
+
+/// ε̂ of element i with x̂₀ = `x0` at state `x` on `p`: (x − s_t x̂₀)/σ_t where the model gives
+/// x̂₀ (consistent with it to the last bit), else −σ_t s.
+#[inline]
+fn eps_at(scores: &Scores, i: usize, x: f64, p: &crate::diffusion::GridPoint, x0: f64) -> f64 {
+    match &scores.denoised {
+        Some(_) => (x - p.s * x0) / p.sigma,
+        None => -p.sigma * scores.uncond[i] as f64,
     }
 }
