@@ -50,9 +50,18 @@ enum Command {
         /// Worker threads (default: all cores; at most 1024).
         #[arg(long)]
         threads: Option<usize>,
-        /// Measure a class-conditional diffusers UNet2DModel folder instead of the mixture.
+        /// Measure a class-conditional diffusers model instead of the mixture: a pipeline
+        /// folder (model_index.json, unet/, scheduler/) or a bare UNet2DModel folder; the
+        /// folder's scheduler_config.json sets the process and the prediction type.
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Classifier-free guidance scale W of the sampled paths (--classes alone: 1); the
+        /// online classifier stays the model's Bayes posterior along them.
+        #[arg(long, allow_negative_numbers = true)]
+        guidance: Option<f64>,
+        /// Guidance labels, cycled over trajectories (--guidance alone: every class).
+        #[arg(long, value_delimiter = ',')]
+        classes: Option<Vec<usize>>,
         /// Hutchinson probes per state and step for a network's ∇·s (hx0_rate); 0: off
         /// (overrides the config; default 1).
         #[arg(long)]
@@ -638,6 +647,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             seed,
             threads,
             model,
+            guidance,
+            classes,
             probes,
             print_default_config,
             device,
@@ -675,7 +686,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                 seed,
                 probes,
             };
-            let cfg = file.with_overrides(&overrides, config.is_some())?;
+            let cfg = file
+                .with_overrides(&overrides, config.is_some())?
+                .with_guidance(guidance, classes.as_deref())?;
             // The destination is checked, and its temporary folder made, before the run.
             let dest = infodiff::io::atomic::OutputSet::prepare(&out)?;
             let grid = cfg.grid()?;
@@ -684,8 +697,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             eprintln!("infodiff: {}", est.describe());
             let progress = Progress::new(cfg.trajectories as u64, "trajectories");
             let tick = |n: usize| progress.tick(n);
-            // GPU paths: the fused mixture kernel (online-classifier samplers), or the network.
-            let gpu_path = cfg.model.is_some() || cfg.sampler.supports_online_classifier();
+            // GPU paths: the fused mixture kernel (unguided one-step online-classifier samplers),
+            // or the network.
+            let gpu_path = app::runner::has_gpu_path(&cfg);
             let what = "measure with this sampler (the generic engine)";
             let dev = open_device(device, what, gpu_path)?;
             let (gpu, why_cpu) = app::runner::gpu_for(&cfg, &dev, device == DeviceArg::Auto);
