@@ -205,7 +205,7 @@ impl GuidedUNet {
     fn guided(&self, x: &[f32], point: &GridPoint, first: u64, out: &mut [f32]) -> Result<()> {
         let d = self.dim();
         let b = x.len() / d;
-        if !(point.sigma > 0.0) {
+        if point.sigma.is_nan() || point.sigma <= 0.0 {
             return Err(Error::Unsupported {
                 op: "GuidedUNet::scores",
                 reason: format!("no score at σ = 0 (t = {})", point.t),
