@@ -499,6 +499,7 @@ fn bad_input_is_refused_naming_the_option_and_nothing_is_written() {
 }
 
 /// Peak resident memory (bytes) of `infodiff sample <args>` (wait4's rusage of that child).
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its rusage
 fn peak_rss(args: &[&str], out: &Path) -> u64 {
     let child = bin()
         .arg("sample")

@@ -607,7 +607,7 @@ impl SamplesFile {
             body += 8 * n as u64;
         }
         let mut text = serde_json::to_string(&Value::Object(header)).expect("serialisable");
-        while text.len() % 8 != 0 {
+        while !text.len().is_multiple_of(8) {
             text.push(' '); // the body starts 8-aligned
         }
         let file = File::create(path).map_err(|e| Error::io(path, e))?;
@@ -711,10 +711,13 @@ pub fn grid_pixels(samples: &[f32], image: (usize, usize, usize)) -> (Vec<u8>, u
     (out, gw, gh)
 }
 
+/// A batch for the PNG thread: its first sample index and its samples (B, D).
+type Batch = (usize, Vec<f32>);
+
 /// The PNG thread: receives (first sample index, samples (B, D)) and writes `images/NNNNNN.png`,
 /// keeping the first [`GRID_SAMPLES`] for `grid.png`.
 struct ImageWriter {
-    tx: Option<SyncSender<(usize, Vec<f32>)>>,
+    tx: Option<SyncSender<Batch>>,
     handle: Option<JoinHandle<Result<()>>>,
 }
 
@@ -722,8 +725,7 @@ impl ImageWriter {
     fn spawn(dir: PathBuf, image: (usize, usize, usize), n: usize) -> Result<ImageWriter> {
         let images = dir.join(IMAGES_DIR);
         std::fs::create_dir(&images).map_err(|e| Error::io(&images, e))?;
-        let (tx, rx): (SyncSender<(usize, Vec<f32>)>, Receiver<(usize, Vec<f32>)>) =
-            sync_channel(IMAGE_QUEUE);
+        let (tx, rx): (SyncSender<Batch>, Receiver<Batch>) = sync_channel(IMAGE_QUEUE);
         let handle = std::thread::Builder::new()
             .name("infodiff-png".into())
             .spawn(move || -> Result<()> {

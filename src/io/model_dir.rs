@@ -61,15 +61,15 @@ fn check_unet_folder(dir: &Path) -> Result<()> {
         ));
     }
     let v = read_json(&config)?;
-    if let Some(class) = v.get("_class_name") {
-        if class.as_str() != Some("UNet2DModel") {
-            return Err(Error::Json {
-                path: config.display().to_string(),
-                message: format!(
-                    "`_class_name`: expected \"UNet2DModel\" (the only network infodiff runs), found {class}"
-                ),
-            });
-        }
+    if let Some(class) = v.get("_class_name")
+        && class.as_str() != Some("UNet2DModel")
+    {
+        return Err(Error::Json {
+            path: config.display().to_string(),
+            message: format!(
+                "`_class_name`: expected \"UNet2DModel\" (the only network infodiff runs), found {class}"
+            ),
+        });
     }
     let weights = dir.join(WEIGHTS_FILE);
     if !weights.is_file() {

@@ -212,7 +212,7 @@ impl GuidedUNet {
     ) -> Result<()> {
         let d = self.dim();
         let b = x.len() / d;
-        if !(point.sigma > 0.0) {
+        if point.sigma.is_nan() || point.sigma <= 0.0 {
             return Err(Error::Unsupported {
                 op: "GuidedUNet::scores",
                 reason: format!("no score at σ = 0 (t = {})", point.t),
