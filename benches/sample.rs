@@ -162,14 +162,14 @@ fn noise(c: &mut Criterion) {
     g.bench_function("noise/scalar_fill_normals_3x32x32_batch64", |b| {
         b.iter(|| {
             for (k, row) in z.chunks_mut(d).enumerate() {
-                noise.fill_normals(k as u64, 7, row);
+                noise.fill_normals_scalar(k as u64, 7, row);
             }
         })
     });
     g.bench_function("noise/lane_fill_normals_3x32x32_batch64", |b| {
         b.iter(|| {
             for (k, row) in z.chunks_mut(d).enumerate() {
-                infodiff::app::sample::fill_normals(&noise, k as u64, 7, row);
+                noise.fill_normals(k as u64, 7, row);
             }
         })
     });

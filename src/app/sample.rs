@@ -183,55 +183,6 @@ impl Observer for Watch {
     }
 }
 
-// ---- noise on lanes ------------------------------------------------------------------------
-
-crate::isa_dispatch! {
-    fn fill_normals_on(key: [u32; 2], trajectory: u64, step: u32, out: &mut [f32]) -> () => fill_normals_kernel
-}
-
-/// [`Noise::fill_normals`] on SIMD lanes: the same values bit for bit (the lane Philox and
-/// Box–Muller are exactly rounded like the scalar ones; tested), one Philox call per element
-/// on L lanes at a time instead of one scalar call each.
-// TODO(issue 10): the body of Noise::fill_normals itself (rng.rs), so the samplers' per-step
-// noise gets it too; then this goes.
-pub fn fill_normals(noise: &Noise, trajectory: u64, step: u32, out: &mut [f32]) {
-    fill_normals_on(crate::simd::detected(), noise.key(), trajectory, step, out)
-}
-
-#[inline(always)]
-unsafe fn fill_normals_kernel<I: crate::simd::isa::Isa>(
-    key: [u32; 2],
-    trajectory: u64,
-    step: u32,
-    out: &mut [f32],
-) {
-    use crate::simd::math::{box_muller, philox};
-    let l = I::LANES;
-    let mut buf = [0.0f32; 16];
-    // SAFETY: `buf` holds 16 ≥ LANES values; full chunks hold LANES.
-    unsafe {
-        // Counter (element, step/4, trajectory): the Box–Muller pair holding this step's quarter.
-        let (c1, c2, c3) = (
-            I::splat_u(step >> 2),
-            I::splat_u(trajectory as u32),
-            I::splat_u((trajectory >> 32) as u32),
-        );
-        let pair = ((step & 3) >> 1) as usize;
-        for (i, chunk) in out.chunks_mut(l).enumerate() {
-            let c0 = I::u_add(I::splat_u((i * l) as u32), I::iota_u());
-            let w = philox::<I>([c0, c1, c2, c3], key);
-            let (za, zb) = box_muller::<I>(w[2 * pair], w[2 * pair + 1]);
-            let z = if step & 1 == 0 { za } else { zb };
-            if chunk.len() == l {
-                I::store(chunk.as_mut_ptr(), z);
-            } else {
-                I::store(buf.as_mut_ptr(), z);
-                chunk.copy_from_slice(&buf[..chunk.len()]);
-            }
-        }
-    }
-}
-
 // ---- defaults ------------------------------------------------------------------------------
 
 /// The sampler a pipeline saved with this scheduler uses by default
@@ -950,7 +901,7 @@ pub fn sample(
             Some(f) => f.read(k0, z)?,
             None => {
                 for (i, row) in z.chunks_mut(d).enumerate() {
-                    fill_normals(&noise, (k0 + i) as u64, INIT_STEP, row);
+                    noise.fill_normals((k0 + i) as u64, INIT_STEP, row);
                 }
             }
         }
@@ -1042,27 +993,6 @@ pub fn sample(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lane_normals_are_the_scalar_ones_bit_for_bit() {
-        let noise = Noise::new(0x1234_5678_9abc);
-        for step in [0, 1, 2, 3, 7, 1001, INIT_STEP] {
-            for traj in [0u64, 5, 1 << 33] {
-                let mut want = vec![0.0f32; 77]; // not a multiple of any lane count
-                noise.fill_normals(traj, step, &mut want);
-                for kind in crate::simd::IsaKind::all_available() {
-                    let mut got = vec![0.0f32; 77];
-                    fill_normals_on(kind, noise.key(), traj, step, &mut got);
-                    assert!(
-                        got.iter()
-                            .zip(&want)
-                            .all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{kind:?}, step {step}, trajectory {traj}"
-                    );
-                }
-            }
-        }
-    }
 
     #[test]
     fn pixels_follow_diffusers() {
