@@ -110,7 +110,7 @@ impl ScoreModel for UNetScore {
         let k = self.classes;
         let (c, h, w) = self.image;
         // (B·(K+1), C, H, W): for each state, the null label first, then classes 0..K−1.
-        let mut batch = Vec::with_capacity(b * (k + 1) * d);
+        let mut batch = crate::backend::pool::take(b * (k + 1) * d); // pooled: a fresh Vec per forward grows the pool
         let mut labels = Vec::with_capacity(b * (k + 1));
         for row in x.chunks(d) {
             for lab in std::iter::once(k).chain(0..k) {
@@ -158,7 +158,9 @@ impl ScoreModel for UNetScore {
         }
         let b = x.len() / d;
         let (c, h, w) = self.image;
-        let input = Tensor::new(vec![b, c, h, w], x.to_vec())?;
+        let mut buf = crate::backend::pool::take(x.len());
+        buf.extend_from_slice(x);
+        let input = Tensor::new(vec![b, c, h, w], buf)?;
         let t = vec![crate::diffusion::param::network_timestep(point); b];
         let labels = vec![self.classes as i64; b]; // the null label
         let pred = self.net.forward(&input, &t, Some(&labels))?;
