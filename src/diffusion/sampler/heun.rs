@@ -5,6 +5,9 @@
 //! d₁ = −σ_t s(x, t),  x̃_p = x̃ + (σ̃' − σ̃)·d₁,  x_p = s_{t'} x̃_p,
 //! d₂ = −σ_{t'} s(x_p, t'),  x̃' = x̃ + (σ̃' − σ̃)·(d₁ + d₂)/2,  x' = s_{t'} x̃',
 //!
+//! computed as x_p = s_{t'} x̂₀ + σ_{t'} ε̂₁ and x' = s_{t'} x̂₀ + s_{t'}(σ̃ + σ̃')/2·ε̂₁ +
+//! s_{t'}(σ̃' − σ̃)/2·ε̂₂ (the same, with x/s_t = x̂₀ + σ̃ ε̂ exact), so that no two terms of size
+//! 1/s_t cancel, x̂₀ taken from the model where it gives it ([`crate::score::Scores::denoised`]),
 //! the second evaluation taken at the predictor x_p on `to` (the network input, diffusers'
 //! `scale_model_input` of x̃_p, with `to`'s timestep). A step to σ̃' = 0 is Euler's alone
 //! (x' = x_p = x̂₀), as diffusers' interleaved σ's end with one first-order step. Deterministic:
