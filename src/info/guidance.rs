@@ -79,6 +79,8 @@ impl Guidance {
                 *u = (su + w * (*c as f64 - su)) as f32;
             }
         }
+        // A model's own x̂₀ is that of the unguided score: samplers take x̂₀ from ŝ instead.
+        scores.denoised = None;
     }
 }
 
@@ -156,7 +158,9 @@ mod tests {
         let mut s = Scores::new(2, 1, 2);
         s.uncond = vec![1.0, 1.0];
         s.cond = vec![0.0, 3.0, 5.0, -1.0]; // (B, K, D)
+        s.denoised = Some(vec![0.5, 0.5]); // the unguided x̂₀ a model may give
         g.guide(10, &mut s); // trajectory 10 → class 1, 11 → class 0
+        assert_eq!(s.denoised, None); // samplers then take x̂₀ from ŝ
         // ŝ = s + 2 (s_y − s): exact in f32 here
         assert_eq!(s.uncond, vec![1.0 + 2.0 * 2.0, 1.0 + 2.0 * 4.0]);
         let e = Guidance::new(f64::NAN, vec![0], 2).unwrap_err().to_string();
