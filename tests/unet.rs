@@ -2,23 +2,13 @@
 //! tiny-ddpm, the DDPM CIFAR-10 layout options; made by tests/fixtures/make_unet_fixtures.py,
 //! reference computed in float64) matched to relative L2 error ≤ 1e-4.
 
+mod common;
+use common::rel_l2;
 use std::path::PathBuf;
 
 use infodiff::nn::Weights;
 use infodiff::nn::unet::UNet;
 use infodiff::tensor::Tensor;
-
-/// ‖got − want‖₂ / ‖want‖₂ in f64.
-fn rel_l2(got: &Tensor, want: &Tensor) -> f64 {
-    let num: f64 = got
-        .data
-        .iter()
-        .zip(&want.data)
-        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
-        .sum();
-    let den: f64 = want.data.iter().map(|b| (*b as f64).powi(2)).sum();
-    (num / den).sqrt()
-}
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/unet")
