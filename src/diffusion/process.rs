@@ -122,11 +122,16 @@ impl Grid {
 
 /// ᾱ_i = ∏_{j≤i} (1 − β_j) for i = 0..=n with β_i = linspace(β_start, β_end, n) (i = 1..n), ᾱ_0 = 1.
 pub fn ddpm_alpha_bar(beta_start: f64, beta_end: f64, n: usize) -> Vec<f64> {
-    let mut out = Vec::with_capacity(n + 1);
+    alpha_bar_of((1..n + 1).map(|i| ddpm_beta(beta_start, beta_end, n, i)))
+}
+
+/// ᾱ_0 = 1, ᾱ_i = exp(Σ_{j≤i} ln(1 − β_j)) for the β_1, β_2, … given.
+fn alpha_bar_of(betas: impl ExactSizeIterator<Item = f64>) -> Vec<f64> {
+    let mut out = Vec::with_capacity(betas.len() + 1);
     let mut log_ab = 0.0f64;
     out.push(1.0);
-    for i in 1..=n {
-        log_ab += (-ddpm_beta(beta_start, beta_end, n, i)).ln_1p();
+    for b in betas {
+        log_ab += (-b).ln_1p();
         out.push(log_ab.exp());
     }
     out
@@ -201,13 +206,7 @@ impl Ddpm {
                 ));
             }
         }
-        let mut alpha_bar = Vec::with_capacity(betas.len() + 1);
-        let mut log_ab = 0.0f64;
-        alpha_bar.push(1.0);
-        for &b in betas {
-            log_ab += (-b).ln_1p();
-            alpha_bar.push(log_ab.exp());
-        }
+        let alpha_bar = alpha_bar_of(betas.iter().copied());
         Ok(Ddpm {
             beta_start: betas[0],
             beta_end: betas[betas.len() - 1],
