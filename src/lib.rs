@@ -23,7 +23,9 @@
 //!   reports the GPU unavailable without);
 //! - [`simd`]: lanes (AVX-512F, AVX2+FMA, scalar; detected once) and lane math;
 //! - [`rng`]: counter-based Philox4x32-10 noise keyed by (seed, trajectory, step, element);
-//! - [`io`]: atomic outputs, safetensors read and write, text input.
+//! - [`io`]: atomic outputs, safetensors read and write, text input;
+//! - [`train`]: denoising score matching of the U-Net (AdamW, EMA, checkpoints) over [`data`]
+//!   (training sets: mixture samples, digits, procedural shapes, image folders).
 //!
 //! Measuring a two-class mixture with the online classifier:
 //!
@@ -50,6 +52,7 @@
 
 pub mod app;
 pub mod backend;
+pub mod data;
 pub mod diffusion;
 pub mod error;
 pub mod fused;
@@ -61,5 +64,6 @@ pub mod rng;
 pub mod score;
 pub mod simd;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -33,6 +33,7 @@ pub mod plot;
 pub mod report;
 pub mod runner;
 pub mod sample;
+pub mod train;
 
 pub use config::{
     Config, ConfigFile, MAX_STEPS, MAX_TRAJECTORIES, Overrides, ProcessConfig, SamplerConfig,

@@ -13,6 +13,8 @@
 //! with an error naming the key and the value.
 
 pub mod config;
+pub mod grad;
+pub mod params;
 pub mod walk;
 pub mod weights;
 

@@ -11,6 +11,7 @@
 //! the softmax (each a GEMM or row pass of its op), then the norm's backward; it would be a
 //! method of [`AttentionOp`].
 
+pub mod backward;
 pub mod cpu;
 pub mod cuda;
 

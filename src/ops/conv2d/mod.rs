@@ -11,8 +11,10 @@
 //! Backward (not implemented): dx is the transposed convolution of dy (col2im of Wᵀ·dy), dW =
 //! dy · im2col(x)ᵀ; both lower onto the same GEMM and would be methods of [`Conv2dOp`].
 
+pub mod backward;
 pub mod cpu;
 pub mod cuda;
+pub mod reference;
 
 use super::Act;
 use crate::backend::{Backend, Storage};

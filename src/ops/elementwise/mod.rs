@@ -11,6 +11,7 @@
 //! add sums dy over each plane, upsampling sums each 2×2 block, the scale divides dy; each
 //! would be one more kernel method here.
 
+pub mod backward;
 pub mod cpu;
 pub mod cuda;
 pub mod emu;

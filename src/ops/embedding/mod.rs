@@ -48,3 +48,18 @@ pub fn embedding(table: &[f32], (n, d): (usize, usize), ids: &[usize]) -> Result
     }
     Ok(out)
 }
+
+/// dtable (N, D) += the rows of dy (len(ids), D) at `ids` (in row order): the backward of
+/// [`embedding`].
+pub fn embedding_backward(
+    dy: &[f32],
+    (n, d): (usize, usize),
+    ids: &[usize],
+    dtable: &mut [f32],
+) -> Result<()> {
+    let _ = (dy, n, d, ids, dtable);
+    Err(Error::Unsupported {
+        op: "embedding_backward",
+        reason: "not yet implemented".into(),
+    })
+}

@@ -8,6 +8,7 @@
 //! Backward (not implemented): dx from dy, the slice's x̂ and 1/σ (two more reductions per
 //! slice), dγ, dβ summed over images; it would be a second kernel method of [`GroupNormOp`].
 
+pub mod backward;
 pub mod cpu;
 pub mod cuda;
 pub mod emu;

@@ -4,6 +4,7 @@
 //!
 //! Backward (not implemented): dx = dy · W, dW = dyᵀ · x, db = Σ dy: three more GEMMs.
 
+pub mod backward;
 pub mod cpu;
 
 pub use cpu::linear;

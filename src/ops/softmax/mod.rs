@@ -7,6 +7,7 @@
 //! Backward (not implemented): dx_j = s·y_j·(dy_j − Σ_k y_k dy_k), one more row pass; it would
 //! be a second method of [`SoftmaxOp`].
 
+pub mod backward;
 pub mod cpu;
 pub mod cuda;
 pub mod emu;

@@ -1,0 +1,1 @@
+//! `infodiff train` (see [`crate::train`]).

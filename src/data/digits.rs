@@ -1,0 +1,1 @@
+//! (data source `digits`: see [`super`])

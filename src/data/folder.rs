@@ -1,0 +1,1 @@
+//! (data source `folder`: see [`super`])

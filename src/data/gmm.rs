@@ -1,0 +1,1 @@
+//! (data source `gmm`: see [`super`])

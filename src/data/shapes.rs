@@ -1,0 +1,1 @@
+//! (data source `shapes`: see [`super`])

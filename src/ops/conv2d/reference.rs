@@ -1,0 +1,2 @@
+//! The f64 oracle of the convolution and of its backward ([`super::backward`]): direct loops,
+//! written for clarity.
