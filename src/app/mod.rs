@@ -28,6 +28,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod data;
 pub mod denoise;
 pub mod plot;
 pub mod report;

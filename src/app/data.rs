@@ -1,0 +1,1 @@
+//! `--data SPEC` opened (every source; `gmm:` through the measure config reader).
