@@ -65,6 +65,15 @@ impl UNet {
         UNet::assemble(config, w)
     }
 
+    /// The network of `config` over weights `w` (a trained parameter vector's tensors, see
+    /// [`params::ParamLayout::to_weights`]): every tensor the architecture needs is checked.
+    pub fn from_weights(config: UNetConfig, w: Weights) -> Result<UNet> {
+        for (name, shape) in &expected_tensors(&config) {
+            w.get(name, shape)?;
+        }
+        UNet::assemble(config, w)
+    }
+
     /// The network of `config` over checked weights `w`: packs the convolution weights and
     /// attention projections for the CPU.
     fn assemble(config: UNetConfig, w: Weights) -> Result<UNet> {
