@@ -469,3 +469,39 @@ fn embedding_backward_refuses_bad_ids_and_shapes() {
     assert!(embedding_backward(&g, (n, d), &[1], &mut dt).is_err());
     assert!(embedding_backward(&g, (n, d), &[1, 2], &mut dt).is_ok());
 }
+
+// ---------------------------------------------------------------- thread counts
+
+#[test]
+fn parameter_gradients_do_not_depend_on_the_thread_count() {
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            // dW of a (37 × 300) · (37 × 45) product, big enough to split over tasks.
+            let (n, fin, fout) = (37, 45, 300);
+            let (x, w, dy) = (fill(n * fin, 1), fill(fout * fin, 2), fill(n * fout, 3));
+            let (mut dw, mut db) = (fill(fout * fin, 4), fill(fout, 5));
+            linear_backward_with(
+                infodiff::simd::detected(),
+                &x,
+                (n, fin, fout),
+                &w,
+                &dy,
+                None,
+                &mut dw,
+                &mut db,
+            )
+            .unwrap();
+            let mut v = fill(61, 6);
+            ew::sum_planes(&fill(61 * 1089, 7), 1089, &mut v).unwrap();
+            (dw, db, v)
+        })
+    };
+    let one = run(1);
+    for threads in [2, 3, 5] {
+        assert!(run(threads) == one, "{threads} threads");
+    }
+}
