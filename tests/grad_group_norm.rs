@@ -248,8 +248,8 @@ fn simd_backward_matches_f64_on_every_isa() {
                 // terms is rounded at ≲ 2 ulp of its size, at most r·|γ|·|dy|·SiLU′ (the
                 // natural scale of dx before the cancellation; 1.1 bounds SiLU′), plus the
                 // means' f32 lane sums (≤ 1024 values before the f64 fold). Measured ≤ 6e-7 of
-                // that scale; bound 3e-6. (The slices of one value, where dx is 0 up to rounding, are why the
-                // scale is not max |dx|.)
+                // that scale; bound 3e-6. (The slices of one value, where dx is 0 up to
+                // rounding, are why the scale is not max |dx|.)
                 let rmax = stats.chunks(2).fold(0.0f32, |m, s| m.max(s[1])) as f64;
                 let gmax = max_abs(&wide(&t.gamma)) * max_abs(&wide(&t.dy));
                 let dx_scale = rmax * gmax * if silu { 1.1 } else { 1.0 };

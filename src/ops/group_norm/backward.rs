@@ -4,12 +4,12 @@
 //! g = du·γ. The forward used in training ([`group_norm_forward_save`]) also keeps (μ, r) per
 //! slice, so u is recomputed, not stored.
 //!
-//! Both run per slice in parallel with one SIMD body for every ISA ([`group_norm_forward_save_with`],
-//! [`group_norm_backward_with`] take the ISA; the plain names use the detected one). The
-//! backward's slice sums Σ du·x̂ and Σ du per channel (f32 lanes folded into f64 every 1024
-//! values) are the per-image partials of dγ, dβ and also give mean(g), mean(g·x̂); the partials
-//! are summed over images in image order after the parallel pass, so the result does not depend
-//! on the thread count. Slow twins: [`super::reference::group_norm_f64`],
+//! Both run per slice in parallel with one SIMD body for every ISA
+//! ([`group_norm_forward_save_with`], [`group_norm_backward_with`] take the ISA; the plain names
+//! use the detected one). The backward's slice sums Σ du·x̂ and Σ du per channel (f32 lanes
+//! folded into f64 every 1024 values) are the per-image partials of dγ, dβ and also give
+//! mean(g), mean(g·x̂); the partials are summed over images in image order after the parallel
+//! pass, so the result does not depend on the thread count. Slow twins: [`super::reference::group_norm_f64`],
 //! [`super::reference::group_norm_backward_f64`].
 
 use rayon::prelude::*;

@@ -1,4 +1,5 @@
-//! The f64 oracle of GroupNorm (+ SiLU) ([`super::cpu`]): written for clarity, with f64 accumulation.
+//! The f64 oracles of GroupNorm (+ SiLU) ([`super::cpu`]) and of its training forward and
+//! backward ([`super::backward`]): written for clarity, with f64 accumulation.
 
 /// GroupNorm (+ SiLU) of one (batch, group) slice in f64: the oracle of
 /// [`super::cpu`]. x: channels × spatial.
