@@ -4,16 +4,13 @@
 //!
 //! [`cpu`]: the packed per-image composition with the SIMD softmax; [`cuda`]: the same as
 //! batched GEMM launches around the row-softmax launch, for every backend with the device
-//! kernels (the GPU and its emulator). No f64 oracle of its own: the tests compose the GEMM,
-//! GroupNorm and softmax references.
-//!
-//! Backward (not implemented): through the output projection, the two per-head products and
-//! the softmax (each a GEMM or row pass of its op), then the norm's backward; it would be a
-//! method of [`AttentionOp`].
+//! kernels (the GPU and its emulator); [`backward`]: the CPU training forward (keeping what the
+//! backward needs) and backward; [`mod@reference`]: the f64 oracle of those two.
 
 pub mod backward;
 pub mod cpu;
 pub mod cuda;
+pub mod reference;
 
 use super::Act;
 use crate::backend::{Backend, Storage};

@@ -48,29 +48,37 @@ unsafe fn sum_lanes<I: Isa>(x: &[f32], shift: f32, square: bool) -> f64 {
     total
 }
 
+/// (μ, 1/√(σ² + ε)) of one slice in f64: the mean, then the variance about the (f32) mean.
+/// The slice must not be empty.
 #[inline(always)]
-unsafe fn kernel<I: Isa>(
-    x: &[f32],
-    y: &mut [f32],
-    spatial: usize,
-    gamma: &[f32],
-    beta: &[f32],
-    eps: f32,
-    silu: bool,
-) {
+pub(super) unsafe fn slice_stats<I: Isa>(x: &[f32], eps: f32) -> (f64, f64) {
     let n = x.len();
-    if n == 0 || spatial == 0 {
-        return;
-    }
-    // SAFETY: every helper reads/writes within the slices (tails handled in scalar code).
+    // SAFETY: `sum_lanes` reads within `x` (the caller's ISA is available).
     unsafe {
         let mean = sum_lanes::<I>(x, 0.0, false) / n as f64;
         // Second pass about the (f32) mean for an accurate variance.
         let m32 = mean as f32;
         let d = mean - m32 as f64;
         let var = (sum_lanes::<I>(x, m32, true) / n as f64 - d * d).max(0.0);
-        let inv = 1.0 / (var + eps as f64).sqrt();
-        let l = I::LANES;
+        (mean, 1.0 / (var + eps as f64).sqrt())
+    }
+}
+
+/// y = x·a_c + b_c per channel (a_c = γ_c·inv, b_c = β_c − μ·γ_c·inv), then SiLU when `silu`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) unsafe fn normalise<I: Isa>(
+    x: &[f32],
+    y: &mut [f32],
+    spatial: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    (mean, inv): (f64, f64),
+    silu: bool,
+) {
+    let l = I::LANES;
+    // SAFETY: vector accesses stay below `full` ≤ spatial in each channel row; the tail is scalar.
+    unsafe {
         for (c, (xc, yc)) in x.chunks(spatial).zip(y.chunks_mut(spatial)).enumerate() {
             let a = (gamma[c] as f64 * inv) as f32;
             let b = (beta[c] as f64 - mean * gamma[c] as f64 * inv) as f32;
@@ -90,6 +98,26 @@ unsafe fn kernel<I: Isa>(
                 yc[i] = if silu { z / (1.0 + (-z).exp()) } else { z };
             }
         }
+    }
+}
+
+#[inline(always)]
+unsafe fn kernel<I: Isa>(
+    x: &[f32],
+    y: &mut [f32],
+    spatial: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    silu: bool,
+) {
+    if x.is_empty() || spatial == 0 {
+        return;
+    }
+    // SAFETY: both helpers read/write within the slices (tails handled in scalar code).
+    unsafe {
+        let stats = slice_stats::<I>(x, eps);
+        normalise::<I>(x, y, spatial, gamma, beta, stats, silu);
     }
 }
 

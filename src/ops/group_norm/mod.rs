@@ -5,8 +5,8 @@
 //! `kernels/group_norm.cu` with its parameter mirror [`GroupNormParams`], [`emu`] the launch
 //! interpreted on the CPU.
 //!
-//! Backward (not implemented): dx from dy, the slice's x̂ and 1/σ (two more reductions per
-//! slice), dγ, dβ summed over images; it would be a second kernel method of [`GroupNormOp`].
+//! [`backward`]: the CPU training forward (also keeping (μ, 1/σ) per slice) and backward (dx
+//! from dy, the slice's x̂ and 1/σ, two more reductions per slice; dγ, dβ summed over images).
 
 pub mod backward;
 pub mod cpu;

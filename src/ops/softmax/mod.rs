@@ -4,8 +4,7 @@
 //! [`cpu`] holds the SIMD body, [`mod@reference`] its f64 oracle, [`cuda`] the launch of
 //! `kernels/softmax.cu`, [`emu`] the launch interpreted on the CPU.
 //!
-//! Backward (not implemented): dx_j = s·y_j·(dy_j − Σ_k y_k dy_k), one more row pass; it would
-//! be a second method of [`SoftmaxOp`].
+//! [`backward`]: the CPU backward dx_j = s·y_j·(dy_j − Σ_k y_k dy_k), one more row pass.
 
 pub mod backward;
 pub mod cpu;
