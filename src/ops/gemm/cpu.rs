@@ -128,7 +128,8 @@ pub fn sgemm(
 }
 
 /// A B operand of the GEMM: anything that can pack its (kc, NR) panels. Stored matrices
-/// ([`MatRef`]) and the implicit im2col matrix of a convolution ([`Im2col`]) are the two kinds.
+/// ([`MatRef`]), the implicit im2col matrix of a convolution ([`Im2col`]) and its transpose
+/// over a run of images ([`Im2colT`], for the weight gradient) are the kinds.
 pub trait BOperand: Sync {
     /// (K, N).
     fn dims(&self) -> (usize, usize);
@@ -324,6 +325,118 @@ fn zero_short<I: Isa>(dst: &mut [f32]) {
             I::store(d.add(q), z);
         }
         I::store(d.add(len - I::LANES), z);
+    }
+}
+
+/// The transposed im2col matrix of a run of images, never stored: row (b, oy, ox), column
+/// (ci, i, j) holds x[b, ci, oy·s + i − pad_top, ox·s + j − pad_left] (0 outside), so the
+/// weight gradient of conv2d is dW (O, C·kh·kw) += dY (O, B·Ho·Wo) · Im2colT (B·Ho·Wo, C·kh·kw),
+/// summed over the images and positions in row order.
+#[derive(Clone, Copy, Debug)]
+pub struct Im2colT<'a> {
+    /// `images` images, (images, C, H, W).
+    pub x: &'a [f32],
+    pub images: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl BOperand for Im2colT<'_> {
+    fn dims(&self) -> (usize, usize) {
+        (self.images * self.ho * self.wo, self.c * self.kh * self.kw)
+    }
+    fn check(&self) -> Result<()> {
+        if self.x.len() != self.images * self.c * self.h * self.w || self.stride == 0 {
+            return Err(Error::shape(
+                "sgemm: transposed im2col images (B, C, H, W), stride ≥ 1",
+                (self.images * self.c * self.h * self.w, 1),
+                (self.x.len(), self.stride),
+            ));
+        }
+        Ok(())
+    }
+    fn pack(&self, pc: usize, kc: usize, j0: usize, nr: usize, panel: &mut [f32]) {
+        // At most 32 columns at a time (every `blocking` has nr ≤ 32; a wider one goes round).
+        for c0 in (0..nr).step_by(32) {
+            im2colt_pack(self, pc, kc, j0 + c0, c0, 32.min(nr - c0), nr, panel);
+        }
+    }
+}
+
+/// Packs columns j0..j0+cw of [`Im2colT`]'s rows pc..pc+kc into panel columns c0..c0+cw (row
+/// stride nr): each panel row gathers the (ci, i, j) taps of one output position, by offsets
+/// worked out once per call for positions whose whole window lies in the image, and checked one
+/// by one on the border.
+#[allow(clippy::too_many_arguments)]
+fn im2colt_pack(
+    op: &Im2colT<'_>,
+    pc: usize,
+    kc: usize,
+    j0: usize,
+    c0: usize,
+    cw: usize,
+    nr: usize,
+    panel: &mut [f32],
+) {
+    let (h, w, s) = (op.h, op.w, op.stride);
+    let (hw, chw, hwo) = (h * w, op.c * h * w, op.ho * op.wo);
+    let kk = op.kh * op.kw;
+    let cols = cw.min((op.c * kk).saturating_sub(j0));
+    // Per column: tap (i, j) and its offset from the window's corner pixel.
+    let mut tap = [(0usize, 0usize); 32];
+    let mut off = [0usize; 32];
+    for (jj, (t, o)) in tap.iter_mut().zip(off.iter_mut()).take(cols).enumerate() {
+        let r = j0 + jj;
+        let (ci, i, j) = (r / kk, (r / op.kw) % op.kh, r % op.kw);
+        *t = (i, j);
+        *o = ci * hw + i * w + j;
+    }
+    if hwo == 0 {
+        return;
+    }
+    // (image, oy, ox) of row pc, then stepped along without divisions.
+    let (mut img, mut oy, mut ox) = (pc / hwo, (pc % hwo) / op.wo, pc % op.wo);
+    for p in 0..kc {
+        let row = &mut panel[p * nr + c0..p * nr + c0 + cw];
+        let xi = &op.x[img * chw..(img + 1) * chw];
+        // The window's corner pixel, (iy0, ix0), may lie in the padding.
+        let iy0 = (oy * s) as isize - op.pad_top as isize;
+        let ix0 = (ox * s) as isize - op.pad_left as isize;
+        if iy0 >= 0 && iy0 as usize + op.kh <= h && ix0 >= 0 && ix0 as usize + op.kw <= w {
+            let corner = &xi[iy0 as usize * w + ix0 as usize..];
+            for (v, o) in row[..cols].iter_mut().zip(&off[..cols]) {
+                *v = corner[*o];
+            }
+        } else {
+            for (jj, v) in row[..cols].iter_mut().enumerate() {
+                let (i, j) = tap[jj];
+                let (iy, ix) = (iy0 + i as isize, ix0 + j as isize);
+                *v = if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                    // the channel's offset plus the pixel's (off holds ci·hw + i·w + j)
+                    xi[off[jj] - i * w - j + iy as usize * w + ix as usize]
+                } else {
+                    0.0
+                };
+            }
+        }
+        row[cols..].fill(0.0);
+        ox += 1;
+        if ox == op.wo {
+            ox = 0;
+            oy += 1;
+            if oy == op.ho {
+                oy = 0;
+                img += 1;
+            }
+        }
     }
 }
 
