@@ -211,7 +211,11 @@ impl Planner<'_> {
             .try_into()
             .map_err(|_| Error::shape("UNetGrad: convolution weight (O, C, kh, kw)", 4, &s))?;
         if bs != [shape[0]] {
-            return Err(Error::shape("UNetGrad: convolution bias (O)", [shape[0]], bs));
+            return Err(Error::shape(
+                "UNetGrad: convolution bias (O)",
+                [shape[0]],
+                bs,
+            ));
         }
         self.convs.push((w.clone(), shape));
         Ok(ConvP {
@@ -284,13 +288,7 @@ impl Planner<'_> {
         self.push(Op::Conv { conv, upsample }, input, shape)
     }
 
-    fn resnet(
-        &mut self,
-        input: usize,
-        skip: Option<usize>,
-        p: &str,
-        scale: f64,
-    ) -> Result<usize> {
+    fn resnet(&mut self, input: usize, skip: Option<usize>, p: &str, scale: f64) -> Result<usize> {
         let [b, c1, h, w] = self.values[input].shape;
         let cin = match skip {
             Some(s) => {
@@ -315,7 +313,11 @@ impl Planner<'_> {
         let norm2 = self.norm(&format!("{p}.norm2"), groups, cout)?;
         let conv2 = self.conv(&format!("{p}.conv2"), 1, [1; 4])?;
         out_size([b, cout, h, w], conv2.shape, 1, [1; 4])?;
-        let short = if self.layout.get(&format!("{p}.conv_shortcut.weight")).is_some() {
+        let short = if self
+            .layout
+            .get(&format!("{p}.conv_shortcut.weight"))
+            .is_some()
+        {
             let s = self.conv(&format!("{p}.conv_shortcut"), 1, [0; 4])?;
             out_size([b, cin, h, w], s.shape, 1, [0; 4])?;
             Some(s)
@@ -438,9 +440,9 @@ impl Planner<'_> {
         cur = self.resnet(cur, None, "mid_block.resnets.1", ms)?;
         for (i, kind) in cfg.up_blocks.iter().enumerate() {
             for l in 0..=cfg.layers_per_block {
-                let skip = skips.pop().ok_or_else(|| {
-                    Error::shape("UNetGrad: skip connections", "one more", 0)
-                })?;
+                let skip = skips
+                    .pop()
+                    .ok_or_else(|| Error::shape("UNetGrad: skip connections", "one more", 0))?;
                 let p = format!("up_blocks.{i}.resnets.{l}");
                 cur = self.resnet(cur, Some(skip), &p, 1.0)?;
                 if *kind == BlockKind::Attn {
@@ -453,7 +455,11 @@ impl Planner<'_> {
                 cur = self.conv_node(cur, &prefix, 1, [1; 4], true)?;
             }
         }
-        let norm = self.norm("conv_norm_out", cfg.norm_num_groups, self.values[cur].shape[1])?;
+        let norm = self.norm(
+            "conv_norm_out",
+            cfg.norm_num_groups,
+            self.values[cur].shape[1],
+        )?;
         let conv = self.conv("conv_out", 1, [1; 4])?;
         let [b, c, h, w] = self.values[cur].shape;
         let (ho, wo) = out_size([b, c, h, w], conv.shape, 1, [1; 4])?;
@@ -695,9 +701,16 @@ impl UNetGrad {
                 (0..b)
                     .map(|i| {
                         let l = labels[i * f + j];
-                        usize::try_from(l).ok().filter(|&l| l < rows).ok_or_else(|| {
-                            Error::shape("UNetGrad::forward: label in 0..rows of its table", rows, l)
-                        })
+                        usize::try_from(l)
+                            .ok()
+                            .filter(|&l| l < rows)
+                            .ok_or_else(|| {
+                                Error::shape(
+                                    "UNetGrad::forward: label in 0..rows of its table",
+                                    rows,
+                                    l,
+                                )
+                            })
                     })
                     .collect()
             })
@@ -783,7 +796,15 @@ impl UNetGrad {
                 if *upsample {
                     let mut up = Pooled::stale(4 * xv.len()); // (B, C, 2H, 2W), all written
                     upsample2x_par(x, &mut up.0, h, w);
-                    conv2d(&up.0, [b, c, 2 * h, 2 * w], cw, bias, conv.stride, conv.pad, y)?;
+                    conv2d(
+                        &up.0,
+                        [b, c, 2 * h, 2 * w],
+                        cw,
+                        bias,
+                        conv.stride,
+                        conv.pad,
+                        y,
+                    )?;
                 } else {
                     conv2d(x, xv.shape, cw, bias, conv.stride, conv.pad, y)?;
                 }
@@ -814,7 +835,13 @@ impl UNetGrad {
                         let sk = plan.values[*s];
                         let c2 = sk.shape[1];
                         let mut cat = Pooled::stale(b * (c + c2) * hw); // all copied in
-                        concat_par(&lo[xv.range()], &lo[sk.range()], &mut cat.0, c * hw, c2 * hw);
+                        concat_par(
+                            &lo[xv.range()],
+                            &lo[sk.range()],
+                            &mut cat.0,
+                            c * hw,
+                            c2 * hw,
+                        );
                         xcat = cat;
                         (&xcat.0[..], c + c2)
                     }
@@ -996,7 +1023,12 @@ fn attn_params<'a>(
         groups: norm.groups,
         eps,
         heads,
-        qkvo: [pair(&qkvo[0]), pair(&qkvo[1]), pair(&qkvo[2]), pair(&qkvo[3])],
+        qkvo: [
+            pair(&qkvo[0]),
+            pair(&qkvo[1]),
+            pair(&qkvo[2]),
+            pair(&qkvo[3]),
+        ],
     }
 }
 
@@ -1248,7 +1280,9 @@ impl Ctx<'_> {
                     .conv_backward(conv, &g.0, xv.shape, &dy.0, grads, true)?
                     .unwrap_or_else(|| Pooled::zeroed(0));
                 drop(g);
-                Ok(Some(self.gn_backward(norm, x, xv.shape, &st, &dg.0, grads)?))
+                Ok(Some(
+                    self.gn_backward(norm, x, xv.shape, &st, &dg.0, grads)?,
+                ))
             }
         }
     }

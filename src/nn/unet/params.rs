@@ -107,11 +107,7 @@ impl ParamLayout {
         for e in &self.entries {
             p.extend_from_slice(&w.get(&e.name, &e.shape)?.data);
         }
-        let mut extra: Vec<&String> = w
-            .tensors
-            .keys()
-            .filter(|k| self.get(k).is_none())
-            .collect();
+        let mut extra: Vec<&String> = w.tensors.keys().filter(|k| self.get(k).is_none()).collect();
         extra.sort(); // the same tensor named every time
         if let Some(k) = extra.first() {
             return Err(Error::model(
@@ -175,7 +171,11 @@ impl ParamLayout {
         {
             return Init::Uniform(1.0 / (fan_in(&w.shape) as f64).sqrt());
         }
-        Init::Const(if e.name.ends_with(".weight") { 1.0 } else { 0.0 })
+        Init::Const(if e.name.ends_with(".weight") {
+            1.0
+        } else {
+            0.0
+        })
     }
 }
 
