@@ -8,7 +8,8 @@
 //! Two small configs at the odd batch 3: `attn` (1×8×8, block_out_channels [8, 16], GroupNorm in
 //! 4 groups, attention at the first level (2 heads) and in the middle, 4 classes) and `plain`
 //! (3×8×8 → 2 channels, [8, 12], no attention, 2 layers per block, asymmetric downsampling pad,
-//! mid_block_scale_factor 2, centred input, cos-first sinusoid with freq_shift 1).
+//! mid_block_scale_factor 2, centred input, sin-first sinusoid with freq_shift 1), and `factors`
+//! (`plain` with two infodiff_factors, one label table each).
 
 mod common;
 
@@ -39,7 +40,19 @@ fn cfg_attn() -> UNetConfig {
 }
 
 fn cfg_plain() -> UNetConfig {
-    UNetConfig::from_json(&json!({
+    UNetConfig::from_json(&plain_json()).unwrap()
+}
+
+/// `plain` conditioned on two factors (infodiff_factors: tables of 3 + 1 and 2 + 1 rows).
+fn cfg_factors() -> UNetConfig {
+    let mut v = plain_json();
+    v["infodiff_factors"] =
+        json!([{"name": "digit", "values": 3}, {"name": "colour", "values": 2}]);
+    UNetConfig::from_json(&v).unwrap()
+}
+
+fn plain_json() -> serde_json::Value {
+    json!({
         "_class_name": "UNet2DModel",
         "sample_size": 8,
         "in_channels": 3,
@@ -56,8 +69,7 @@ fn cfg_plain() -> UNetConfig {
         "flip_sin_to_cos": false,
         "freq_shift": 1,
         "time_embedding_dim": 24
-    }))
-    .unwrap()
+    })
 }
 
 const B: usize = 3;
@@ -103,9 +115,14 @@ fn case(cfg: UNetConfig) -> Case {
     let s = cfg.sample_size.unwrap();
     let x = normals(13, B * cfg.in_channels * s * s);
     let dout = normals(14, B * cfg.out_channels * s * s);
-    let labels = cfg.num_class_embeds.map(|n| {
-        (0..B as i64)
-            .map(|i| (2 * i + 1) % n as i64)
+    // (B, F) row-major: image i's label of table j is (2i + 1 + j) mod rows_j.
+    let tables = cfg.label_tables();
+    let labels = (!tables.is_empty()).then(|| {
+        (0..B)
+            .flat_map(|i| {
+                let tables = &tables;
+                (0..tables.len()).map(move |j| ((2 * i + 1 + j) % tables[j].1) as i64)
+            })
             .collect::<Vec<_>>()
     });
     Case {
@@ -153,7 +170,7 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn training_forward_equals_the_inference_forward() {
-    for cfg in [cfg_attn(), cfg_plain()] {
+    for cfg in [cfg_attn(), cfg_plain(), cfg_factors()] {
         let c = case(cfg);
         let mut g = c.grad();
         let got = g
@@ -196,7 +213,9 @@ fn groups(cfg: &UNetConfig) -> Vec<&'static str> {
         "conv_norm_out.",
         "conv_out.",
     ];
-    if cfg.num_class_embeds.is_some() {
+    if !cfg.factors.is_empty() {
+        g.extend(["class_embeddings.0.", "class_embeddings.1."]);
+    } else if cfg.num_class_embeds.is_some() {
         g.push("class_embedding.");
     }
     if cfg.add_attention {
@@ -295,7 +314,7 @@ fn gradient_matches_finite_differences_of_the_forward() {
     // even a group with a small random-direction derivative is checked well above the floor).
     let h = 1e-2;
     let mut failures = vec![];
-    for cfg in [cfg_attn(), cfg_plain()] {
+    for cfg in [cfg_attn(), cfg_plain(), cfg_factors()] {
         let c = case(cfg);
         let mut g = c.grad();
         let grads = c.gradient(&mut g);
@@ -364,7 +383,7 @@ fn every_parameter_gets_a_gradient_and_grads_are_overwritten() {
 /// (B, te) activations), the input, every node's output and each ResNet's inner activation.
 #[test]
 fn planned_buffer_is_what_the_forward_fills() {
-    for cfg in [cfg_attn(), cfg_plain()] {
+    for cfg in [cfg_attn(), cfg_plain(), cfg_factors()] {
         let c = case(cfg);
         let mut g = c.grad();
         let planned = g.saved_floats();
@@ -395,7 +414,7 @@ fn planned_buffer_is_what_the_forward_fills() {
 
 #[test]
 fn gradients_are_bit_identical_on_one_and_two_threads() {
-    for cfg in [cfg_attn(), cfg_plain()] {
+    for cfg in [cfg_attn(), cfg_plain(), cfg_factors()] {
         let c = case(cfg);
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -444,6 +463,16 @@ fn wrong_shapes_are_errors() {
     assert!(g.backward(&c.params, &c.dout[1..], &mut grads).is_err());
     assert!(g.backward(&c.params, &c.dout, &mut grads[1..]).is_err());
     g.backward(&c.params, &c.dout, &mut grads).unwrap();
+    // A multi-factor model takes (B, F) labels, each within its factor's table.
+    let c = case(cfg_factors());
+    let mut g = c.grad();
+    assert!(g.forward(&c.params, &c.x, &c.t, Some(&[0, 1, 2])).is_err());
+    let e = g
+        .forward(&c.params, &c.x, &c.t, Some(&[0, 0, 1, 1, 2, 3]))
+        .unwrap_err();
+    assert!(e.to_string().contains("colour"), "{e}");
+    g.forward(&c.params, &c.x, &c.t, Some(&[0, 0, 1, 1, 3, 2]))
+        .unwrap();
     // Planning needs a sample size and a batch.
     let mut cfg = cfg_attn();
     cfg.sample_size = None;

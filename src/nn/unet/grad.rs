@@ -704,12 +704,17 @@ impl UNetGrad {
                         usize::try_from(l)
                             .ok()
                             .filter(|&l| l < rows)
-                            .ok_or_else(|| {
-                                Error::shape(
-                                    "UNetGrad::forward: label in 0..rows of its table",
+                            .ok_or_else(|| match self.config.factor_names.get(j) {
+                                None => Error::shape(
+                                    "UNetGrad::forward: class label in 0..num_class_embeds",
                                     rows,
                                     l,
-                                )
+                                ),
+                                Some(f) => Error::shape(
+                                    "UNetGrad::forward: label of (factor, rows) in 0..rows",
+                                    (f, rows),
+                                    l,
+                                ),
                             })
                     })
                     .collect()
@@ -1065,7 +1070,6 @@ impl Ctx<'_> {
     }
 
     /// dx (when asked) and the GroupNorm's dγ, dβ (+=) of y = SiLU(GN(x)).
-    #[allow(clippy::too_many_arguments)]
     fn gn_backward(
         &self,
         n: &NormP,
