@@ -1069,7 +1069,7 @@ impl Ctx<'_> {
         Ok((y, stats))
     }
 
-    /// dx (when asked) and the GroupNorm's dγ, dβ (+=) of y = SiLU(GN(x)).
+    /// dx and the GroupNorm's dγ, dβ (+=) of y = SiLU(GN(x)).
     fn gn_backward(
         &self,
         n: &NormP,
