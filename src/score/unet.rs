@@ -3,7 +3,9 @@
 //! ε̂ = (σ_t x + s_t v̂)/(s_t² + σ_t²); x̂₀: s = (s_t x̂₀ − x)/σ_t²; [`Prediction::to_score`]), with the
 //! unconditional score from the null label (the last of num_class_embeds, as classifier-free
 //! models are trained) and the K = num_class_embeds − 1 real classes; all K + 1 evaluations of a
-//! step run as one batched forward. Timesteps follow diffusers' DDPM indexing: state x_i takes
+//! step run as one batched forward. A multi-factor model (one embedding table per factor,
+//! `infodiff_factors`) is measured one factor j at a time ([`UNetScore::with_factor`]): s(x | z_j)
+//! with every other factor at its null label, s(x) with all null. Timesteps follow diffusers' DDPM indexing: state x_i takes
 //! timestep i − 1.
 
 use std::path::Path;
@@ -22,6 +24,11 @@ pub struct UNetScore {
     classes: usize,
     /// What the network's output is (ε, v or x̂₀).
     pub prediction: Prediction,
+    /// Rows of each label table (values and the null slot, last): one entry for a plain
+    /// class-conditional model.
+    tables: Vec<usize>,
+    /// The factor measured (its label varies; the others stay null).
+    factor: usize,
 }
 
 impl UNetScore {
@@ -42,7 +49,8 @@ impl UNetScore {
             ));
         }
         let net = UNet::load(dir)?;
-        let classes = Self::classes_of(&net.config)?;
+        let classes = Self::classes_of_factor(&net.config, 0)?;
+        let tables = net.config.label_tables().iter().map(|t| t.1).collect();
         let size = net.config.sample_size.ok_or_else(|| {
             Error::config(
                 "config.json: sample_size",
@@ -56,7 +64,25 @@ impl UNetScore {
             image,
             classes,
             prediction,
+            tables,
+            factor: 0,
         })
+    }
+
+    /// The same model measuring factor `j` (0 for a plain class-conditional model): its classes
+    /// are that factor's values.
+    pub fn with_factor(mut self, j: usize) -> Result<UNetScore> {
+        self.classes = Self::classes_of_factor(&self.net.config, j)?;
+        self.factor = j;
+        Ok(self)
+    }
+
+    /// The labels of one evaluation (one per table): `value` for the measured factor (its null
+    /// slot for the unconditional score), every other factor null.
+    fn push_labels(&self, value: usize, labels: &mut Vec<i64>) {
+        for (i, &rows) in self.tables.iter().enumerate() {
+            labels.push(if i == self.factor { value } else { rows - 1 } as i64);
+        }
     }
 
     /// The scores of one state `x` (D) from the network's prediction `pred` (D) at `point`, into
@@ -77,6 +103,31 @@ impl UNetScore {
 
     /// K = num_class_embeds − 1 (the last label is the null class).
     pub fn classes_of(cfg: &UNetConfig) -> Result<usize> {
+        Self::classes_of_factor(cfg, 0)
+    }
+
+    /// K_j = rows − 1 of factor j's table (its last row is the null label).
+    pub fn classes_of_factor(cfg: &UNetConfig, j: usize) -> Result<usize> {
+        if !cfg.factors.is_empty() {
+            return match cfg.factors.get(j) {
+                Some(&n) if n >= 2 => Ok(n - 1),
+                other => Err(Error::config(
+                    "factor",
+                    format!(
+                        "a factor of the model (0..{}) with ≥ 1 value",
+                        cfg.factors.len()
+                    ),
+                    format!("{j} ({other:?} rows)"),
+                )),
+            };
+        }
+        if j != 0 {
+            return Err(Error::config(
+                "factor",
+                "0: the model has one label (num_class_embeds)",
+                j,
+            ));
+        }
         match cfg.num_class_embeds {
             Some(n) if n >= 2 => Ok(n - 1),
             other => Err(Error::config(
@@ -111,11 +162,11 @@ impl ScoreModel for UNetScore {
         let (c, h, w) = self.image;
         // (B·(K+1), C, H, W): for each state, the null label first, then classes 0..K−1.
         let mut batch = crate::backend::pool::take(b * (k + 1) * d); // pooled: a fresh Vec per forward grows the pool
-        let mut labels = Vec::with_capacity(b * (k + 1));
+        let mut labels = Vec::with_capacity(b * (k + 1) * self.tables.len());
         for row in x.chunks(d) {
             for lab in std::iter::once(k).chain(0..k) {
                 batch.extend_from_slice(row);
-                labels.push(lab as i64);
+                self.push_labels(lab, &mut labels);
             }
         }
         let input = Tensor::new(vec![b * (k + 1), c, h, w], batch)?;
@@ -162,7 +213,10 @@ impl ScoreModel for UNetScore {
         buf.extend_from_slice(x);
         let input = Tensor::new(vec![b, c, h, w], buf)?;
         let t = vec![crate::diffusion::param::network_timestep(point); b];
-        let labels = vec![self.classes as i64; b]; // the null label
+        let mut labels = Vec::with_capacity(b * self.tables.len());
+        for _ in 0..b {
+            self.push_labels(self.classes, &mut labels); // every label null
+        }
         let pred = self.net.forward(&input, &t, Some(&labels))?;
         for ((o, p), xb) in out.chunks_mut(d).zip(pred.data.chunks(d)).zip(x.chunks(d)) {
             self.to_scores(point, xb, p, o);
@@ -177,8 +231,13 @@ impl ScoreModel for UNetScore {
             Prediction::Sample => "x̂₀",
             Prediction::Score => "score",
         };
+        let factor = if self.tables.len() > 1 {
+            format!(", factor {} of {}", self.factor, self.tables.len())
+        } else {
+            String::new()
+        };
         format!(
-            "UNet2DModel ({c}×{h}×{w}, {} classes + null, {pred}-prediction)",
+            "UNet2DModel ({c}×{h}×{w}, {} classes + null{factor}, {pred}-prediction)",
             self.classes
         )
     }

@@ -1,5 +1,8 @@
 //! The supported part of diffusers' UNet2DModel `config.json` ([`UNetConfig`]): parsed with
-//! every key used, checked to hold the one value implemented, or refused; sizes bounded.
+//! every key used, checked to hold the one value implemented, or refused; sizes bounded; written
+//! back ([`UNetConfig::to_json`]) with every key diffusers reads. One extension diffusers does
+//! not read: `infodiff_factors` (multi-factor conditioning, one label table per factor, their
+//! rows summed into the time embedding: emb = MLP(t) + Σ_j E_j\[y_j\]).
 
 use std::path::Path;
 
@@ -40,6 +43,8 @@ pub struct UNetConfig {
     /// not read): one embedding table per factor of `factors[j]` rows (the factor's values and a
     /// null slot, the last), summed into the time embedding. Empty for a plain UNet2DModel.
     pub factors: Vec<usize>,
+    /// The factors' names (`infodiff_factors[j].name`), one per entry of `factors`.
+    pub factor_names: Vec<String>,
 }
 
 /// Largest channel count (and group or head size) a config may name.
@@ -48,11 +53,98 @@ pub const MAX_CHANNELS: usize = 1 << 14;
 pub const MAX_LEVELS: usize = 8;
 /// Largest `sample_size`.
 pub const MAX_SAMPLE_SIZE: usize = 4096;
-/// Largest `num_class_embeds`.
+/// Largest `num_class_embeds`; also the most table rows all `infodiff_factors` together may
+/// have (Σ_j (values_j + 1)), so that a multi-factor model's tables are no larger than the
+/// largest single table.
 pub const MAX_CLASS_EMBEDS: usize = 1 << 16;
+/// Most `infodiff_factors` entries.
+pub const MAX_FACTORS: usize = 64;
+/// Longest factor name (bytes).
+pub const MAX_FACTOR_NAME: usize = 256;
+/// The `_diffusers_version` [`UNetConfig::to_json`] writes: the diffusers release whose
+/// UNet2DModel reads every key written (the fixtures under tests/fixtures were saved by it).
+pub const DIFFUSERS_VERSION: &str = "0.42.1";
 
 fn cfg_err(key: &str, expected: &str, found: &Value) -> Error {
     Error::config(format!("config.json: {key}"), expected, found.to_string())
+}
+
+/// `infodiff_factors`: a non-empty list of at most [`MAX_FACTORS`] `{"name": …, "values": n}`
+/// objects, names distinct and non-empty, n ≥ 1, Σ (n + 1) ≤ [`MAX_CLASS_EMBEDS`]. Returns the
+/// table rows (n + 1: the values and the null slot) and the names.
+fn parse_factors(v: &Value) -> Result<(Vec<usize>, Vec<String>)> {
+    const KEY: &str = "infodiff_factors";
+    let list = v
+        .as_array()
+        .filter(|l| !l.is_empty() && l.len() <= MAX_FACTORS)
+        .ok_or_else(|| {
+            cfg_err(
+                KEY,
+                &format!("a list of 1..={MAX_FACTORS} {{\"name\": …, \"values\": n}} objects"),
+                v,
+            )
+        })?;
+    let (mut rows, mut names) = (Vec::new(), Vec::<String>::new());
+    for (j, f) in list.iter().enumerate() {
+        let at = |k: &str| format!("{KEY}[{j}]{k}");
+        let o = f
+            .as_object()
+            .ok_or_else(|| cfg_err(&at(""), "an object {\"name\": …, \"values\": n}", f))?;
+        if let Some(k) = o.keys().find(|k| *k != "name" && *k != "values") {
+            return Err(cfg_err(
+                &at(&format!(".{k}")),
+                "only name and values",
+                &o[k],
+            ));
+        }
+        let null = Value::Null;
+        let name_v = o.get("name").unwrap_or(&null);
+        let name = name_v
+            .as_str()
+            .filter(|n| !n.is_empty() && n.len() <= MAX_FACTOR_NAME)
+            .ok_or_else(|| {
+                cfg_err(
+                    &at(".name"),
+                    &format!("a name of 1..={MAX_FACTOR_NAME} bytes"),
+                    name_v,
+                )
+            })?;
+        if names.iter().any(|n| n == name) {
+            return Err(cfg_err(&at(".name"), "a name no other factor has", name_v));
+        }
+        let values_v = o.get("values").unwrap_or(&null);
+        let values = values_v
+            .as_u64()
+            .filter(|n| (1..MAX_CLASS_EMBEDS as u64).contains(n))
+            .ok_or_else(|| {
+                cfg_err(
+                    &at(".values"),
+                    &format!("a whole number in 1..={}", MAX_CLASS_EMBEDS - 1),
+                    values_v,
+                )
+            })? as usize;
+        rows.push(values + 1);
+        names.push(name.to_string());
+    }
+    let total: usize = rows.iter().sum();
+    if total > MAX_CLASS_EMBEDS {
+        return Err(cfg_err(
+            KEY,
+            &format!("at most {MAX_CLASS_EMBEDS} table rows in all (Σ (values + 1))"),
+            &Value::from(total),
+        ));
+    }
+    Ok((rows, names))
+}
+
+/// `x` as a JSON number: an integer when it is a whole number of moderate size (as diffusers
+/// writes its integer defaults), the f64 otherwise.
+fn number(x: f64) -> Value {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        Value::from(x as i64)
+    } else {
+        Value::from(x)
+    }
 }
 
 impl UNetConfig {
@@ -126,7 +218,7 @@ impl UNetConfig {
                 )),
             }
         };
-        const KNOWN: [&str; 31] = [
+        const KNOWN: [&str; 32] = [
             "_class_name",
             "_diffusers_version",
             "_name_or_path",
@@ -144,6 +236,7 @@ impl UNetConfig {
             "flip_sin_to_cos",
             "freq_shift",
             "in_channels",
+            "infodiff_factors",
             "layers_per_block",
             "mid_block_scale_factor",
             "mid_block_type",
@@ -275,6 +368,20 @@ impl UNetConfig {
                 get("sample_size"),
             ));
         }
+        let num_class_embeds = opt_usize("num_class_embeds", 1, MAX_CLASS_EMBEDS)?;
+        let (factors, factor_names) = match m.get("infodiff_factors") {
+            None => (vec![], vec![]),
+            Some(f) => {
+                if num_class_embeds.is_some() {
+                    return Err(cfg_err(
+                        "num_class_embeds",
+                        "absent or null with infodiff_factors (each factor has its own table)",
+                        get("num_class_embeds"),
+                    ));
+                }
+                parse_factors(f)?
+            }
+        };
         Ok(UNetConfig {
             in_channels: usize_of("in_channels", 3, 1, MAX_CHANNELS)?,
             out_channels: usize_of("out_channels", 3, 1, MAX_CHANNELS)?,
@@ -294,9 +401,10 @@ impl UNetConfig {
             attn_norm_num_groups,
             norm_eps: f64_of("norm_eps", 1e-5, 0.0, 1.0, true)? as f32,
             add_attention: bool_of("add_attention", true)?,
-            num_class_embeds: opt_usize("num_class_embeds", 1, MAX_CLASS_EMBEDS)?,
+            num_class_embeds,
             time_embed_dim,
-            factors: vec![],
+            factors,
+            factor_names,
         })
     }
 
@@ -371,6 +479,7 @@ impl UNetConfig {
             num_class_embeds: None,
             time_embed_dim: 512,
             factors: vec![],
+            factor_names: vec![],
         }
     }
 
@@ -395,7 +504,75 @@ impl UNetConfig {
     /// diffusers' config.json of this config (`_class_name` UNet2DModel, every key diffusers
     /// reads for it; `infodiff_factors` for a multi-factor model), so that [`UNetConfig::from_json`]
     /// reads back the same config.
+    ///
+    /// Keys are written in diffusers' order (sorted), with every default diffusers would save:
+    /// `attention_head_dim` null for one head per attention (diffusers' own default is 8),
+    /// `time_embedding_dim` null when it is diffusers' default 4·block_out_channels\[0\],
+    /// `norm_eps` as the shortest decimal of its f32.
     pub fn to_json(&self) -> Value {
-        Value::Null
+        use serde_json::json;
+        let names = |blocks: &[BlockKind], plain: &str, attn: &str| -> Vec<Value> {
+            blocks
+                .iter()
+                .map(|b| match b {
+                    BlockKind::Plain => plain.into(),
+                    BlockKind::Attn => attn.into(),
+                })
+                .collect()
+        };
+        // The shortest decimal that reads back as the f32 (1e-5, not 9.999999747378752e-6).
+        let eps = self
+            .norm_eps
+            .to_string()
+            .parse::<f64>()
+            .ok()
+            .filter(|e| *e as f32 == self.norm_eps)
+            .unwrap_or(self.norm_eps as f64);
+        let default_temb = 4 * self.block_out_channels.first().copied().unwrap_or(0);
+        let mut v = json!({
+            "_class_name": "UNet2DModel",
+            "_diffusers_version": DIFFUSERS_VERSION,
+            "act_fn": "silu",
+            "add_attention": self.add_attention,
+            "attention_head_dim": self.attention_head_dim,
+            "attn_norm_num_groups": self.attn_norm_num_groups,
+            "block_out_channels": self.block_out_channels,
+            "center_input_sample": self.center_input_sample,
+            "class_embed_type": null,
+            "down_block_types": names(&self.down_blocks, "DownBlock2D", "AttnDownBlock2D"),
+            "downsample_padding": self.downsample_padding,
+            "downsample_type": "conv",
+            "dropout": 0.0,
+            "flip_sin_to_cos": self.flip_sin_to_cos,
+            "freq_shift": number(self.freq_shift),
+            "in_channels": self.in_channels,
+            "layers_per_block": self.layers_per_block,
+            "mid_block_scale_factor": number(self.mid_block_scale_factor),
+            "mid_block_type": "UNetMidBlock2D",
+            "norm_eps": eps,
+            "norm_num_groups": self.norm_num_groups,
+            "num_class_embeds": self.num_class_embeds,
+            "num_train_timesteps": null,
+            "out_channels": self.out_channels,
+            "resnet_time_scale_shift": "default",
+            "sample_size": self.sample_size,
+            "time_embedding_dim": (self.time_embed_dim != default_temb).then_some(self.time_embed_dim),
+            "time_embedding_type": "positional",
+            "up_block_types": names(&self.up_blocks, "UpBlock2D", "AttnUpBlock2D"),
+            "upsample_type": "conv",
+        });
+        if !self.factors.is_empty() {
+            let factors: Vec<Value> = self
+                .factors
+                .iter()
+                .zip(&self.factor_names)
+                .map(|(rows, name)| json!({"name": name, "values": rows.saturating_sub(1)}))
+                .collect();
+            if let Some(m) = v.as_object_mut() {
+                m.insert("infodiff_factors".into(), Value::from(factors));
+                m.sort_keys(); // (between in_channels and layers_per_block)
+            }
+        }
+        v
     }
 }

@@ -7,7 +7,8 @@
 //! Supported: DownBlock2D, AttnDownBlock2D, UpBlock2D, AttnUpBlock2D, UNetMidBlock2D (with or
 //! without attention); layers_per_block, block_out_channels, norm_num_groups, norm_eps,
 //! attention_head_dim, attn_norm_num_groups, num_class_embeds (class-conditional, any label
-//! including a null class), positional time embedding with flip_sin_to_cos and freq_shift,
+//! including a null class) or infodiff's `infodiff_factors` (one label table per factor, rows
+//! summed), positional time embedding with flip_sin_to_cos and freq_shift,
 //! time_embedding_dim, resnet_time_scale_shift "default", conv down/upsampling with
 //! downsample_padding, mid_block_scale_factor, center_input_sample. Any other value is refused
 //! with an error naming the key and the value.
@@ -99,8 +100,11 @@ impl UNet {
         self.w.tensors.keys()
     }
 
-    /// SiLU(time embedding (+ class embedding)) for the batch, (B, time_embed_dim): the small
-    /// MLP every device runs on the CPU; each ResNet projects it to its channels.
+    /// SiLU(time embedding (+ the label tables' rows)) for the batch, (B, time_embed_dim): the
+    /// small MLP every device runs on the CPU; each ResNet projects it to its channels. Labels
+    /// are (B, F) row-major, F = [`UNetConfig::label_tables`]`.len()` (1 for a plain
+    /// class-conditional model, one per factor of a multi-factor one); label j of an image is
+    /// below table j's rows.
     pub fn embedding(
         &self,
         b: usize,
@@ -128,28 +132,51 @@ impl UNet {
             self.t("time_embedding.linear_2.weight")?,
             Some(self.t("time_embedding.linear_2.bias")?),
         )?;
-        if let Some(n) = cfg.num_class_embeds {
+        // Every label table's row added in table order: emb = MLP(t) + Σ_j E_j[y_j].
+        let tables = cfg.label_tables();
+        if !tables.is_empty() {
+            let f = tables.len();
             let labels = class_labels.ok_or_else(|| Error::Unsupported {
                 op: "UNet::forward",
-                reason: "class_labels are required by a class-conditional model (num_class_embeds is set)".into(),
+                reason: if cfg.factors.is_empty() {
+                    "class_labels are required by a class-conditional model (num_class_embeds is set)".into()
+                } else {
+                    format!("labels are required by a multi-factor model ({f} per image: infodiff_factors)")
+                },
             })?;
-            if labels.len() != b {
+            if labels.len() != b * f {
                 return Err(Error::shape(
-                    "UNet::forward: class_labels (B)",
-                    b,
+                    "UNet::forward: class_labels (B, factors), row-major",
+                    (b, f),
                     labels.len(),
                 ));
             }
-            let ids: Vec<usize> = labels
-                .iter()
-                .map(|&l| {
-                    usize::try_from(l).ok().filter(|&l| l < n).ok_or_else(|| {
-                        Error::shape("UNet::forward: class label in 0..num_class_embeds", n, l)
+            for (j, (name, rows)) in tables.iter().enumerate() {
+                let ids: Vec<usize> = labels
+                    .iter()
+                    .skip(j)
+                    .step_by(f)
+                    .map(|&l| {
+                        usize::try_from(l)
+                            .ok()
+                            .filter(|&l| l < *rows)
+                            .ok_or_else(|| match cfg.factor_names.get(j) {
+                                None => Error::shape(
+                                    "UNet::forward: class label in 0..num_class_embeds",
+                                    rows,
+                                    l,
+                                ),
+                                Some(factor) => Error::shape(
+                                    "UNet::forward: label of (factor, rows) in 0..rows",
+                                    (factor, rows),
+                                    l,
+                                ),
+                            })
                     })
-                })
-                .collect::<Result<_>>()?;
-            let cemb = embedding(self.t("class_embedding.weight")?, &ids)?;
-            emb = add(&emb, &cemb)?;
+                    .collect::<Result<_>>()?;
+                let cemb = embedding(self.t(name)?, &ids)?;
+                emb = add(&emb, &cemb)?;
+            }
         }
         silu(&mut emb); // every ResNet's time_emb_proj sees SiLU(emb)
         Ok(emb)
@@ -300,8 +327,8 @@ pub fn expected_tensors(cfg: &UNetConfig) -> Vec<(String, Vec<usize>)> {
     };
     lin(&mut push, "time_embedding.linear_1", te, ch[0]);
     lin(&mut push, "time_embedding.linear_2", te, te);
-    if let Some(n) = cfg.num_class_embeds {
-        push("class_embedding.weight".into(), vec![n, te]);
+    for (name, rows) in cfg.label_tables() {
+        push(name, vec![rows, te]);
     }
     conv(&mut push, "conv_in", ch[0], cfg.in_channels, 3);
     let levels = ch.len();

@@ -1,6 +1,7 @@
 //! The embeddings of the U-Net's conditioning: diffusers' sinusoidal timestep embedding and rows
-//! of a class-embedding table. Host code for every backend (the time-embedding MLP runs there);
-//! no backward (the inputs are not learned).
+//! of a class-embedding table. Host code for every backend (the time-embedding MLP runs there).
+//! The timestep embedding has no backward (its input is not learned); the table's is
+//! dtable\[ids\[r\], ·\] += dy\[r, ·\], rows r in order ([`embedding_backward`]).
 
 use crate::error::{Error, Result};
 
@@ -57,9 +58,21 @@ pub fn embedding_backward(
     ids: &[usize],
     dtable: &mut [f32],
 ) -> Result<()> {
-    let _ = (dy, n, d, ids, dtable);
-    Err(Error::Unsupported {
-        op: "embedding_backward",
-        reason: "not yet implemented".into(),
-    })
+    if dtable.len() != n * d || dy.len() != ids.len() * d {
+        return Err(Error::shape(
+            "embedding_backward: dtable (N, D), dy (len(ids), D)",
+            (n * d, ids.len() * d),
+            (dtable.len(), dy.len()),
+        ));
+    }
+    // Every index checked before any row is touched: an error leaves dtable as it was.
+    if let Some(&i) = ids.iter().find(|&&i| i >= n) {
+        return Err(Error::shape("embedding_backward: index < table rows", n, i));
+    }
+    for (&i, g) in ids.iter().zip(dy.chunks_exact(d.max(1))) {
+        for (t, g) in dtable[i * d..(i + 1) * d].iter_mut().zip(g) {
+            *t += g;
+        }
+    }
+    Ok(())
 }

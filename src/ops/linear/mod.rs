@@ -1,10 +1,11 @@
 //! The linear layer y (N, out) = x (N, in) · Wᵀ + b of the time-embedding MLP and of each
 //! ResNet's time projection: a few MFLOP per forward, run on the host ([`cpu`]) for every
-//! backend (its f64 oracle is the GEMM's, [`crate::ops::gemm::reference`]).
+//! backend; its f64 oracle, forward and backward, is [`mod@reference`].
 //!
-//! Backward (not implemented): dx = dy · W, dW = dyᵀ · x, db = Σ dy: three more GEMMs.
+//! Backward ([`backward`]): dx = dy · W, dW += dyᵀ · x (two more GEMMs), db += Σ_rows dy.
 
 pub mod backward;
 pub mod cpu;
+pub mod reference;
 
 pub use cpu::linear;
