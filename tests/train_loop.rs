@@ -63,12 +63,28 @@ fn adamw_matches_hand_computed_steps() {
         opt.step(0.01, k, &mut p, &mut m, &mut v, &[*g]).unwrap();
         reference::adamw_step(&opt, 0.01, k, &mut p64, &mut m64, &mut v64, &[*g as f64]);
         // f32 state: a few ulp of each value (2⁻²³ ≈ 1.2e-7 relative per operation, < 10 ops).
-        assert!((p[0] as f64 - wp).abs() < 2e-6 * wp, "step {k}: θ {} vs {wp}", p[0]);
-        assert!((m[0] as f64 - wm).abs() < 2e-6 * wm, "step {k}: m {} vs {wm}", m[0]);
-        assert!((v[0] as f64 - wv).abs() < 2e-6 * wv, "step {k}: v {} vs {wv}", v[0]);
+        assert!(
+            (p[0] as f64 - wp).abs() < 2e-6 * wp,
+            "step {k}: θ {} vs {wp}",
+            p[0]
+        );
+        assert!(
+            (m[0] as f64 - wm).abs() < 2e-6 * wm,
+            "step {k}: m {} vs {wm}",
+            m[0]
+        );
+        assert!(
+            (v[0] as f64 - wv).abs() < 2e-6 * wv,
+            "step {k}: v {} vs {wv}",
+            v[0]
+        );
         // The f64 twin is the same formula: to f64 rounding (g = f32(0.05) differs from 0.05
         // by 7e-10 relative, which moves θ by far less than 1e-9).
-        assert!((p64[0] - wp).abs() < 1e-9, "step {k}: f64 θ {} vs {wp}", p64[0]);
+        assert!(
+            (p64[0] - wp).abs() < 1e-9,
+            "step {k}: f64 θ {} vs {wp}",
+            p64[0]
+        );
     }
 }
 
@@ -139,10 +155,15 @@ fn adamw_ema_and_scale_lanes_are_bit_identical_on_every_isa() {
 fn adamw_refuses_mismatched_lengths_and_step_zero() {
     let opt = AdamW::default();
     let (mut p, mut m, mut v) = (vec![0.0f32; 3], vec![0.0f32; 3], vec![0.0f32; 2]);
-    let e = opt.step(1e-3, 1, &mut p, &mut m, &mut v, &[0.0; 3]).unwrap_err();
+    let e = opt
+        .step(1e-3, 1, &mut p, &mut m, &mut v, &[0.0; 3])
+        .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
     let mut v = vec![0.0f32; 3];
-    assert!(opt.step(1e-3, 0, &mut p, &mut m, &mut v, &[0.0; 3]).is_err());
+    assert!(
+        opt.step(1e-3, 0, &mut p, &mut m, &mut v, &[0.0; 3])
+            .is_err()
+    );
     let bad = AdamW {
         beta2: 1.0,
         ..AdamW::default()
@@ -157,11 +178,21 @@ fn clipping_scales_to_the_bound_and_the_norm_is_thread_independent() {
     let n = 3 * CHUNK + 77;
     let g = uniforms(11, n);
     let want = reference::grad_norm(&g);
-    let norms: Vec<f64> = [1, 2, 5].iter().map(|&t| pool(t).install(|| grad_norm(&g))).collect();
+    let norms: Vec<f64> = [1, 2, 5]
+        .iter()
+        .map(|&t| pool(t).install(|| grad_norm(&g)))
+        .collect();
     // Fixed chunks summed in chunk order: bitwise the same on any pool.
-    assert!(norms.iter().all(|x| x.to_bits() == norms[0].to_bits()), "{norms:?}");
+    assert!(
+        norms.iter().all(|x| x.to_bits() == norms[0].to_bits()),
+        "{norms:?}"
+    );
     // f64 sums of 2·10⁵ terms in another grouping: relative 1e-12 is ~10⁴ ulp of margin.
-    assert!((norms[0] - want).abs() < 1e-12 * want, "{} vs {want}", norms[0]);
+    assert!(
+        (norms[0] - want).abs() < 1e-12 * want,
+        "{} vs {want}",
+        norms[0]
+    );
     let mut c = g.clone();
     let before = clip_grad_norm(&mut c, Some(1.0));
     assert_eq!(before.to_bits(), norms[0].to_bits());
@@ -280,8 +311,14 @@ fn dsm_targets_match_the_closed_forms() {
                 };
                 // f32 coefficients (1 ulp each) and two products and a sum in f32, on values
                 // of size ≤ ~5: 1e-6 absolute is a few ulp.
-                assert!((out.x_t[i] as f64 - xt).abs() < 1e-6, "{pred:?} x_t row {row}");
-                assert!((out.target[i] as f64 - want).abs() < 1e-6, "{pred:?} target row {row}");
+                assert!(
+                    (out.x_t[i] as f64 - xt).abs() < 1e-6,
+                    "{pred:?} x_t row {row}"
+                );
+                assert!(
+                    (out.target[i] as f64 - want).abs() < 1e-6,
+                    "{pred:?} target row {row}"
+                );
                 if pred == PredictionType::VPrediction {
                     // x₀ = √ᾱ x_t − √(1−ᾱ) v, since ᾱ + (1 − ᾱ) = 1.
                     let back = a * out.x_t[i] as f64 - s * out.target[i] as f64;
@@ -297,7 +334,9 @@ fn dsm_timesteps_are_uniform_and_noise_is_standard_normal() {
     let sch = Scheduler::ddpm_default();
     let dsm = Dsm::new(&sch, PredictionType::Epsilon, 9, 0.0, vec![]).unwrap();
     let n = 20_000usize;
-    let ts: Vec<usize> = (0..n).map(|r| dsm.timestep(r as u64 / 100, r % 100)).collect();
+    let ts: Vec<usize> = (0..n)
+        .map(|r| dsm.timestep(r as u64 / 100, r % 100))
+        .collect();
     let mean = ts.iter().sum::<usize>() as f64 / n as f64;
     // Uniform on 0..999: mean 499.5, sd 288.7/√n = 2.04; 5 sd.
     assert!((mean - 499.5).abs() < 10.2, "mean t {mean}");
@@ -309,7 +348,10 @@ fn dsm_timesteps_are_uniform_and_noise_is_standard_normal() {
     let m = out.noise.iter().map(|&z| z as f64).sum::<f64>() / 6400.0;
     let v = out.noise.iter().map(|&z| (z as f64).powi(2)).sum::<f64>() / 6400.0;
     // 6400 normals: mean within 5/80, second moment within 5·√2/80.
-    assert!(m.abs() < 0.0625 && (v - 1.0).abs() < 0.09, "mean {m}, E z² {v}");
+    assert!(
+        m.abs() < 0.0625 && (v - 1.0).abs() < 0.09,
+        "mean {m}, E z² {v}"
+    );
 }
 
 #[test]
@@ -319,7 +361,9 @@ fn label_dropout_rate_and_independence() {
     let dsm = Dsm::new(&sch, PredictionType::Epsilon, 4, p, vec![5, 3]).unwrap();
     let (b, d, steps) = (100usize, 2usize, 200u64);
     let x0 = vec![0.0f32; b * d];
-    let labels: Vec<i64> = (0..b).flat_map(|r| [(r % 5) as i64, (r % 3) as i64]).collect();
+    let labels: Vec<i64> = (0..b)
+        .flat_map(|r| [(r % 5) as i64, (r % 3) as i64])
+        .collect();
     let (mut d0, mut d1, mut both) = (0usize, 0usize, 0usize);
     let mut out = DsmBatch::default();
     for s in 0..steps {
@@ -348,14 +392,21 @@ fn label_dropout_rate_and_independence() {
     }
     let joint = both as f64 / n;
     let sdj = (p * p * (1.0 - p * p) / n).sqrt();
-    assert!((joint - p * p).abs() < 5.0 * sdj, "joint rate {joint} (independent: {})", p * p);
+    assert!(
+        (joint - p * p).abs() < 5.0 * sdj,
+        "joint rate {joint} (independent: {})",
+        p * p
+    );
     // p = 0: never; a label outside 0..null is refused naming the factor.
     let none = Dsm::new(&sch, PredictionType::Epsilon, 4, 0.0, vec![5, 3]).unwrap();
     none.prepare(1, &x0, &labels, d, &mut out).unwrap();
     assert_eq!(out.labels, labels);
     let mut bad = labels.clone();
     bad[3] = 3; // factor 1's null, not a data label
-    let e = none.prepare(1, &x0, &bad, d, &mut out).unwrap_err().to_string();
+    let e = none
+        .prepare(1, &x0, &bad, d, &mut out)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("factor 1"), "{e}");
 }
 
@@ -477,8 +528,7 @@ impl Network for MockNet {
         for r in 0..b {
             for i in 0..D {
                 let xi = x[r * D + i];
-                self.out[r * D + i] =
-                    w[i] * xi + u[i] * self.tau[r] * xi + c[self.y[r] * D + i];
+                self.out[r * D + i] = w[i] * xi + u[i] * self.tau[r] * xi + c[self.y[r] * D + i];
             }
         }
         if self.nan_forward == Some(self.calls) {
@@ -517,7 +567,11 @@ fn mock_cfg(steps: u64) -> TrainConfig {
     }
 }
 
-fn mock_trainer<'a>(data: &'a MockData, cfg: TrainConfig, state: Option<TrainState>) -> Trainer<'a, MockNet> {
+fn mock_trainer<'a>(
+    data: &'a MockData,
+    cfg: TrainConfig,
+    state: Option<TrainState>,
+) -> Trainer<'a, MockNet> {
     let sch = Scheduler::ddpm_default();
     let state = state.unwrap_or_else(|| TrainState::new(uniforms(99, MockNet::N)));
     let b = cfg.batch;
@@ -553,14 +607,22 @@ fn training_is_the_same_on_any_thread_count_and_learns() {
         assert_same_state(&one, &run(threads), &format!("{threads} threads vs 1"));
     }
     // The mock learns: the mean loss of the last 15 steps is below that of the first 15.
-    let mean = |r: &[infodiff::train::LogRow]| r.iter().map(|x| x.loss).sum::<f64>() / r.len() as f64;
+    let mean =
+        |r: &[infodiff::train::LogRow]| r.iter().map(|x| x.loss).sum::<f64>() / r.len() as f64;
     let (first, last) = (mean(&one.log[..15]), mean(&one.log[45..]));
     assert!(last < 0.9 * first, "loss {first} → {last}");
     // The log: steps 1..=60, the warm-up rates, finite norms.
-    assert_eq!(one.log.iter().map(|r| r.step).collect::<Vec<_>>(), (1..=60).collect::<Vec<_>>());
+    assert_eq!(
+        one.log.iter().map(|r| r.step).collect::<Vec<_>>(),
+        (1..=60).collect::<Vec<_>>()
+    );
     assert_eq!(one.log[0].lr, 0.0);
     assert!((one.log[2].lr - 1e-2 * 2.0 / 5.0).abs() < 1e-15);
-    assert!(one.log.iter().all(|r| r.grad_norm.is_finite() && r.grad_norm > 0.0));
+    assert!(
+        one.log
+            .iter()
+            .all(|r| r.grad_norm.is_finite() && r.grad_norm > 0.0)
+    );
 }
 
 fn meta(cfg: &TrainConfig) -> CheckpointMeta {
@@ -594,7 +656,10 @@ fn resume_is_bit_identical_to_a_straight_run() {
     // Loss, lr, grad norm of every step and every byte of the state; images/s is wall clock.
     assert_same_state(&straight.state, &resumed.state, "resumed at 12 vs straight");
     for (a, b) in straight.state.log.iter().zip(&resumed.state.log) {
-        assert_eq!((a.lr.to_bits(), a.grad_norm.to_bits()), (b.lr.to_bits(), b.grad_norm.to_bits()));
+        assert_eq!(
+            (a.lr.to_bits(), a.grad_norm.to_bits()),
+            (b.lr.to_bits(), b.grad_norm.to_bits())
+        );
     }
     // Saving leaves one file, no temporaries.
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
@@ -615,12 +680,18 @@ fn foreign_checkpoints_are_refused_naming_what_differs() {
     other.train.lr = 2e-2;
     other.train.batch = 16;
     let e = err(other, 12);
-    assert!(e.contains("--resume") && e.contains("lr: 0.01 in the checkpoint, 0.02 now"), "{e}");
+    assert!(
+        e.contains("--resume") && e.contains("lr: 0.01 in the checkpoint, 0.02 now"),
+        "{e}"
+    );
     assert!(e.contains("batch: 8 in the checkpoint, 16 now"), "{e}");
     let mut other = meta(&cfg);
     other.network = json!({"mock": "linear", "d": D, "classes": 4});
     let e = err(other, 12);
-    assert!(e.contains("network classes: 3 in the checkpoint, 4 now"), "{e}");
+    assert!(
+        e.contains("network classes: 3 in the checkpoint, 4 now"),
+        "{e}"
+    );
     let mut other = meta(&cfg);
     other.data = "digits".into();
     assert!(err(other, 12).contains("data:"));
@@ -640,7 +711,9 @@ fn foreign_checkpoints_are_refused_naming_what_differs() {
     checkpoint::check_resume(&saved_c, &longer, 30).unwrap();
     let mut shorter = meta(&constant);
     shorter.train.steps = 20;
-    let e = checkpoint::check_resume(&saved_c, &shorter, 25).unwrap_err().to_string();
+    let e = checkpoint::check_resume(&saved_c, &shorter, 25)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("already at step 25"), "{e}");
 }
 
@@ -661,8 +734,13 @@ fn corrupt_or_edited_checkpoints_are_refused() {
     // Same length, so the header length stays valid.
     let edited = edited.into_bytes();
     if edited.len() == bytes.len() {
-        let e = checkpoint::decode(&edited, "edited.safetensors").unwrap_err().to_string();
-        assert!(e.contains("edited.safetensors") && e.contains("hash"), "{e}");
+        let e = checkpoint::decode(&edited, "edited.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("edited.safetensors") && e.contains("hash"),
+            "{e}"
+        );
     }
     let e = checkpoint::decode(b"not a checkpoint", "junk").unwrap_err();
     assert!(e.is_bad_input() && e.to_string().contains("junk"), "{e}");
@@ -703,7 +781,10 @@ fn a_non_finite_loss_or_gradient_stops_at_its_step_with_the_state_untouched() {
     match &e {
         Error::NonFinite { step, what, .. } => {
             assert_eq!(*step, 3, "{e}");
-            assert!(what.contains("gradient") && what.contains("parameter 3"), "{e}");
+            assert!(
+                what.contains("gradient") && what.contains("parameter 3"),
+                "{e}"
+            );
         }
         other => panic!("expected NonFinite, got {other}"),
     }
@@ -753,9 +834,27 @@ fn trainer_refuses_mismatches() {
     assert!(e.to_string().contains("factor"), "{e}");
     // Bad settings name their option.
     for (c, opt) in [
-        (TrainConfig { lr: -1.0, ..cfg.clone() }, "--lr"),
-        (TrainConfig { p_uncond: 1.5, ..cfg.clone() }, "--p-uncond"),
-        (TrainConfig { steps: 0, ..cfg.clone() }, "--steps"),
+        (
+            TrainConfig {
+                lr: -1.0,
+                ..cfg.clone()
+            },
+            "--lr",
+        ),
+        (
+            TrainConfig {
+                p_uncond: 1.5,
+                ..cfg.clone()
+            },
+            "--p-uncond",
+        ),
+        (
+            TrainConfig {
+                steps: 0,
+                ..cfg.clone()
+            },
+            "--steps",
+        ),
         (
             TrainConfig {
                 ema: Ema {

@@ -829,6 +829,8 @@ pub fn train(
         }
     };
     let ucfg = UNetConfig::from_json(&unet_json)?;
+    // Recorded and written in the one normal form diffusers saves (every key, in order).
+    let unet_json = ucfg.to_json();
     let nulls = check_network(&ucfg, data)?;
     let conditional = !nulls.is_empty();
     let mut cfg = match &saved {
@@ -996,12 +998,7 @@ pub fn train(
         "weights": "EMA of the parameters",
         "files": files,
     });
-    let ucfg_json = ucfg.to_json();
-    let unet_config = if ucfg_json.is_null() {
-        unet_json.clone()
-    } else {
-        ucfg_json
-    };
+    let unet_config = unet_json.clone();
     let out_files: Vec<(String, Vec<u8>)> = vec![
         ("model_index.json".into(), pretty(&model_index_json())),
         ("unet/config.json".into(), pretty(&unet_config)),
