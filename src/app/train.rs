@@ -320,8 +320,7 @@ fn data_fingerprint(data: &dyn Dataset) -> Result<String> {
 
 /// Opens `--data`.
 fn open_data(spec: &DataSpec, seed: u64) -> Result<Box<dyn Dataset>> {
-    // TEMP(loop): app::data::open_data lands with helper "data".
-    crate::data::open_builtin(spec, seed)
+    crate::app::data::open_data(spec, seed)
 }
 
 /// Reads `--unet`: a config.json, or a folder holding one.
