@@ -100,11 +100,21 @@ fn trains_a_tiny_gmm_into_a_pipeline_folder_that_samples() {
     let o = train(
         &data,
         &out,
-        &["--steps", "30", "--checkpoint-every", "10", "--threads", "2"],
+        &[
+            "--steps",
+            "30",
+            "--checkpoint-every",
+            "10",
+            "--threads",
+            "2",
+        ],
     );
     ok(&o);
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("30 steps") && stdout.contains("wrote"), "{stdout}");
+    assert!(
+        stdout.contains("30 steps") && stdout.contains("wrote"),
+        "{stdout}"
+    );
     for f in infodiff::app::train::output_files() {
         assert!(out.join(&f).is_file(), "{f} missing");
     }
@@ -129,7 +139,11 @@ fn trains_a_tiny_gmm_into_a_pipeline_folder_that_samples() {
             .unwrap();
     assert_eq!(summary["steps"], 30);
     assert_eq!(summary["train"]["batch"], 16);
-    assert!(std::fs::read_to_string(out.join("loss.svg")).unwrap().contains("<svg"));
+    assert!(
+        std::fs::read_to_string(out.join("loss.svg"))
+            .unwrap()
+            .contains("<svg")
+    );
     // The checkpoint holds step 30 and the weights written are its EMA.
     let (_, st) = checkpoint::load(&out.join("checkpoint").join(checkpoint::FILE)).unwrap();
     assert_eq!(st.step, 30);
@@ -149,7 +163,16 @@ fn trains_a_tiny_gmm_into_a_pipeline_folder_that_samples() {
     let s = bin()
         .args(["sample", "--model"])
         .arg(&out)
-        .args(["--num", "4", "--batch", "4", "--steps", "5", "--sampler", "ddim"])
+        .args([
+            "--num",
+            "4",
+            "--batch",
+            "4",
+            "--steps",
+            "5",
+            "--sampler",
+            "ddim",
+        ])
         .args(["--no-images", "--out"])
         .arg(dir.join("samples"))
         .output()
@@ -163,24 +186,55 @@ fn trains_a_tiny_gmm_into_a_pipeline_folder_that_samples() {
 fn threads_do_not_change_the_weights_and_resume_continues_bit_for_bit() {
     let dir = tempdir("resume");
     let data = gmm(&dir);
-    let common = ["--schedule", "constant", "--checkpoint-every", "7", "--seed", "3"];
+    let common = [
+        "--schedule",
+        "constant",
+        "--checkpoint-every",
+        "7",
+        "--seed",
+        "3",
+    ];
     let straight = dir.join("straight");
-    ok(&train(&data, &straight, &[&common[..], &["--steps", "24", "--threads", "2"]].concat()));
+    ok(&train(
+        &data,
+        &straight,
+        &[&common[..], &["--steps", "24", "--threads", "2"]].concat(),
+    ));
     let one = dir.join("one-thread");
-    ok(&train(&data, &one, &[&common[..], &["--steps", "24", "--threads", "1"]].concat()));
+    ok(&train(
+        &data,
+        &one,
+        &[&common[..], &["--steps", "24", "--threads", "1"]].concat(),
+    ));
     assert_eq!(weights(&straight), weights(&one), "1 vs 2 threads");
     // 10 steps, then resumed to 24.
     let resumed = dir.join("resumed");
-    ok(&train(&data, &resumed, &[&common[..], &["--steps", "10"]].concat()));
-    let o = train(&data, &resumed, &[&common[..], &["--steps", "24", "--resume"]].concat());
+    ok(&train(
+        &data,
+        &resumed,
+        &[&common[..], &["--steps", "10"]].concat(),
+    ));
+    let o = train(
+        &data,
+        &resumed,
+        &[&common[..], &["--steps", "24", "--resume"]].concat(),
+    );
     ok(&o);
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("resuming from step 10"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(weights(&straight), weights(&resumed), "resumed at 10 vs straight");
-    let ck = |d: &Path| checkpoint::load(&d.join("checkpoint").join(checkpoint::FILE)).unwrap().1;
+    assert_eq!(
+        weights(&straight),
+        weights(&resumed),
+        "resumed at 10 vs straight"
+    );
+    let ck = |d: &Path| {
+        checkpoint::load(&d.join("checkpoint").join(checkpoint::FILE))
+            .unwrap()
+            .1
+    };
     let (a, b) = (ck(&straight), ck(&resumed));
     assert_eq!(a.params, b.params);
     assert_eq!(a.m, b.m);
@@ -201,7 +255,11 @@ fn refusals_name_the_option_and_leave_out_as_it_was() {
     ok(&train(&data, &out, &["--steps", "4"]));
     let before = snapshot(&out);
     // Again without --resume: the checkpoint is never replaced.
-    refused(&train(&data, &out, &["--steps", "4"]), 2, &["--out", "--resume"]);
+    refused(
+        &train(&data, &out, &["--steps", "4"]),
+        2,
+        &["--out", "--resume"],
+    );
     // --resume with another setting: named.
     refused(
         &train(&data, &out, &["--steps", "4", "--lr", "0.5", "--resume"]),
@@ -209,7 +267,11 @@ fn refusals_name_the_option_and_leave_out_as_it_was() {
         &["--resume", "lr"],
     );
     refused(
-        &train(&data, &out, &["--steps", "4", "--prediction", "v_prediction", "--resume"]),
+        &train(
+            &data,
+            &out,
+            &["--steps", "4", "--prediction", "v_prediction", "--resume"],
+        ),
         2,
         &["prediction"],
     );
@@ -222,12 +284,27 @@ fn refusals_name_the_option_and_leave_out_as_it_was() {
     let other = dir.join("other");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("notes.txt"), "mine").unwrap();
-    refused(&train(&data, &other, &["--steps", "2"]), 2, &["--out", "notes.txt"]);
-    assert_eq!(snapshot(&other), vec![("notes.txt".to_string(), b"mine".to_vec())]);
+    refused(
+        &train(&data, &other, &["--steps", "2"]),
+        2,
+        &["--out", "notes.txt"],
+    );
+    assert_eq!(
+        snapshot(&other),
+        vec![("notes.txt".to_string(), b"mine".to_vec())]
+    );
     // Bad data, settings and networks.
     refused(&train("nonsense", &dir.join("a"), &[]), 2, &["--data"]);
-    refused(&train(&data, &dir.join("b"), &["--p-uncond", "2"]), 2, &["--p-uncond"]);
-    refused(&train(&data, &dir.join("c"), &["--ema", "1.5"]), 2, &["--ema"]);
+    refused(
+        &train(&data, &dir.join("b"), &["--p-uncond", "2"]),
+        2,
+        &["--p-uncond"],
+    );
+    refused(
+        &train(&data, &dir.join("c"), &["--ema", "1.5"]),
+        2,
+        &["--ema"],
+    );
     let unet = dir.join("rgb.json");
     std::fs::write(
         &unet,
@@ -254,7 +331,9 @@ fn a_diverging_run_stops_at_its_step_and_keeps_the_last_checkpoint() {
     let o = bin()
         .args(["train", "--data", &data, "--out"])
         .arg(&out)
-        .args(["--batch", "8", "--steps", "20", "--warmup", "0", "--lr", "1e30"])
+        .args([
+            "--batch", "8", "--steps", "20", "--warmup", "0", "--lr", "1e30",
+        ])
         .args(["--checkpoint-every", "1", "--clip", "0"])
         .output()
         .unwrap();
