@@ -173,6 +173,62 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Train a UNet2DModel by denoising score matching (AdamW, EMA, checkpoints) and write a
+    /// diffusers pipeline folder (model_index.json, unet/, scheduler/) that `sample` and
+    /// `measure --model` read, with loss.csv, loss.svg, train_summary.json and checkpoint/.
+    Train {
+        /// Training data: gmm:FILE.json (samples of a measure config's mixture), digits,
+        /// shapes, shapes:16, shapes:32 or folder:DIR (PNG images in class subfolders).
+        #[arg(long)]
+        data: String,
+        /// Output folder: new, empty, or an earlier run's (only continued, with --resume).
+        #[arg(long)]
+        out: PathBuf,
+        /// UNet2DModel config.json (or a folder holding one); default: sized to the data.
+        #[arg(long)]
+        unet: Option<PathBuf>,
+        /// Optimiser steps in all (default: per data set).
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Images per step (default: per data set).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Peak learning rate (default: per data set).
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Linear learning-rate warm-up steps (default 100).
+        #[arg(long)]
+        warmup: Option<u64>,
+        /// Learning-rate schedule after the warm-up (default cosine; only a constant one can be
+        /// extended on --resume).
+        #[arg(long, value_enum)]
+        schedule: Option<ScheduleArg>,
+        /// Seed of the initial weights, the minibatch order and the noise (default 0).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Probability of replacing each label by its null label (default 0.1 on conditional
+        /// models).
+        #[arg(long)]
+        p_uncond: Option<f64>,
+        /// Largest decay of the EMA of the weights, which is what is saved (default 0.999).
+        #[arg(long)]
+        ema: Option<f64>,
+        /// What the network predicts (default epsilon).
+        #[arg(long, value_enum)]
+        prediction: Option<PredictionArg>,
+        /// A checkpoint every this many steps (default 500; 0: only at the end).
+        #[arg(long)]
+        checkpoint_every: Option<u64>,
+        /// Global gradient-norm bound (default 1; 0: no clipping).
+        #[arg(long)]
+        clip: Option<f64>,
+        /// Continue the run whose checkpoint is in --out (bit-identical to an uninterrupted one).
+        #[arg(long)]
+        resume: bool,
+        /// Worker threads (default: all cores; at most 1024). The weights do not depend on it.
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Run a diffusers UNet2DModel on the inputs of a safetensors file and write its output.
     Denoise {
         /// Folder with config.json and diffusion_pytorch_model.safetensors.
@@ -246,6 +302,20 @@ impl SamplerArg {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ScheduleArg {
+    Constant,
+    Cosine,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+enum PredictionArg {
+    Epsilon,
+    VPrediction,
+    Sample,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum SpacingArg {
     Linspace,
     Leading,
@@ -302,7 +372,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("infodiff: error: {e}");
-            if let Some(sig) = app::sample::interrupted_by() {
+            if let Some(sig) = app::sample::interrupted_by().or(app::train::interrupted_by()) {
                 // Die of the signal as if unhandled, now that the temporaries are gone.
                 // SAFETY: resetting a handler and raising a signal.
                 unsafe {
@@ -324,7 +394,7 @@ fn main() -> ExitCode {
 extern "C" fn on_signal(sig: libc::c_int) {
     // A sampling run stops at its next step and removes its own temporaries (a second signal
     // ends it at once).
-    if app::sample::request_interrupt(sig) {
+    if app::sample::request_interrupt(sig) || app::train::request_interrupt(sig) {
         return;
     }
     infodiff::io::atomic::remove_temporaries();
@@ -624,6 +694,69 @@ fn run(cli: Cli) -> Result<(), Error> {
                     }
                 }
             }
+            Ok(())
+        }
+        Command::Train {
+            data,
+            out,
+            unet,
+            steps,
+            batch,
+            lr,
+            warmup,
+            schedule,
+            seed,
+            p_uncond,
+            ema,
+            prediction,
+            checkpoint_every,
+            clip,
+            resume,
+            threads,
+        } => {
+            use infodiff::app::train::{TrainBar, TrainOptions, train};
+            use infodiff::train::loss::PredictionType;
+            use infodiff::train::optim::LrSchedule;
+            set_threads(threads)?;
+            let opts = TrainOptions {
+                unet,
+                steps,
+                batch,
+                lr,
+                warmup,
+                schedule: schedule.map(|s| match s {
+                    ScheduleArg::Constant => LrSchedule::Constant,
+                    ScheduleArg::Cosine => LrSchedule::Cosine,
+                }),
+                seed,
+                p_uncond,
+                ema,
+                prediction: prediction.map(|p| match p {
+                    PredictionArg::Epsilon => PredictionType::Epsilon,
+                    PredictionArg::VPrediction => PredictionType::VPrediction,
+                    PredictionArg::Sample => PredictionType::Sample,
+                }),
+                checkpoint_every,
+                clip,
+                resume,
+                ..TrainOptions::new(&data, out.clone())
+            };
+            let bar = TrainBar::new(std::io::stderr().is_terminal());
+            let summary = train(&opts, Some(&|p| bar.tick(p)), &|note| {
+                eprintln!("infodiff: note: {note}")
+            });
+            bar.finish();
+            let summary = summary?;
+            println!(
+                "{} steps ({} this run) in {:.2} s ({:.1} images/s); final loss {:.5} (mean of the last 100 steps); {} parameters",
+                summary.steps,
+                summary.run_steps,
+                summary.wall_s,
+                summary.images_per_s,
+                summary.final_loss,
+                summary.params
+            );
+            println!("wrote {}/{}", out.display(), summary.files.join(", "));
             Ok(())
         }
         Command::Denoise {

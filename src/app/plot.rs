@@ -254,6 +254,72 @@ pub fn entropy_svg(c: &Curves) -> Result<String> {
     Ok(svg)
 }
 
+/// loss.svg: the training loss against the step on a log₁₀ axis, each step's loss in a thin
+/// line and its exponential moving average (time constant 1/50 of the run, at least 10 steps)
+/// in a thick one. Non-finite and non-positive losses are left out.
+pub fn loss_svg(steps: &[f64], loss: &[f64]) -> Result<String> {
+    let lerr = |e: &dyn std::fmt::Display| Error::Io {
+        path: "loss.svg".into(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let pts: Vec<(f64, f64)> = steps
+        .iter()
+        .zip(loss)
+        .filter(|(s, l)| s.is_finite() && l.is_finite() && **l > 0.0)
+        .map(|(s, l)| (*s, l.log10()))
+        .collect();
+    let tau = (pts.len() as f64 / 50.0).max(10.0);
+    let a = 1.0 / tau;
+    let mut smooth = Vec::with_capacity(pts.len());
+    let mut m: Option<f64> = None;
+    for &(s, l) in &pts {
+        let v = m.map_or(l, |m| m + a * (l - m));
+        m = Some(v);
+        smooth.push((s, v));
+    }
+    let (x0, x1) = axis_range(pts.iter().map(|p| p.0), 0.0);
+    let (y0, y1) = axis_range(pts.iter().map(|p| p.1), 0.05);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| lerr(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Training loss (DSM)", ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| lerr(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("log₁₀ loss")
+            .draw()
+            .map_err(|e| lerr(&e))?;
+        let light = COLORS[0].mix(0.35).stroke_width(1);
+        chart
+            .draw_series(LineSeries::new(pts, light))
+            .map_err(|e| lerr(&e))?
+            .label("loss per step")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], light));
+        let dark = COLORS[1].stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(smooth, dark))
+            .map_err(|e| lerr(&e))?
+            .label(format!("moving average ({tau:.0} steps)"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], dark));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(|e| lerr(&e))?;
+        root.present().map_err(|e| lerr(&e))?;
+    }
+    Ok(svg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
