@@ -330,12 +330,35 @@ pub struct ComponentFile {
     pub class: u64,
 }
 
-/// `mixture` as the JSON writes it.
+/// `mixture` as the JSON writes it: explicit `components`, or `from_dataset` (a `--data`
+/// spec: `digits`, `shapes:16`, `folder:DIR`) with `var` (default 0), the empirical mixture of
+/// that data: one component per image (mean = the image, isotropic variance `var`, equal
+/// weights, class = the image's first factor label).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MixtureFile {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub components: Vec<ComponentFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_dataset: Option<String>,
+    /// The isotropic variance of every component of `from_dataset` (0: point masses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub var: Option<f64>,
 }
+
+/// The empirical mixture of a data set (`mixture.from_dataset`): one component per example.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EmpiricalSource {
+    /// The data as `--data` names it (`digits`, …).
+    pub dataset: String,
+    /// Isotropic variance of every component (≥ 0).
+    pub var: f64,
+}
+
+/// Most examples `train_examples` asks a `gmm:` data source for (2³¹).
+pub const MAX_TRAIN_EXAMPLES: usize = 1 << 31;
+/// Default number of examples of a `gmm:` data source.
+pub const DEFAULT_TRAIN_EXAMPLES: usize = 50_000;
 
 /// The config file as JSON holds it: every key optional (the default config fills what is
 /// missing), unknown keys refused.
@@ -368,6 +391,14 @@ pub struct ConfigFile {
     pub seed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probes: Option<u64>,
+    /// The image shape [C, H, W] of the mixture's D = C·H·W coordinates (channel-major), for
+    /// `infodiff train --data gmm:FILE` and image output; the measurement itself ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<[u64; 3]>,
+    /// How many samples `--data gmm:FILE` draws from the mixture (default 50,000); the
+    /// measurement ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_examples: Option<u64>,
 }
 
 /// The tagged keys of the schema and the kinds each takes.
@@ -616,6 +647,12 @@ pub struct Config {
     /// Hutchinson probes per state and step for a network's ∇·s (`hx0_rate`); 0: none. Exact
     /// mixtures have their divergence in closed form and ignore it.
     pub probes: usize,
+    /// Where `components` came from when `mixture.from_dataset` built them (None: listed).
+    pub empirical: Option<EmpiricalSource>,
+    /// `image`: [C, H, W] with C·H·W = D (None: not given).
+    pub image: Option<[usize; 3]>,
+    /// `train_examples`, as given.
+    pub train_examples: Option<usize>,
 }
 
 /// The embedded default: points −8, −4, 6, 8 (equal weights, classes 0–3) under DDPM
@@ -651,6 +688,9 @@ pub fn default_config() -> Config {
         trajectories: 20_000,
         seed: 0,
         probes: 1,
+        empirical: None,
+        image: None,
+        train_examples: None,
     }
 }
 
@@ -720,26 +760,70 @@ impl Config {
             }
             process.build()?; // validates values, naming the field
         }
-        let components = match &file.mixture {
-            None if model.is_some() => vec![],
-            None => d.components.clone(),
-            Some(m) => m
-                .components
-                .iter()
-                .map(|c| {
-                    let mean = c.mean.to_vec(1);
-                    Component {
-                        weight: c.weight,
-                        var: c
-                            .var
-                            .as_ref()
-                            .map_or(vec![0.0; mean.len()], |v| v.to_vec(mean.len())),
-                        mean,
-                        class: c.class as usize,
-                    }
+        let empirical = match &file.mixture {
+            Some(MixtureFile {
+                from_dataset: Some(name),
+                components,
+                var,
+            }) => {
+                if !components.is_empty() {
+                    return Err(Error::config(
+                        "mixture.from_dataset",
+                        "either `components` or `from_dataset`",
+                        "both",
+                    ));
+                }
+                Some(EmpiricalSource {
+                    dataset: name.clone(),
+                    var: var.unwrap_or(0.0),
                 })
-                .collect(),
+            }
+            Some(MixtureFile { var: Some(_), .. }) => {
+                return Err(Error::config(
+                    "mixture.var",
+                    "`var` only beside `from_dataset` (a component's own `var` sets it)",
+                    "a `var` without `from_dataset`",
+                ));
+            }
+            _ => None,
         };
+        let (components, data_shape) = match (&file.mixture, &empirical) {
+            (_, Some(src)) => {
+                let (c, shape) = empirical_components(src)?;
+                (c, Some(shape))
+            }
+            (None, _) if model.is_some() => (vec![], None),
+            (None, _) => (d.components.clone(), None),
+            (Some(m), None) => (
+                m.components
+                    .iter()
+                    .map(|c| {
+                        let mean = c.mean.to_vec(1);
+                        Component {
+                            weight: c.weight,
+                            var: c
+                                .var
+                                .as_ref()
+                                .map_or(vec![0.0; mean.len()], |v| v.to_vec(mean.len())),
+                            mean,
+                            class: c.class as usize,
+                        }
+                    })
+                    .collect(),
+                None,
+            ),
+        };
+        let image = match file.image {
+            Some(shape) => Some(image_shape(
+                shape,
+                components.first().map(|c| c.mean.len()),
+            )?),
+            None => data_shape,
+        };
+        let train_examples = file
+            .train_examples
+            .map(|n| bounded("train_examples", n, 1, MAX_TRAIN_EXAMPLES))
+            .transpose()?;
         // The class prior: the mixture's, or uniform over the model's classes.
         let prior = match &model_dir {
             Some(md) => model_prior(md)?,
@@ -806,6 +890,9 @@ impl Config {
             trajectories,
             seed: file.seed.unwrap_or(d.seed),
             probes: probes as usize,
+            empirical,
+            image,
+            train_examples,
         };
         let plan = cfg.plan()?; // validates steps against the process
         if cfg.model.is_some()
@@ -859,20 +946,29 @@ impl Config {
 
     /// The config in the file's form (every key written out).
     pub fn to_file(&self) -> ConfigFile {
-        let mixture = self.model.is_none().then(|| MixtureFile {
-            components: self
-                .components
-                .iter()
-                .map(|c| ComponentFile {
-                    weight: c.weight,
-                    mean: Numbers::List(c.mean.clone()),
-                    var: Some(match c.var.first() {
-                        Some(&v0) if c.var.iter().all(|v| *v == v0) => Numbers::One(v0),
-                        _ => Numbers::List(c.var.clone()),
-                    }),
-                    class: c.class as u64,
-                })
-                .collect(),
+        let mixture = self.model.is_none().then(|| match &self.empirical {
+            Some(src) => MixtureFile {
+                components: vec![],
+                from_dataset: Some(src.dataset.clone()),
+                var: Some(src.var),
+            },
+            None => MixtureFile {
+                components: self
+                    .components
+                    .iter()
+                    .map(|c| ComponentFile {
+                        weight: c.weight,
+                        mean: Numbers::List(c.mean.clone()),
+                        var: Some(match c.var.first() {
+                            Some(&v0) if c.var.iter().all(|v| *v == v0) => Numbers::One(v0),
+                            _ => Numbers::List(c.var.clone()),
+                        }),
+                        class: c.class as u64,
+                    })
+                    .collect(),
+                from_dataset: None,
+                var: None,
+            },
         });
         ConfigFile {
             process: self.process.clone(),
@@ -888,6 +984,8 @@ impl Config {
             trajectories: Some(self.trajectories as u64),
             seed: Some(self.seed),
             probes: self.model.is_some().then_some(self.probes as u64),
+            image: self.image.map(|s| s.map(|v| v as u64)),
+            train_examples: self.train_examples.map(|n| n as u64),
         }
     }
 
@@ -989,6 +1087,115 @@ impl Config {
         };
         InfoSpec::new(prior, self.partitions.clone())
     }
+}
+
+/// The components of the empirical mixture of `src` (one per example, equal weights, isotropic
+/// variance `src.var`, class = the example's first factor label) and the data's [C, H, W].
+/// Refusals name `mixture.from_dataset` or `mixture.var`.
+pub fn empirical_components(src: &EmpiricalSource) -> Result<(Vec<Component>, [usize; 3])> {
+    use crate::data::{DataSpec, open_builtin};
+    if !(src.var.is_finite() && src.var >= 0.0) {
+        return Err(Error::config(
+            "mixture.var",
+            "a finite variance ≥ 0",
+            src.var,
+        ));
+    }
+    let spec: DataSpec = src.dataset.parse().map_err(|_| {
+        Error::config(
+            "mixture.from_dataset",
+            "digits, shapes, shapes:16, shapes:32 or folder:DIR",
+            format!("{:?}", src.dataset),
+        )
+    })?;
+    if let DataSpec::Gmm(_) = spec {
+        return Err(Error::config(
+            "mixture.from_dataset",
+            "a data set of images (digits, shapes, folder:DIR), not another mixture",
+            format!("{:?}", src.dataset),
+        ));
+    }
+    let data = open_builtin(&spec, 0).map_err(|e| {
+        Error::config(
+            "mixture.from_dataset",
+            format!("data that opens ({:?})", src.dataset),
+            e,
+        )
+    })?;
+    let shape = data.shape();
+    let d: usize = shape.iter().product();
+    let nf = data.factors().len().max(1);
+    let (mut image, mut labels) = (vec![0.0f32; d], vec![0i64; nf]);
+    let mut out = Vec::with_capacity(data.len());
+    for i in 0..data.len() {
+        data.example(i, &mut image, &mut labels)?;
+        out.push(Component {
+            weight: 1.0,
+            mean: image.iter().map(|&v| v as f64).collect(),
+            var: vec![src.var; d],
+            class: labels[0].max(0) as usize,
+        });
+    }
+    Ok((out, shape))
+}
+
+/// `image` as [C, H, W]: every size ≥ 1 and C·H·W = D (the mixture's dimension, when known).
+pub fn image_shape(shape: [u64; 3], dim: Option<usize>) -> Result<[usize; 3]> {
+    let mut out = [0usize; 3];
+    for (i, (o, &v)) in out.iter_mut().zip(&shape).enumerate() {
+        *o = bounded(&format!("image[{i}]"), v, 1, 1 << 20)?;
+    }
+    let n: usize = out.iter().product();
+    if let Some(d) = dim
+        && n != d
+    {
+        return Err(Error::config(
+            "image",
+            format!("[C, H, W] with C·H·W = {d} (the mixture's dimension)"),
+            format!("{shape:?} (C·H·W = {n})"),
+        ));
+    }
+    Ok(out)
+}
+
+/// The `gmm:` training data of a measure config ([`mixture_data`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MixtureData {
+    pub mixture: GaussianMixture,
+    /// [C, H, W], C·H·W = D.
+    pub image: [usize; 3],
+    /// `train_examples` (default [`DEFAULT_TRAIN_EXAMPLES`]).
+    pub train_examples: usize,
+}
+
+/// Reads the config file at `path` for `--data gmm:FILE`: its mixture (`mixture`, or the
+/// default config's when absent), its `image` (required: the mixture's coordinates as an image)
+/// and `train_examples`. Refusals name the field (`image`: expected C·H·W = D, found …).
+pub fn mixture_data(path: &std::path::Path) -> Result<MixtureData> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let cfg = Config::from_json_str(&text, &path.display().to_string())?;
+    let mixture = cfg.mixture()?;
+    let image = cfg.image.ok_or_else(|| {
+        Error::config(
+            "image",
+            format!(
+                "[C, H, W] with C·H·W = {} (the mixture's dimension), for training data",
+                mixture.dim()
+            ),
+            "nothing (missing)",
+        )
+    })?;
+    Ok(MixtureData {
+        mixture,
+        image,
+        train_examples: cfg.train_examples.unwrap_or(DEFAULT_TRAIN_EXAMPLES),
+    })
+}
+
+/// [`mixture_data`]'s mixture and image shape.
+pub fn mixture_image(path: &std::path::Path) -> Result<(GaussianMixture, [usize; 3])> {
+    let m = mixture_data(path)?;
+    Ok((m.mixture, m.image))
 }
 
 /// What a job steps over ([`Config::plan`]).
