@@ -8,8 +8,9 @@
 //! f32 or bfloat16. The f64 oracle is the GEMM's ([`crate::ops::gemm::reference`]) of the
 //! explicit im2col matrix.
 //!
-//! Backward (not implemented): dx is the transposed convolution of dy (col2im of Wᵀ·dy), dW =
-//! dy · im2col(x)ᵀ; both lower onto the same GEMM and would be methods of [`Conv2dOp`].
+//! Backward ([`backward`], CPU; its f64 oracle in [`mod@reference`]): dx is the transposed
+//! convolution of dy (col2im of Wᵀ·dy), dW = dy · im2col(x)ᵀ, both on the packed GEMM; a device
+//! backward would be a method of [`Conv2dOp`].
 
 pub mod backward;
 pub mod cpu;

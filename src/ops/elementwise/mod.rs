@@ -7,9 +7,9 @@
 //! CPU. The kernel methods of [`ElementwiseOp`] take flat buffers; its provided methods check
 //! (B, C, H, W) shapes and allocate outputs, once for every backend.
 //!
-//! Backward (not implemented): add and concat route dy unchanged (split for concat), the plane
-//! add sums dy over each plane, upsampling sums each 2×2 block, the scale divides dy; each
-//! would be one more kernel method here.
+//! Backward ([`backward`], CPU): add and concat route dy unchanged (split for concat), the plane
+//! add sums dy over each plane, upsampling sums each 2×2 block, the scale divides dy; a device
+//! backward would be one more kernel method here.
 
 pub mod backward;
 pub mod cpu;
