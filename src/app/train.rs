@@ -511,38 +511,6 @@ fn pid_alive(pid: i32) -> bool {
             || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH))
 }
 
-/// Swaps two paths atomically where the system can (Linux `renameat2`); false where it cannot.
-fn exchange(a: &Path, b: &Path) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        use std::ffi::CString;
-        use std::os::unix::ffi::OsStrExt;
-        let (Ok(ca), Ok(cb)) = (
-            CString::new(a.as_os_str().as_bytes()),
-            CString::new(b.as_os_str().as_bytes()),
-        ) else {
-            return false;
-        };
-        // SAFETY: two valid NUL-terminated paths; RENAME_EXCHANGE swaps them or fails.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_renameat2,
-                libc::AT_FDCWD,
-                ca.as_ptr(),
-                libc::AT_FDCWD,
-                cb.as_ptr(),
-                libc::RENAME_EXCHANGE,
-            )
-        };
-        r == 0
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (a, b);
-        false
-    }
-}
-
 /// What `--out` holds before the run.
 enum OutState {
     /// Absent or empty.
@@ -696,7 +664,7 @@ impl OutDir {
             remove_ours(&tmp);
             return Ok(());
         }
-        if exchange(&tmp, &self.dest) {
+        if crate::io::atomic::exchange(&tmp, &self.dest) {
             remove_ours(&tmp); // the old set
         } else {
             let old = self

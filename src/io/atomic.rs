@@ -167,7 +167,7 @@ fn sync_dir(dir: &Path) {
 }
 
 /// Swaps two paths atomically where the system can (Linux `renameat2`); false where it cannot.
-fn exchange(a: &Path, b: &Path) -> bool {
+pub(crate) fn exchange(a: &Path, b: &Path) -> bool {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::ffi::OsStrExt;
